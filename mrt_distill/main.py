@@ -1,0 +1,98 @@
+"""`mrt-distill` command line. Kept thin: parse, then call one library function.
+
+Subcommands:
+  info                      versions, devices, the default geometry and teacher sizes
+  import-t5x SRC DST        Magenta RT v1 t5x checkpoint -> teacher checkpoint (orbax)
+  teacher-stream            stream a teacher to a wav (embedded default: tiny, random)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _cmd_info(args) -> int:
+  from mrt_distill import info
+  report = info.collect(args.gin)
+  print(json.dumps(report, indent=2) if args.json else info.format_report(report))
+  return 0
+
+
+def _cmd_import_t5x(args) -> int:
+  from mrt_distill.teacher import load
+  summary = load.import_t5x(args.src, args.dst, gin=args.gin)
+  print(f"imported {summary['tensors']} tensors, {summary['params']:,} "
+        f"parameters (step {summary['step']}, config {summary['config']}) "
+        f"-> {args.dst}")
+  return 0
+
+
+def _cmd_teacher_stream(args) -> int:
+  from mrt_distill.teacher import stream_cli
+  stream_cli.run(args)
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog="mrt-distill",
+      description="Distill Magenta RealTime into a one-step streaming student.")
+  p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+  sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+  s = sub.add_parser("info", help="versions, devices, geometry, teacher sizes")
+  s.add_argument("--gin", default="base",
+                 help="teacher gin config whose sizes to print (default base)")
+  s.add_argument("--json", action="store_true", help="print JSON")
+  s.set_defaults(fn=_cmd_info)
+
+  s = sub.add_parser(
+      "import-t5x",
+      help="convert a Magenta RT v1 t5x checkpoint to a teacher checkpoint")
+  s.add_argument("src", help="t5x checkpoint dir (checkpoint_<step> or parent)")
+  s.add_argument("dst", help="output directory (orbax params + teacher.json)")
+  s.add_argument("--gin", default="base",
+                 help="teacher gin config: tiny | base | large | path.gin")
+  s.set_defaults(fn=_cmd_import_t5x)
+
+  s = sub.add_parser("teacher-stream",
+                     help="stream the teacher chunk by chunk into a wav file")
+  s.add_argument("--checkpoint", default=None,
+                 help="teacher checkpoint dir (default: random tiny teacher)")
+  s.add_argument("--prompt", default="techno:1.0",
+                 help='weighted prompt mix, e.g. "techno:1, flute:0.5"')
+  s.add_argument("--seconds", type=float, default=4.0)
+  s.add_argument("--seed", type=int, default=0)
+  s.add_argument("--guidance-weight", type=float, default=5.0)
+  s.add_argument("--temperature", type=float, default=1.1)
+  s.add_argument("--top-k", type=int, default=40)
+  s.add_argument("--out", default="teacher.wav")
+  s.set_defaults(fn=_cmd_teacher_stream)
+  return p
+
+
+def main(argv=None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                      format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+  # JAX logs its failed TPU probe at INFO on every CPU machine.
+  logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+  if not getattr(args, "fn", None):
+    parser.print_help()
+    return 2
+  try:
+    return args.fn(args)
+  except (ValueError, TypeError, FileNotFoundError) as e:
+    # Caller mistakes: one clear line, no traceback from deep inside JAX.
+    if args.verbose:
+      raise
+    print(f"mrt-distill {args.command}: error: {e}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,74 @@
+"""Teacher architecture hyperparameters (a frozen dataclass, built from gin).
+
+The sizes mirror the Magenta RT v1 gin files (reference §2.2). Gin files in
+`gin/` are read by `teacher.load.load_teacher_config`; tests may also build a
+`TeacherConfig` directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from mrt_distill.geometry import Geometry, MRT_V1
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+  """Sizes of the T5 encoder + Depthformer decoder."""
+
+  geometry: Geometry = MRT_V1
+  name: str = "base"
+  d_model: int = 768
+  num_heads: int = 12
+  head_dim: int = 64
+  mlp_dim: int = 2048
+  depth_mlp_dim: int = 2048
+  num_encoder_layers: int = 12
+  num_temporal_layers: int = 20
+  num_depth_layers: int = 4
+  temporal_relpos_buckets: int = 128
+  temporal_relpos_max_distance: int = 128
+  depth_relpos_buckets: int = 16
+  depth_relpos_max_distance: int = 16
+  dropout_rate: float = 0.1
+  depth_dropout_rate: float = 0.0
+  # v1: attention/MLP/norm internals in bf16, decoder residual stream in f32.
+  activation_dtype: str = "bfloat16"
+
+  def __post_init__(self):
+    def need(cond, msg):
+      if not cond:
+        raise ValueError(f"TeacherConfig {self.name!r}: {msg}")
+
+    for f in ("d_model", "num_heads", "head_dim", "mlp_dim", "depth_mlp_dim",
+              "num_encoder_layers", "num_temporal_layers", "num_depth_layers",
+              "temporal_relpos_buckets", "depth_relpos_buckets"):
+      v = getattr(self, f)
+      need(isinstance(v, int) and v > 0, f"{f} must be a positive int, got {v!r}")
+    need(self.activation_dtype in _DTYPES,
+         f"activation_dtype must be one of {sorted(_DTYPES)}, got "
+         f"{self.activation_dtype!r}")
+    need(0.0 <= self.dropout_rate < 1.0, "dropout_rate must be in [0, 1)")
+    need(0.0 <= self.depth_dropout_rate < 1.0,
+         "depth_dropout_rate must be in [0, 1)")
+    need(self.depth_relpos_buckets >= 2 and self.temporal_relpos_buckets >= 2,
+         "relpos buckets must be >= 2")
+
+  @property
+  def dtype(self):
+    return _DTYPES[self.activation_dtype]
+
+  @property
+  def qkv_dim(self) -> int:
+    return self.num_heads * self.head_dim
+
+  @property
+  def vocab_rows(self) -> int:
+    return self.geometry.padded_vocab_size
+
+  def replace(self, **kw) -> "TeacherConfig":
+    return dataclasses.replace(self, **kw)

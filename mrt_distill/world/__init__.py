@@ -1,0 +1,1 @@
+"""The reference world: procedural music and its synthesised audio."""

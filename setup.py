@@ -1,0 +1,60 @@
+"""mrt_distill: data-free streaming consistency distillation of Magenta RealTime."""
+
+import pathlib
+import re
+
+from setuptools import find_packages, setup
+
+_HERE = pathlib.Path(__file__).parent
+_VERSION = re.search(r'__version__ = "([^"]+)"',
+                     (_HERE / "mrt_distill" / "__init__.py").read_text()).group(1)
+
+CORE = [
+    "jax>=0.6",
+    "jaxlib>=0.6",
+    "flax>=0.10",
+    "optax>=0.2.4",
+    "orbax-checkpoint>=0.11",
+    "grain>=0.2.10",
+    "ml-collections>=1.0",
+    "gin-config>=0.5",
+    "numpy>=1.26",
+    "msgpack>=1.0",
+    "tensorstore>=0.1.70",
+    "soundfile>=0.12",
+    "librosa>=0.10",
+    "jaxtyping>=0.2.36",
+    "tqdm>=4.66",
+    "matplotlib>=3.8",
+    # Reference world: General MIDI rendering (tinysoundfont is installed
+    # separately with --no-deps: its wheel declares pyaudio, which only live
+    # playback needs and which needs PortAudio headers to build).
+    "pretty_midi>=0.2.10",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    # Cloud TPU VMs: the libtpu build that matches jax.
+    "tpu": ["jax[tpu]"],
+    "gpu": ["jax[cuda12]"],
+    # seqio / TFDS interop for prompt sets (pulls TensorFlow; never in core).
+    "interop": ["seqio", "tensorflow-datasets"],
+}
+
+setup(
+    name="mrt_distill",
+    version=_VERSION,
+    description=("Data-free streaming consistency distillation of Magenta "
+                 "RealTime into a one-step streaming student, in JAX/Flax."),
+    long_description=(_HERE / "README.md").read_text() if (
+        _HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["mrt_distill", "mrt_distill.*"]),
+    package_data={"mrt_distill": ["gin/*.gin", "assets/**/*"]},
+    include_package_data=True,
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["mrt-distill=mrt_distill.main:main"]},
+    license="Apache-2.0",
+)
