@@ -42,7 +42,7 @@ class SamplingParams(NamedTuple):
   max_decode_frames: int = -1  # -1: the whole chunk
 
   def as_arrays(self, chunk_frames: int):
-    n = chunk_frames if self.max_decode_frames < 0 else self.max_decode_frames
+    n = chunk_frames if self.max_decode_frames == -1 else self.max_decode_frames
     if not 0 < n <= chunk_frames:
       raise ValueError(
           f"max_decode_frames={self.max_decode_frames} must be in "
@@ -185,10 +185,10 @@ def generate_tokens(cfg: TeacherConfig, params, enc_pos_BxLe, enc_neg_BxLe,
   the sampling knobs are traced. Frames past `max_decode_frames` are PAD.
   """
   g = cfg.geometry
-  _check_enc(enc_pos_BxLe, g.encoder_length, "enc_pos")
+  _check_enc(enc_pos_BxLe, g.encoder_length, cfg.vocab_rows, "enc_pos")
   enc = enc_pos_BxLe
   if enc_neg_BxLe is not None:
-    _check_enc(enc_neg_BxLe, g.encoder_length, "enc_neg")
+    _check_enc(enc_neg_BxLe, g.encoder_length, cfg.vocab_rows, "enc_neg")
     if enc_neg_BxLe.shape != enc_pos_BxLe.shape:
       raise ValueError(f"CFG negative rows {enc_neg_BxLe.shape} must match "
                        f"the positive rows {enc_pos_BxLe.shape}")
@@ -197,13 +197,18 @@ def generate_tokens(cfg: TeacherConfig, params, enc_pos_BxLe, enc_neg_BxLe,
                      key, *sampling.as_arrays(g.chunk_frames))
 
 
-def _check_enc(x, length, what):
-  x = jnp.asarray(x)
+def _check_enc(x, length, rows, what):
+  x = np.asarray(x)
   if x.ndim != 2 or x.shape[1] != length:
     raise ValueError(f"{what} must be int32 (B, {length}) encoder ids for this "
                      f"geometry, got shape {tuple(x.shape)}")
-  if not jnp.issubdtype(x.dtype, jnp.integer):
+  if not np.issubdtype(x.dtype, np.integer):
     raise ValueError(f"{what} must hold integer ids, got dtype {x.dtype}")
+  if x.size and (x.min() < 0 or x.max() >= rows):
+    # An id past the table would read garbage (NaN on CPU) and -1 would wrap.
+    raise ValueError(
+        f"{what} holds ids out of range [0, {rows}) (min {x.min()}, max "
+        f"{x.max()}); build encoder inputs with build_encoder_inputs()")
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -37,7 +37,8 @@ class RMSNorm(nn.Module):
     y = (x * jax.lax.rsqrt(var + self.eps)).astype(self.dtype)
     scale = _param(self, "scale", nn.initializers.ones, (x.shape[-1],),
                    (axes.EMBED,))
-    return y * scale.astype(self.dtype)
+    # Explicit rank: the project runs with jax_numpy_rank_promotion='raise'.
+    return y * scale.astype(self.dtype).reshape((1,) * (y.ndim - 1) + (-1,))
 
 
 class Dense(nn.Module):

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import pathlib
+import tokenize
 
 import gin.config_parser as gin_parser
 import jax
@@ -122,6 +123,10 @@ def parse_gin_macros(path: pathlib.Path, _seen=()) -> dict:
   except SyntaxError as e:
     raise TeacherLoadError(
         f"gin file {path} does not parse: {e.msg} (line {e.lineno})") from None
+  except tokenize.TokenError as e:  # e.g. an unclosed bracket
+    msg, (line, _) = e.args
+    raise TeacherLoadError(
+        f"gin file {path} does not parse: {msg} (line {line})") from None
   return out
 
 
@@ -138,10 +143,10 @@ def load_teacher_config(name_or_path: str | os.PathLike = "base"
   missing = sorted(k for k, f in _MACROS.items() if f not in kw)
   if missing:
     raise TeacherLoadError(f"{path}: missing macro(s) {missing}")
-  kw["geometry"] = get_geometry(kw["geometry"])
   name = path.stem[len("teacher_"):] if path.stem.startswith(
       "teacher_") else path.stem
   try:
+    kw["geometry"] = get_geometry(kw["geometry"])
     return TeacherConfig(name=name, **kw)
   except (TypeError, ValueError) as e:
     raise TeacherLoadError(f"{path}: {e}") from None

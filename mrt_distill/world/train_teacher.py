@@ -1,0 +1,193 @@
+"""Pretraining a Magenta-RT-architecture teacher on codec tokens.
+
+The objective is v1's fine-tuning recipe (reference §7.2) at the teacher's
+geometry:
+
+* context: the `p` frames before the target, p = the whole context with
+  probability 0.75, else uniform over whole seconds (or whole chunks, when a
+  chunk is shorter than a second) below it; left-padded
+  with MASK (-1 frames) exactly as a cold-starting stream sees it;
+* style: the style model's audio embedding of the context-length window that
+  holds the centre of the target, tokenised (MusicCoCa's role);
+* target: the next chunk, C frames x K levels, frame-major codec ids;
+* CFG condition dropout: the style tokens become MASK with probability 0.1.
+
+Loss: token cross-entropy + 1e-4 z-loss (as t5x), averaged over tokens (v1
+sums; with AdamW the mean keeps the learning rate independent of chunk size).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mrt_distill.codec.base import Codec
+from mrt_distill.style.base import StyleModel
+from mrt_distill.teacher.config import TeacherConfig
+from mrt_distill.teacher.load import save_teacher
+from mrt_distill.teacher.model import TeacherModel, init_params
+from mrt_distill.teacher.system import build_encoder_inputs
+from mrt_distill.world import music, render
+
+log = logging.getLogger(__name__)
+
+FULL_CONTEXT_PROB = 0.75
+STYLE_DROP_PROB = 0.1
+Z_LOSS = 1e-4
+
+
+@dataclasses.dataclass
+class TokenPiece:
+  """One rendered piece as tokens: codes (T, K) and style codes (W, Ls)."""
+  style: str
+  text: str
+  codes: np.ndarray  # int16 (T, target_levels)
+  style_codes: np.ndarray  # int16 (W, style_rvq_depth), one per window
+
+
+def make_corpus(codec: Codec, style_model: StyleModel, *, pieces_per_style: int,
+                seconds: float, seed: int, styles=None) -> list[TokenPiece]:
+  """Renders pieces of every style and tokenises them (codec + style)."""
+  g = codec.geometry
+  styles = list(styles or music.STYLES)
+  win = g.context_samples
+  out = []
+  for si, style in enumerate(styles):
+    for j in range(pieces_per_style):
+      piece = music.generate_piece(style, seed * 100_003 + si * 1009 + j,
+                                   seconds)
+      audio = render.render(piece, g.sample_rate, g.channels)
+      codes = codec.encode(audio, g.sample_rate)[:, :g.target_levels]
+      n_win = max(1, len(audio) // win)
+      windows = np.stack([audio[i * win:(i + 1) * win] for i in range(n_win)])
+      emb = style_model.embed_audio(windows, g.sample_rate)
+      out.append(TokenPiece(style, piece.text, codes.astype(np.int16),
+                            style_model.tokenize(emb).astype(np.int16)))
+  return out
+
+
+def sample_batch(corpus: list[TokenPiece], rng: np.random.Generator,
+                 batch: int, cfg: TeacherConfig):
+  """-> (encoder ids (B, Le), target ids (B, C*K)) int32, v1's recipe."""
+  g = cfg.geometry
+  c, ctx_f = g.chunk_frames, g.context_frames
+  # v1 draws prompt lengths in whole seconds; a geometry whose chunk is
+  # shorter than a second draws them in whole chunks.
+  fr = min(g.frame_rate, c)
+  ctx = np.full((batch, ctx_f, g.target_levels), -1, np.int64)
+  tgt = np.zeros((batch, c, g.target_levels), np.int64)
+  style = np.zeros((batch, g.style_levels), np.int64)
+  drop = np.zeros(batch, bool)
+  for b in range(batch):
+    piece = corpus[rng.integers(len(corpus))]
+    t = len(piece.codes)
+    max_p = min(ctx_f, t - c)
+    if max_p <= 0:
+      raise ValueError(f"pieces must be longer than a chunk ({c} frames)")
+    if rng.random() < FULL_CONTEXT_PROB or max_p < fr:
+      p = max_p
+    else:
+      p = int(rng.integers(0, max_p // fr + 1)) * fr
+    s = int(rng.integers(0, t - (p + c) + 1))
+    if p:
+      ctx[b, -p:] = piece.codes[s:s + p]
+    tgt[b] = piece.codes[s + p:s + p + c]
+    centre = (s + p + c // 2) * g.samples_per_frame // g.context_samples
+    win = min(centre, len(piece.style_codes) - 1)
+    style[b] = piece.style_codes[win, :g.style_levels]
+    drop[b] = rng.random() < STYLE_DROP_PROB
+  style_ids = g.style_to_ids(style)
+  enc = build_encoder_inputs(g, ctx, style_ids)
+  masked = build_encoder_inputs(g, ctx, None)
+  enc = np.where(drop[:, None], masked, enc)
+  targets = g.codec_to_ids(tgt).reshape(batch, -1)
+  return enc, targets
+
+
+def loss_fn(params, cfg: TeacherConfig, enc, targets, dropout_rng,
+            deterministic=False):
+  logits = TeacherModel(cfg).apply({"params": params}, enc, targets,
+                                   deterministic=deterministic,
+                                   rngs={"dropout": dropout_rng})
+  logz = jax.nn.logsumexp(logits, axis=-1)
+  ll = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+  ce = jnp.mean(logz - ll)
+  acc = jnp.mean(jnp.argmax(logits, -1) == targets)
+  return ce + Z_LOSS * jnp.mean(jnp.square(logz)), {"ce": ce, "accuracy": acc}
+
+
+def train_teacher(out_dir, cfg: TeacherConfig, codec: Codec,
+                  style_model: StyleModel, *, steps: int, batch: int,
+                  lr: float = 1e-3, pieces_per_style: int = 24,
+                  seconds: float = 24.0, seed: int = 0, log_every: int = 25,
+                  time_budget_s: float | None = None,
+                  gin_name: str = "reference") -> dict:
+  """Pretrains the teacher; writes a teacher checkpoint + metrics.json."""
+  out_dir = pathlib.Path(out_dir)
+  t0 = time.perf_counter()
+  corpus = make_corpus(codec, style_model, pieces_per_style=pieces_per_style,
+                       seconds=seconds, seed=seed)
+  held = make_corpus(codec, style_model, pieces_per_style=2, seconds=seconds,
+                     seed=seed + 7919)
+  log.info("corpus: %d pieces (%d held out) in %.0f s", len(corpus), len(held),
+           time.perf_counter() - t0)
+  sched = optax.warmup_cosine_decay_schedule(0.0, lr, min(200, steps // 10),
+                                             steps, lr * 0.05)
+  opt = optax.chain(optax.clip_by_global_norm(1.0),
+                    optax.adamw(sched, b2=0.98, weight_decay=0.01))
+  params = init_params(cfg, jax.random.PRNGKey(seed))
+  opt_state = opt.init(params)
+
+  @jax.jit
+  def step(params, opt_state, enc, targets, rng):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, cfg, enc, targets, rng)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss, aux
+
+  @jax.jit
+  def evaluate(params, enc, targets):
+    return loss_fn(params, cfg, enc, targets, jax.random.PRNGKey(0), True)[1]
+
+  rng = np.random.default_rng(seed)
+  key = jax.random.PRNGKey(seed + 1)
+  curve, t_train, done = [], time.perf_counter(), 0
+  for i in range(steps):
+    enc, targets = sample_batch(corpus, rng, batch, cfg)
+    key, sub = jax.random.split(key)
+    params, opt_state, loss, aux = step(params, opt_state, enc, targets, sub)
+    done = i + 1
+    if done % log_every == 0 or done == steps:
+      el = time.perf_counter() - t_train
+      curve.append({"step": done, "loss": float(loss),
+                    "ce": float(aux["ce"]), "accuracy": float(aux["accuracy"])})
+      log.info("teacher step %d/%d loss %.3f acc %.3f | %.2f steps/s, ETA %.0f s",
+               done, steps, float(loss), float(aux["accuracy"]), done / el,
+               (steps - done) * el / done)
+    if time_budget_s and time.perf_counter() - t0 > time_budget_s:
+      log.warning("time budget of %.0f s reached at step %d", time_budget_s,
+                  done)
+      break
+  hrng = np.random.default_rng(seed + 13)
+  evals = [evaluate(params, *sample_batch(held, hrng, batch, cfg))
+           for _ in range(4)]
+  metrics = {
+      "steps": done, "batch": batch, "train_seconds": time.perf_counter() - t0,
+      "held_out_ce": float(np.mean([float(e["ce"]) for e in evals])),
+      "held_out_accuracy": float(np.mean([float(e["accuracy"])
+                                          for e in evals])),
+      "curve": curve,
+  }
+  save_teacher(out_dir, params, cfg, gin_name=gin_name,
+               extra={"train": {k: v for k, v in metrics.items()
+                                if k != "curve"}})
+  (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+  return metrics

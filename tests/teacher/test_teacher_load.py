@@ -1,0 +1,362 @@
+"""Tests for teacher loading: gin configs, parameter checks, orbax teacher
+checkpoints and the t5x import (reference/magenta_rt_v1.md §2.2, §6.2).
+"""
+
+from __future__ import annotations
+
+import json
+import tokenize
+import pathlib
+
+import flax.serialization
+import jax
+import numpy as np
+import pytest
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from mrt_distill.geometry import MRT_V1, TINY, GeometryError
+from mrt_distill.teacher import load, t5x_format
+from mrt_distill.teacher.load import (TeacherLoadError, check_params,
+                                      import_t5x, load_teacher,
+                                      load_teacher_config, save_teacher)
+from mrt_distill.teacher.model import TeacherModel, abstract_params
+
+# Small zarr chunks so every large tiny-model tensor spans several chunk files.
+_SMALL_CHUNK = 2048
+
+_TINY_MACROS = """\
+GEOMETRY = 'tiny'
+EMBED_DIM = 32
+NUM_HEADS = 2
+HEAD_DIM = 16
+MLP_DIM = 64
+DEPTH_MLP_DIM = 48
+NUM_ENCODER_LAYERS = 2
+NUM_TEMPORAL_LAYERS = 2
+NUM_DEPTH_LAYERS = 2
+TEMPORAL_RELPOS_BUCKETS = 32
+TEMPORAL_RELPOS_MAX_DISTANCE = 32
+DEPTH_RELPOS_BUCKETS = 8
+DEPTH_RELPOS_MAX_DISTANCE = 8
+DROPOUT_RATE = 0.0
+DEPTH_DROPOUT_RATE = 0.0
+ACTIVATION_DTYPE = 'float32'
+"""
+
+
+def _random_params(cfg, seed):
+  """Numpy params shaped like `abstract_params(cfg)`, T5-like scales."""
+  shapes, _ = abstract_params(cfg)
+  rng = np.random.default_rng(seed)
+  out = {}
+  for path, s in flatten_dict(shapes).items():
+    if path[-1] == "kernel":
+      v = rng.standard_normal(s.shape) / np.sqrt(s.shape[0])
+    elif path[-1] == "scale":
+      v = 1.0 + 0.2 * rng.standard_normal(s.shape)
+    else:
+      v = rng.standard_normal(s.shape)
+    out[path] = v.astype(np.float32)
+  return unflatten_dict(out)
+
+
+@pytest.fixture(scope="module")
+def cfg():
+  return load_teacher_config("tiny")
+
+
+@pytest.fixture(scope="module")
+def params(cfg):
+  return _random_params(cfg, 0)
+
+
+def _write_gin(tmp_path, text, name="t.gin"):
+  p = tmp_path / name
+  p.write_text(text)
+  return p
+
+
+# ---- gin configs ------------------------------------------------------------------
+def test_tiny_config():
+  c = load_teacher_config("tiny")
+  assert c.name == "tiny" and c.geometry is TINY
+  assert (c.d_model, c.num_heads, c.head_dim, c.mlp_dim, c.depth_mlp_dim) == (
+      32, 2, 16, 64, 48)
+  assert (c.num_encoder_layers, c.num_temporal_layers, c.num_depth_layers) == (
+      2, 2, 2)
+  assert c.activation_dtype == "float32" and c.dropout_rate == 0.0
+
+
+def test_base_config():
+  c = load_teacher_config("base")
+  assert c.name == "base" and c.geometry is MRT_V1
+  assert (c.d_model, c.num_heads, c.head_dim, c.mlp_dim, c.depth_mlp_dim) == (
+      768, 12, 64, 2048, 2048)
+  assert (c.num_encoder_layers, c.num_temporal_layers, c.num_depth_layers) == (
+      12, 20, 4)
+  assert (c.temporal_relpos_buckets, c.temporal_relpos_max_distance,
+          c.depth_relpos_buckets, c.depth_relpos_max_distance) == (
+              128, 128, 16, 16)
+  assert (c.dropout_rate, c.depth_dropout_rate) == (0.1, 0.0)
+  assert c.activation_dtype == "bfloat16"
+  assert c.vocab_rows == 29824
+
+
+def test_large_config_inherits_through_include():
+  c = load_teacher_config("large")
+  assert c.name == "large" and c.geometry is MRT_V1
+  assert (c.d_model, c.num_heads, c.head_dim, c.mlp_dim, c.depth_mlp_dim) == (
+      1024, 16, 64, 2816, 2816)
+  assert c.num_encoder_layers == 24
+  # Not set in teacher_large.gin: inherited from teacher_base.gin.
+  assert "NUM_TEMPORAL_LAYERS" not in (load.GIN_DIR / "teacher_large.gin"
+                                       ).read_text()
+  assert (c.num_temporal_layers, c.num_depth_layers) == (20, 4)
+  assert c.temporal_relpos_buckets == 128 and c.dropout_rate == 0.1
+
+
+@pytest.mark.parametrize("spelling", ["tiny", "teacher_tiny",
+                                      "teacher_tiny.gin"])
+def test_config_name_spellings(spelling):
+  assert load_teacher_config(spelling) == load_teacher_config("tiny")
+
+
+def test_config_from_path_and_later_binding_wins(tmp_path):
+  p = _write_gin(tmp_path, _TINY_MACROS + "EMBED_DIM = 48\n", "mine.gin")
+  c = load_teacher_config(p)
+  assert c.d_model == 48 and c.name == "mine"
+
+
+def test_include_relative_to_including_file(tmp_path):
+  _write_gin(tmp_path, _TINY_MACROS, "parent.gin")
+  p = _write_gin(tmp_path, "include 'parent.gin'\nNUM_HEADS = 4\n", "kid.gin")
+  c = load_teacher_config(p)
+  assert c.num_heads == 4 and c.d_model == 32
+
+
+def test_macro_reference(tmp_path):
+  text = _TINY_MACROS.replace("DEPTH_MLP_DIM = 48", "DEPTH_MLP_DIM = %MLP_DIM")
+  assert load_teacher_config(_write_gin(tmp_path, text)).depth_mlp_dim == 64
+  text = _TINY_MACROS.replace("MLP_DIM = 64\n", "MLP_DIM = %DEPTH_MLP_DIM\n", 1)
+  with pytest.raises(TeacherLoadError, match="before it is defined"):
+    load_teacher_config(_write_gin(tmp_path, text, "u.gin"))
+
+
+def test_gin_that_does_not_parse_names_file_and_line(tmp_path):
+  text = _TINY_MACROS.replace("NUM_HEADS = 2", "NUM_HEADS = = 2")
+  line = text.splitlines().index("NUM_HEADS = = 2") + 1
+  p = _write_gin(tmp_path, text, "broken.gin")
+  with pytest.raises(TeacherLoadError) as e:
+    load_teacher_config(p)
+  msg = str(e.value)
+  assert str(p) in msg
+  assert f"line {line}" in msg
+
+
+def test_gin_with_unclosed_bracket_raises_teacher_load_error(tmp_path):
+  p = _write_gin(tmp_path, "GEOMETRY = 'tiny'\nEMBED_DIM = (32\n", "open.gin")
+  with pytest.raises(TeacherLoadError, match="open.gin"):
+    load_teacher_config(p)
+
+
+def test_unknown_macro_lists_known(tmp_path):
+  p = _write_gin(tmp_path, _TINY_MACROS + "FANCY_DIM = 3\n")
+  with pytest.raises(TeacherLoadError) as e:
+    load_teacher_config(p)
+  msg = str(e.value)
+  assert "FANCY_DIM" in msg and "known" in msg
+  assert "EMBED_DIM" in msg and "NUM_TEMPORAL_LAYERS" in msg
+  assert str(p) in msg
+
+
+def test_unused_num_decoder_layers_is_accepted(tmp_path):
+  p = _write_gin(tmp_path, _TINY_MACROS + "NUM_DECODER_LAYERS = 99\n")
+  assert load_teacher_config(p).num_temporal_layers == 2
+
+
+def test_missing_macro(tmp_path):
+  text = _TINY_MACROS.replace("NUM_HEADS = 2\n", "")
+  p = _write_gin(tmp_path, text)
+  with pytest.raises(TeacherLoadError, match=r"missing macro\(s\) \['NUM_HEADS'\]"):
+    load_teacher_config(p)
+
+
+def test_binding_is_rejected(tmp_path):
+  p = _write_gin(tmp_path, _TINY_MACROS + "Encoder.num_layers = 3\n")
+  with pytest.raises(TeacherLoadError, match="macros only"):
+    load_teacher_config(p)
+
+
+def test_invalid_value_names_file(tmp_path):
+  p = _write_gin(tmp_path, _TINY_MACROS.replace("NUM_HEADS = 2", "NUM_HEADS = 0"))
+  with pytest.raises(TeacherLoadError, match="num_heads") as e:
+    load_teacher_config(p)
+  assert str(p) in str(e.value)
+
+
+def test_unknown_geometry_names_file(tmp_path):
+  p = _write_gin(tmp_path, _TINY_MACROS.replace("'tiny'", "'nope'"), "g.gin")
+  with pytest.raises(TeacherLoadError, match="g.gin"):
+    load_teacher_config(p)
+
+
+def test_unknown_geometry_lists_known(tmp_path):
+  p = _write_gin(tmp_path, _TINY_MACROS.replace("'tiny'", "'nope'"), "g.gin")
+  with pytest.raises(ValueError, match="known"):
+    load_teacher_config(p)
+
+
+def test_gin_not_found_lists_known():
+  with pytest.raises(TeacherLoadError) as e:
+    load_teacher_config("medium")
+  msg = str(e.value)
+  for known in ("teacher_base", "teacher_large", "teacher_tiny"):
+    assert known in msg
+  assert "medium" in msg
+
+
+def test_missing_include_names_file(tmp_path):
+  p = _write_gin(tmp_path, "include 'nothere.gin'\n")
+  with pytest.raises(TeacherLoadError, match="nothere.gin"):
+    load_teacher_config(p)
+
+
+# ---- check_params --------------------------------------------------------------------
+def test_check_params_accepts_exact_tree(cfg, params):
+  check_params(params, cfg)
+
+
+def test_check_params_lists_problems(cfg, params):
+  flat = flatten_dict(params, sep=".")
+  del flat["encoder.layers_1.mlp.wo.kernel"]
+  flat["encoder.relpos_bias.rel_embedding"] = np.zeros((2, 32), np.float32)
+  flat["decoder.decoder_norm.scale"] = np.zeros((31,), np.float32)
+  with pytest.raises(TeacherLoadError) as e:
+    check_params(unflatten_dict(flat, sep="."), cfg)
+  msg = str(e.value)
+  assert "missing (1): encoder.layers_1.mlp.wo.kernel" in msg
+  assert "unexpected (1): encoder.relpos_bias.rel_embedding" in msg
+  assert "decoder.decoder_norm.scale: (31,) != expected (32,)" in msg
+
+
+# ---- t5x import -----------------------------------------------------------------------
+def _write_t5x(root: pathlib.Path, params, step=100):
+  ckpt = root / f"checkpoint_{step}"
+  t5x_format.write_t5x_checkpoint(ckpt, jax.tree.map(np.asarray, params),
+                                  step=step, max_chunk_bytes=_SMALL_CHUNK)
+  return ckpt
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory, params):
+  """(t5x root, checkpoint dir, teacher dir, import report)."""
+  root = tmp_path_factory.mktemp("t5x")
+  ckpt = _write_t5x(root, params)
+  dst = tmp_path_factory.mktemp("teacher") / "tiny_teacher"
+  report = import_t5x(root, dst, gin="tiny")
+  return root, ckpt, dst, report
+
+
+def test_t5x_checkpoint_is_multi_chunk_with_step_100(imported):
+  _, ckpt, _, _ = imported
+  emb_dir = ckpt / "target.token_embedder.embedding"
+  chunks = [p for p in emb_dir.iterdir() if not p.name.startswith(".")]
+  assert len(chunks) > 1  # 256 x 32 f32 = 32 KiB in 2 KiB chunks
+  contents = flax.serialization.msgpack_restore(
+      (ckpt / "checkpoint").read_bytes())
+  assert int(np.asarray(contents["optimizer"]["state"]["step"])) == 100
+  assert t5x_format.read_t5x_checkpoint(ckpt).step == 100
+
+
+def test_import_report(cfg, imported):
+  _, _, dst, report = imported
+  assert report["step"] == 100
+  assert report["tensors"] == 70
+  assert report["params"] == 83_536
+  assert report["config"] == "tiny"
+  meta = json.loads((dst / "teacher.json").read_text())
+  assert meta["step"] == 100 and meta["geometry"] == "tiny"
+  assert meta["gin"] == "tiny"
+
+
+def test_import_parity_exact(cfg, params, imported):
+  _, _, dst, _ = imported
+  loaded, loaded_cfg = load_teacher(dst)
+  assert loaded_cfg == cfg
+  src = flatten_dict(params, sep=".")
+  got = flatten_dict(loaded, sep=".")
+  assert set(got) == set(src)
+  for k in src:
+    np.testing.assert_array_equal(np.asarray(got[k]), src[k], err_msg=k)
+
+  g = cfg.geometry
+  rng = np.random.default_rng(7)
+  enc = rng.integers(2, g.vocab_size, (2, g.encoder_length)).astype(np.int32)
+  tgt = g.codec_to_ids(rng.integers(0, g.codebook_size, (
+      2, g.chunk_frames, g.target_levels))).reshape(2, -1)
+  model = TeacherModel(cfg)
+  fwd = jax.jit(lambda p, e, t: model.apply({"params": p}, e, t))
+  want = np.asarray(fwd(params, enc, tgt))
+  have = np.asarray(fwd(jax.tree.map(np.asarray, loaded), enc, tgt))
+  np.testing.assert_array_equal(have, want)
+  assert np.isfinite(want).all() and np.abs(want).max() > 0
+
+
+def test_load_teacher_with_explicit_config(cfg, imported):
+  _, _, dst, _ = imported
+  loaded, c = load_teacher(dst, cfg)
+  assert c is cfg
+  with pytest.raises(TeacherLoadError, match="geometry"):
+    load_teacher(dst, load_teacher_config("base"))
+
+
+def _import_expect_error(tmp_path, params):
+  root = tmp_path / "src"
+  _write_t5x(root, params)
+  dst = tmp_path / "dst"
+  with pytest.raises(TeacherLoadError) as e:
+    import_t5x(root, dst, gin="tiny")
+  assert not dst.exists(), "a failed import must not write a checkpoint"
+  return str(e.value)
+
+
+def test_import_missing_parameter(tmp_path, params):
+  flat = flatten_dict(params, sep=".")
+  del flat["decoder.decoder.depth_decoder.depth_layers_1.mlp.wi_1.kernel"]
+  msg = _import_expect_error(tmp_path, unflatten_dict(flat, sep="."))
+  assert "missing (1)" in msg
+  assert "decoder.decoder.depth_decoder.depth_layers_1.mlp.wi_1.kernel" in msg
+
+
+def test_import_extra_parameter(tmp_path, params):
+  flat = flatten_dict(params, sep=".")
+  flat["encoder.relpos_bias.rel_embedding"] = np.ones((2, 32), np.float32)
+  msg = _import_expect_error(tmp_path, unflatten_dict(flat, sep="."))
+  assert "unexpected (1)" in msg
+  assert "encoder.relpos_bias.rel_embedding" in msg
+
+
+def test_import_wrong_vocab_mentions_geometry(tmp_path, params):
+  flat = flatten_dict(params, sep=".")
+  flat["token_embedder.embedding"] = flat["token_embedder.embedding"][:128]
+  flat["decoder.logits_dense.kernel"] = flat["decoder.logits_dense.kernel"][
+      :, :128]
+  msg = _import_expect_error(tmp_path, unflatten_dict(flat, sep="."))
+  assert "128 rows" in msg and "256" in msg
+  assert "geometry" in msg
+  assert "token_embedder.embedding: (128, 32) != expected (256, 32)" in msg
+
+
+def test_load_teacher_without_metadata(tmp_path):
+  (tmp_path / "params").mkdir()
+  with pytest.raises(TeacherLoadError, match="teacher.json") as e:
+    load_teacher(tmp_path)
+  assert "not a teacher checkpoint" in str(e.value)
+
+
+def test_save_teacher_rejects_wrong_tree(tmp_path, cfg, params):
+  flat = flatten_dict(params, sep=".")
+  del flat["encoder.encoder_norm.scale"]
+  with pytest.raises(TeacherLoadError, match="encoder.encoder_norm.scale"):
+    save_teacher(tmp_path / "x", unflatten_dict(flat, sep="."), cfg)
+  assert not (tmp_path / "x").exists()
