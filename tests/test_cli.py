@@ -1,0 +1,84 @@
+"""The `mrt-distill` command line, run in-process through main(argv)."""
+
+import json
+
+import jax
+import numpy as np
+import soundfile as sf
+
+from mrt_distill import main as cli
+from mrt_distill.teacher import load, model, t5x_format
+
+
+def test_info_json(capsys):
+  assert cli.main(["info", "--json", "--gin", "tiny"]) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["default_geometry"]["encoder_length"] == 1006
+  assert out["default_geometry"]["padded_vocab_size"] == 29824
+  assert out["teacher"]["params"] == 83_536
+  assert out["backend"] == "cpu"
+
+
+def test_info_text_names_base_sizes(capsys):
+  assert cli.main(["info"]) == 0
+  out = capsys.readouterr().out
+  assert "347,873,472 parameters in 430 tensors" in out
+  assert "encoder 84.95 M" in out
+
+
+def test_no_command_prints_help(capsys):
+  assert cli.main([]) == 2
+  assert "import-t5x" in capsys.readouterr().out
+
+
+def test_import_t5x_cli_round_trip(tmp_path, capsys):
+  cfg = load.load_teacher_config("tiny")
+  params = model.init_params(cfg, jax.random.PRNGKey(3))
+  src = tmp_path / "t5x"
+  t5x_format.write_t5x_checkpoint(src / "checkpoint_42",
+                                  jax.tree.map(np.asarray, params), step=42)
+  dst = tmp_path / "teacher"
+  assert cli.main(["import-t5x", str(src), str(dst), "--gin", "tiny"]) == 0
+  assert "step 42" in capsys.readouterr().out
+  restored, cfg2 = load.load_teacher(dst)
+  assert cfg2 == cfg
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_import_t5x_wrong_config_is_one_line_error(tmp_path, capsys):
+  cfg = load.load_teacher_config("tiny")
+  params = model.init_params(cfg, jax.random.PRNGKey(3))
+  t5x_format.write_t5x_checkpoint(tmp_path / "t5x" / "checkpoint_1",
+                                  jax.tree.map(np.asarray, params), step=1)
+  rc = cli.main(["import-t5x", str(tmp_path / "t5x"), str(tmp_path / "out"),
+                 "--gin", "reference"])
+  err = capsys.readouterr().err
+  assert rc == 1
+  assert err.startswith("mrt-distill import-t5x: error:")
+  assert "shape mismatch" in err and "geometry" in err
+  assert "Traceback" not in err
+  assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_missing_checkpoint_is_one_line_error(tmp_path, capsys):
+  rc = cli.main(["import-t5x", str(tmp_path / "nope"), str(tmp_path / "o")])
+  assert rc == 1
+  assert "nope" in capsys.readouterr().err
+
+
+def test_teacher_stream_writes_wav(tmp_path):
+  out = tmp_path / "t.wav"
+  assert cli.main(["teacher-stream", "--seconds", "0.5", "--out", str(out),
+                   "--prompt", "techno:1, flute:0.5"]) == 0
+  audio, sr = sf.read(out)
+  assert sr == 8000 and len(audio) == 4000
+  assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+
+
+def test_teacher_stream_bad_prompt(tmp_path, capsys):
+  rc = cli.main(["teacher-stream", "--seconds", "0.2", "--out",
+                 str(tmp_path / "x.wav"), "--prompt", "techno:-1"])
+  assert rc == 1
+  assert "negative" in capsys.readouterr().err
+  assert not (tmp_path / "x.wav").exists()
