@@ -147,39 +147,74 @@ class TeacherSystem:
   def generate_chunk(self, state: StreamState, style=None,
                      seed: int | None = None, **sampling_overrides):
     """-> (audio float32 (chunk_samples, channels), new StreamState)."""
-    g = self.geometry
-    check_state(state, g)
+    check_state(state, self.geometry)
     emb = self.embed_style(style)
+    batched = StreamState(state.context_tokens[None],
+                          state.crossfade_samples[None], state.chunk_index)
+    audio, new = self.generate_chunks(
+        batched, None if emb is None else emb[None], seed,
+        **sampling_overrides)
+    return audio[0], StreamState(new.context_tokens[0],
+                                 new.crossfade_samples[0], new.chunk_index)
+
+  def init_states(self, batch: int) -> StreamState:
+    """B independent streams advanced together by `generate_chunks`."""
+    s = self.init_state()
+    return StreamState(np.repeat(s.context_tokens[None], batch, 0),
+                       np.repeat(s.crossfade_samples[None], batch, 0), 0)
+
+  def generate_chunks(self, states: StreamState, styles_BxS=None,
+                      seed: int | None = None, **sampling_overrides):
+    """Advances B streams by one chunk in one batched decode.
+
+    states: batched StreamState (context (B, F, K), crossfade (B, N, C)).
+    styles_BxS: (B, S) mixed embeddings, or None for unconditioned streams.
+    Returns (audio (B, chunk_samples, channels), new batched state).
+    """
+    g = self.geometry
+    ctx = np.asarray(states.context_tokens)
+    if ctx.ndim != 3:
+      raise ValueError(f"batched state context must be (B, "
+                       f"{g.context_frames}, {g.target_levels}), got "
+                       f"{ctx.shape}; use init_states(batch)")
+    b = ctx.shape[0]
+    for i in range(b):
+      check_state(StreamState(ctx[i], states.crossfade_samples[i],
+                              states.chunk_index), g)
     sampling = self.sampling._replace(**sampling_overrides)
     if seed is None:
       seed = int(np.random.randint(0, 2**31 - 1))
-    ctx = state.context_tokens[None]
-    style_ids = None if emb is None else mixing.style_tokens(
-        self.style_model, g, emb)[None]
+    style_ids = None
+    if styles_BxS is not None:
+      emb = np.asarray(styles_BxS, np.float32)
+      if emb.shape != (b, g.style_embed_dim) or not np.isfinite(emb).all():
+        raise ValueError(f"styles must be finite ({b}, {g.style_embed_dim}) "
+                         f"embeddings, got {emb.shape}")
+      style_ids = mixing.style_tokens(self.style_model, g, emb)
     pos = build_encoder_inputs(g, ctx, style_ids)
     neg = build_encoder_inputs(g, ctx, None)
-    key = jax.random.PRNGKey(int(seed) + int(state.chunk_index))
-    use_cfg = emb is not None and sampling.guidance_weight > 0
+    key = jax.random.PRNGKey(int(seed) + int(states.chunk_index))
+    use_cfg = style_ids is not None and sampling.guidance_weight > 0
     ids = np.asarray(generate_tokens(self.cfg, self.params, pos,
                                      neg if use_cfg else None, key, sampling))
     # v1 folds ids sampled outside their level's range; count them instead
     # of warning every chunk (a diagnostic of teacher quality).
-    self.stray_tokens += g.count_stray_ids(ids[0])
-    new_codes = g.ids_to_codec(ids[0], safe=False, warn=False)  # (C, K)
-    return self._render(state, new_codes)
+    self.stray_tokens += g.count_stray_ids(ids)
+    new_codes = g.ids_to_codec(ids, safe=False, warn=False)  # (B, C, K)
+    return self._render(states, new_codes)
 
-  def _render(self, state: StreamState, new_codes_CxK: np.ndarray):
+  def _render(self, states: StreamState, new_BxCxK: np.ndarray):
+    """Codec-decodes [lead frame(s), chunk] and crossfades onto the stream."""
     g = self.geometry
-    xf_frames = g.crossfade_frames
-    lead = np.maximum(state.context_tokens[-xf_frames:], 0)  # cold: code 0
-    audio = self.codec.decode(np.concatenate([lead, new_codes_CxK]))
-    out = audio[:g.chunk_samples].copy()
-    n = g.crossfade_samples
-    out[:n] = (out[:n] * self._ramp[:, None]
-               + state.crossfade_samples * self._ramp[::-1, None])
-    context = np.concatenate([state.context_tokens, new_codes_CxK.astype(
-        np.int32)])[-g.context_frames:]
-    new_state = StreamState(context_tokens=context,
-                            crossfade_samples=audio[-n:].astype(np.float32),
-                            chunk_index=state.chunk_index + 1)
-    return out.astype(np.float32), new_state
+    xf_frames, n = g.crossfade_frames, g.crossfade_samples
+    lead = np.maximum(states.context_tokens[:, -xf_frames:], 0)  # cold: 0
+    audio = self.codec.decode(np.concatenate([lead, new_BxCxK], axis=1))
+    out = audio[:, :g.chunk_samples].copy()
+    out[:, :n] = (out[:, :n] * self._ramp[None, :, None]
+                  + states.crossfade_samples * self._ramp[None, ::-1, None])
+    context = np.concatenate([states.context_tokens, new_BxCxK.astype(
+        np.int32)], axis=1)[:, -g.context_frames:]
+    new = StreamState(context_tokens=context,
+                      crossfade_samples=audio[:, -n:].astype(np.float32),
+                      chunk_index=states.chunk_index + 1)
+    return out.astype(np.float32), new
