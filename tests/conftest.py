@@ -3,3 +3,13 @@
 import jax
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+import pytest
+
+
+@pytest.fixture
+def strict_ranks():
+  """Kept for tests that name it: rank promotion is 'raise' suite-wide."""
+  with jax.numpy_rank_promotion("raise"):
+    yield

@@ -250,3 +250,31 @@ def import_t5x(src: str | os.PathLike, dst: str | os.PathLike,
       jax.tree.leaves(params)), n, src)
   return {"tensors": len(jax.tree.leaves(params)), "params": n,
           "step": ckpt.step, "config": cfg.name}
+
+
+# ---- shipped (npz) teacher weights -------------------------------------------
+def save_teacher_npz(path: str | os.PathLike, params, cfg: TeacherConfig,
+                     gin_name: str, extra: dict | None = None,
+                     float_dtype=np.float16) -> pathlib.Path:
+  """Params as one checksummed .npz (float16 by default, for shipping)."""
+  from mrt_distill import checksummed
+
+  check_params(params, cfg)
+  flat = flatten_dict(jax.tree.map(np.asarray, params), sep="/")
+  meta = {"kind": "teacher", "gin": gin_name, "geometry": cfg.geometry.name,
+          **(extra or {})}
+  return checksummed.save_npz(path, flat, meta, float_dtype=float_dtype)
+
+
+def load_teacher_npz(path: str | os.PathLike, rebuild_hint: str):
+  """-> (params (float32), TeacherConfig) from `save_teacher_npz` output."""
+  from mrt_distill import checksummed
+
+  flat, meta = checksummed.load_npz(path, rebuild_hint)
+  if meta.get("kind") != "teacher":
+    raise TeacherLoadError(f"{path} holds {meta.get('kind')!r} weights, not "
+                           f"a teacher")
+  cfg = load_teacher_config(meta["gin"])
+  params = unflatten_dict({tuple(k.split("/")): v for k, v in flat.items()})
+  check_params(params, cfg, what=f"teacher weights {path}")
+  return params, cfg

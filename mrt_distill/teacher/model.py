@@ -354,3 +354,27 @@ def abstract_params(cfg: TeacherConfig):
 
 def count_params(params) -> int:
   return int(sum(x.size for x in jax.tree.leaves(params)))
+
+
+def numpy_init_params(cfg: TeacherConfig, seed: int = 0):
+  """Random f32 params in numpy with T5-like scales, without a Flax init.
+
+  Kernels ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.2^2) (jittered away
+  from 1 so a dropped scale shows in tests), tables ~ N(0, 1). Orders of
+  magnitude faster than `init_params` for large configs (no compile).
+  """
+  from flax.traverse_util import flatten_dict, unflatten_dict
+  import numpy as np
+
+  shapes, _ = abstract_params(cfg)
+  rng = np.random.default_rng(seed)
+  out = {}
+  for path, s in flatten_dict(shapes).items():
+    if path[-1] == "kernel":
+      v = rng.standard_normal(s.shape) / np.sqrt(s.shape[0])
+    elif path[-1] == "scale":
+      v = 1.0 + 0.2 * rng.standard_normal(s.shape)
+    else:
+      v = rng.standard_normal(s.shape)
+    out[path] = v.astype(np.float32)
+  return unflatten_dict(out)

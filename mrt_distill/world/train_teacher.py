@@ -32,7 +32,7 @@ import optax
 from mrt_distill.codec.base import Codec
 from mrt_distill.style.base import StyleModel
 from mrt_distill.teacher.config import TeacherConfig
-from mrt_distill.teacher.load import save_teacher
+from mrt_distill.teacher.load import save_teacher, save_teacher_npz
 from mrt_distill.teacher.model import TeacherModel, init_params
 from mrt_distill.teacher.system import build_encoder_inputs
 from mrt_distill.world import music, render
@@ -130,7 +130,12 @@ def train_teacher(out_dir, cfg: TeacherConfig, codec: Codec,
                   seconds: float = 24.0, seed: int = 0, log_every: int = 25,
                   time_budget_s: float | None = None,
                   gin_name: str = "reference") -> dict:
-  """Pretrains the teacher; writes a teacher checkpoint + metrics.json."""
+  """Pretrains the teacher and writes it with its metrics.
+
+  `out_dir` ending in `.npz`: the shipped form (checksummed float16 npz,
+  `save_teacher_npz`) with `<name>.metrics.json` beside it; otherwise an
+  orbax teacher checkpoint directory with `metrics.json` inside.
+  """
   out_dir = pathlib.Path(out_dir)
   t0 = time.perf_counter()
   corpus = make_corpus(codec, style_model, pieces_per_style=pieces_per_style,
@@ -186,8 +191,12 @@ def train_teacher(out_dir, cfg: TeacherConfig, codec: Codec,
                                           for e in evals])),
       "curve": curve,
   }
-  save_teacher(out_dir, params, cfg, gin_name=gin_name,
-               extra={"train": {k: v for k, v in metrics.items()
-                                if k != "curve"}})
-  (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+  summary = {"train": {k: v for k, v in metrics.items() if k != "curve"}}
+  if out_dir.suffix == ".npz":
+    save_teacher_npz(out_dir, params, cfg, gin_name=gin_name, extra=summary)
+    out_dir.with_name(out_dir.stem + ".metrics.json").write_text(
+        json.dumps(metrics, indent=2))
+  else:
+    save_teacher(out_dir, params, cfg, gin_name=gin_name, extra=summary)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
   return metrics

@@ -21,34 +21,14 @@ from mrt_distill.teacher.decode import (SamplingParams, cfg_combine,
                                         sample_logits)
 from mrt_distill.teacher.load import load_teacher_config
 from mrt_distill.teacher.model import TeacherModel, abstract_params
+from mrt_distill.teacher.model import numpy_init_params
 
 GUIDED = SamplingParams(guidance_weight=3.0, temperature=1.0, top_k=5)
 _sample = jax.jit(sample_logits)  # one compile per logits shape
 
 
-@pytest.fixture
-def strict_ranks():
-  """jax_numpy_rank_promotion='raise' for tests that do not run the model
-  (the model itself relies on rank promotion, see test_teacher_model.py).
-  Jitted functions traced here are only ever called under this setting."""
-  with jax.numpy_rank_promotion("raise"):
-    yield
 
 
-def _random_params(cfg, seed):
-  """Numpy params shaped like `abstract_params(cfg)`, T5-like scales."""
-  shapes, _ = abstract_params(cfg)
-  rng = np.random.default_rng(seed)
-  out = {}
-  for path, s in flatten_dict(shapes).items():
-    if path[-1] == "kernel":
-      v = rng.standard_normal(s.shape) / np.sqrt(s.shape[0])
-    elif path[-1] == "scale":
-      v = 1.0 + 0.2 * rng.standard_normal(s.shape)
-    else:
-      v = rng.standard_normal(s.shape)
-    out[path] = v.astype(np.float32)
-  return unflatten_dict(out)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +38,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def params(cfg):
-  return _random_params(cfg, 0)
+  return numpy_init_params(cfg, 0)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from mrt_distill.teacher.load import (TeacherLoadError, check_params,
                                       import_t5x, load_teacher,
                                       load_teacher_config, save_teacher)
 from mrt_distill.teacher.model import TeacherModel, abstract_params
+from mrt_distill.teacher.model import numpy_init_params
 
 # Small zarr chunks so every large tiny-model tensor spans several chunk files.
 _SMALL_CHUNK = 2048
@@ -44,20 +45,6 @@ ACTIVATION_DTYPE = 'float32'
 """
 
 
-def _random_params(cfg, seed):
-  """Numpy params shaped like `abstract_params(cfg)`, T5-like scales."""
-  shapes, _ = abstract_params(cfg)
-  rng = np.random.default_rng(seed)
-  out = {}
-  for path, s in flatten_dict(shapes).items():
-    if path[-1] == "kernel":
-      v = rng.standard_normal(s.shape) / np.sqrt(s.shape[0])
-    elif path[-1] == "scale":
-      v = 1.0 + 0.2 * rng.standard_normal(s.shape)
-    else:
-      v = rng.standard_normal(s.shape)
-    out[path] = v.astype(np.float32)
-  return unflatten_dict(out)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +54,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def params(cfg):
-  return _random_params(cfg, 0)
+  return numpy_init_params(cfg, 0)
 
 
 def _write_gin(tmp_path, text, name="t.gin"):

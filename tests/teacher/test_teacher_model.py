@@ -28,25 +28,12 @@ from mrt_distill.teacher.layers import (RelativePositionBias, relative_buckets,
 from mrt_distill.teacher.load import load_teacher_config
 from mrt_distill.teacher.model import (TeacherModel, abstract_params,
                                        count_params)
+from mrt_distill.teacher.model import numpy_init_params
 
 ATOL = 1e-5
 
 
 # ---- helpers / fixtures ------------------------------------------------------
-def _random_params(cfg, seed):
-  """Numpy params shaped like `abstract_params(cfg)`, T5-like scales."""
-  shapes, _ = abstract_params(cfg)
-  rng = np.random.default_rng(seed)
-  out = {}
-  for path, s in flatten_dict(shapes).items():
-    if path[-1] == "kernel":
-      v = rng.standard_normal(s.shape) / np.sqrt(s.shape[0])
-    elif path[-1] == "scale":
-      v = 1.0 + 0.2 * rng.standard_normal(s.shape)
-    else:  # embedding, rel_embedding
-      v = rng.standard_normal(s.shape)
-    out[path] = v.astype(np.float32)
-  return unflatten_dict(out)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +43,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def params(cfg):
-  return _random_params(cfg, 0)
+  return numpy_init_params(cfg, 0)
 
 
 @pytest.fixture(scope="module")
@@ -97,12 +84,6 @@ def _flat(tree):
   return flatten_dict(tree, sep="/")
 
 
-@pytest.fixture
-def strict_ranks():
-  """jax_numpy_rank_promotion='raise' for tests that do not run RMSNorm
-  (all model tests also pass under it: see the conftest)."""
-  with jax.numpy_rank_promotion("raise"):
-    yield
 
 
 # ---- parameter counts and names (eval_shape only) ---------------------------

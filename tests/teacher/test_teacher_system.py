@@ -20,26 +20,13 @@ from mrt_distill.teacher.model import abstract_params
 from mrt_distill.teacher.system import (StreamState, TeacherSystem,
                                         build_encoder_inputs, equal_power_ramp,
                                         init_state)
+from mrt_distill.teacher.model import numpy_init_params
 
 G = TINY
 STYLE_TEXT = "techno:1, flute:0.5"
 SAMPLING = SamplingParams(guidance_weight=3.0, temperature=1.0, top_k=5)
 
 
-def _random_params(cfg, seed):
-  """Numpy params shaped like `abstract_params(cfg)`, T5-like scales."""
-  shapes, _ = abstract_params(cfg)
-  rng = np.random.default_rng(seed)
-  out = {}
-  for path, s in flatten_dict(shapes).items():
-    if path[-1] == "kernel":
-      v = rng.standard_normal(s.shape) / np.sqrt(s.shape[0])
-    elif path[-1] == "scale":
-      v = 1.0 + 0.2 * rng.standard_normal(s.shape)
-    else:
-      v = rng.standard_normal(s.shape)
-    out[path] = v.astype(np.float32)
-  return unflatten_dict(out)
 
 
 class _StubCodec:
@@ -64,7 +51,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def params(cfg):
-  return _random_params(cfg, 0)
+  return numpy_init_params(cfg, 0)
 
 
 @pytest.fixture(scope="module")
