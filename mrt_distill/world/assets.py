@@ -1,0 +1,96 @@
+"""The shipped reference world: where its weights live and how to load them.
+
+Files (all checksummed; see `mrt_distill.checksummed`) under
+`mrt_distill/assets/reference/` (override with MRT_DISTILL_ASSETS):
+
+  codec.npz     the trained RVQ neural codec       (--stage codec)
+  style.npz     the trained text/audio style model (--stage style)
+  judge.npz     the style classifier / embedding   (--stage judges)
+  teacher.npz   the pretrained small teacher       (--stage teacher)
+  report.json   the build's measured figures       (--stage evaluate)
+
+Each is rebuilt by `python tools/build_reference_world.py --stage NAME`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+from mrt_distill.geometry import REFERENCE, Geometry
+
+ASSET_DIR = pathlib.Path(os.environ.get(
+    "MRT_DISTILL_ASSETS",
+    pathlib.Path(__file__).resolve().parents[1] / "assets" / "reference"))
+
+FILES = {"codec": "codec.npz", "style": "style.npz", "judges": "judge.npz",
+         "teacher": "teacher.npz"}
+
+
+def path(stage: str) -> pathlib.Path:
+  return ASSET_DIR / FILES[stage]
+
+
+def rebuild_hint(stage: str) -> str:
+  return f"python tools/build_reference_world.py --stage {stage}"
+
+
+class MissingAssetError(FileNotFoundError):
+  """A reference-world weights file has not been built."""
+
+
+def _require(stage: str) -> pathlib.Path:
+  p = path(stage)
+  if not p.exists():
+    raise MissingAssetError(
+        f"the reference world's {stage} weights are not built ({p} is "
+        f"missing); build them with `{rebuild_hint(stage)}`")
+  return p
+
+
+def available() -> dict[str, bool]:
+  return {k: path(k).exists() for k in FILES}
+
+
+def load_codec():
+  from mrt_distill.codec.neural import NeuralCodec
+  return NeuralCodec.load(_require("codec"), REFERENCE)
+
+
+def load_style_model():
+  from mrt_distill.style.reference import ReferenceStyleModel
+  return ReferenceStyleModel.load(_require("style"), REFERENCE)
+
+
+def load_judge():
+  from mrt_distill.world.judges import StyleJudge
+  return StyleJudge.load(_require("judges"))
+
+
+def load_teacher():
+  """-> (params, TeacherConfig) of the pretrained reference teacher."""
+  from mrt_distill.teacher.load import load_teacher_npz
+  return load_teacher_npz(_require("teacher"), rebuild_hint("teacher"))
+
+
+@dataclasses.dataclass
+class ReferenceWorld:
+  geometry: Geometry
+  codec: object
+  style_model: object
+  teacher_params: object
+  teacher_cfg: object
+  judge: object | None = None
+
+  def teacher_system(self, **sampling):
+    from mrt_distill.teacher.decode import SamplingParams
+    from mrt_distill.teacher.system import TeacherSystem
+    return TeacherSystem(self.teacher_cfg, self.teacher_params, self.codec,
+                         self.style_model, SamplingParams(**sampling))
+
+
+def load_reference_world(with_judge: bool = False) -> ReferenceWorld:
+  params, cfg = load_teacher()
+  return ReferenceWorld(REFERENCE, load_codec(), load_style_model(), params,
+                        cfg, load_judge() if with_judge else None)
