@@ -65,7 +65,7 @@ def _write_deterministic_npz(path: pathlib.Path, arrays: Mapping[str, np.ndarray
   with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
     for name in sorted(arrays):
       buf = io.BytesIO()
-      np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]),
+      np.lib.format.write_array(buf, np.asarray(arrays[name], order="C"),
                                 allow_pickle=False)
       info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
       info.compress_type = zipfile.ZIP_DEFLATED

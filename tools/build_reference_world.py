@@ -32,7 +32,7 @@ STAGES = ("codec", "style", "teacher", "judges", "evaluate")
 FULL = {
     "codec": dict(steps=3000, batch=16, seconds=1.6, budget=25 * 60),
     "style": dict(steps=800, batch=64, budget=12 * 60),
-    "judges": dict(steps=1200, batch=32, budget=10 * 60),
+    "judges": dict(steps=1000, batch=64, budget=9 * 60),
     "teacher": dict(steps=2000, batch=16, budget=35 * 60),
     "evaluate": dict(samples=8, seconds=10, gt_pieces=16),
 }

@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 FULL_CONTEXT_PROB = 0.75
 STYLE_DROP_PROB = 0.1
+# Players prompt with text, but the audio-derived tokens of training rarely
+# coincide with a text prompt's tokens (MusicCoCa's towers are not aligned
+# token for token either). A quarter of examples therefore carry the style
+# tokens of the piece's text: its style word alone, or its descriptors.
+TEXT_STYLE_PROB = 0.25
 Z_LOSS = 1e-4
 
 
@@ -51,6 +56,7 @@ class TokenPiece:
   text: str
   codes: np.ndarray  # int16 (T, target_levels)
   style_codes: np.ndarray  # int16 (W, style_rvq_depth), one per window
+  text_codes: np.ndarray  # int16 (2, style_rvq_depth): style word, full text
 
 
 def make_corpus(codec: Codec, style_model: StyleModel, *, pieces_per_style: int,
@@ -69,8 +75,10 @@ def make_corpus(codec: Codec, style_model: StyleModel, *, pieces_per_style: int,
       n_win = max(1, len(audio) // win)
       windows = np.stack([audio[i * win:(i + 1) * win] for i in range(n_win)])
       emb = style_model.embed_audio(windows, g.sample_rate)
+      text_emb = style_model.embed_text([style, piece.text])
       out.append(TokenPiece(style, piece.text, codes.astype(np.int16),
-                            style_model.tokenize(emb).astype(np.int16)))
+                            style_model.tokenize(emb).astype(np.int16),
+                            style_model.tokenize(text_emb).astype(np.int16)))
   return out
 
 
@@ -102,7 +110,10 @@ def sample_batch(corpus: list[TokenPiece], rng: np.random.Generator,
     tgt[b] = piece.codes[s + p:s + p + c]
     centre = (s + p + c // 2) * g.samples_per_frame // g.context_samples
     win = min(centre, len(piece.style_codes) - 1)
-    style[b] = piece.style_codes[win, :g.style_levels]
+    if rng.random() < TEXT_STYLE_PROB:
+      style[b] = piece.text_codes[rng.integers(2), :g.style_levels]
+    else:
+      style[b] = piece.style_codes[win, :g.style_levels]
     drop[b] = rng.random() < STYLE_DROP_PROB
   style_ids = g.style_to_ids(style)
   enc = build_encoder_inputs(g, ctx, style_ids)

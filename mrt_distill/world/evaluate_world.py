@@ -1,0 +1,236 @@
+"""Scores the reference teacher with the reference judge, per style.
+
+For every style prompt: stream the teacher from a cold start for `seconds`
+(B streams at once), classify each stream with the judge (style accuracy),
+and compare judge embeddings of teacher output with ground-truth renders of
+the same style (Fréchet distance), next to the floor: the distance between
+two disjoint sets of ground truth with the same number of windows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+import time
+
+import numpy as np
+
+from mrt_distill.style import mixing
+from mrt_distill.world import judges as judges_lib
+from mrt_distill.world import music, render
+
+log = logging.getLogger(__name__)
+
+EMBED_HOP_SECONDS = 1.0  # hop of the 4 s judge windows used for Fréchet
+GT_SEED_BASE = 900_000  # ground-truth seeds, disjoint from every training seed
+DEFAULT_SAMPLING = dict(guidance_weight=3.0, temperature=1.0, top_k=40)
+
+
+def stream_teacher(world, prompt: str, samples: int, seconds: float,
+                   seed: int, **sampling) -> np.ndarray:
+  """-> float32 (samples, S, C): `samples` cold-start streams of one prompt."""
+  g = world.geometry
+  system = world.teacher_system(**{**DEFAULT_SAMPLING, **sampling})
+  emb = mixing.embed_prompt_mix(world.style_model, prompt)
+  states = system.init_states(samples)
+  styles = np.repeat(emb[None], samples, axis=0)
+  chunks = []
+  for _ in range(math.ceil(seconds / g.chunk_seconds)):
+    audio, states = system.generate_chunks(states, styles, seed=seed)
+    chunks.append(audio)
+  out = np.concatenate(chunks, axis=1)
+  return out[:, :int(round(seconds * g.sample_rate))]
+
+
+def ground_truth(style: str, pieces: int, seconds: float, sample_rate: int,
+                 offset: int = 0) -> np.ndarray:
+  """-> float32 (pieces, S, 1) renders with held-out seeds."""
+  return np.stack([
+      render.render(music.generate_piece(style, GT_SEED_BASE + offset + i,
+                                         seconds), sample_rate, 1)
+      for i in range(pieces)])
+
+
+def hopped_windows(clips_BxS: np.ndarray, window: int, hop: int) -> np.ndarray:
+  """(B, S) mono clips -> (W, window) windows every `hop` samples."""
+  out = []
+  for clip in clips_BxS:
+    for start in range(0, len(clip) - window + 1, hop):
+      out.append(clip[start:start + window])
+  return np.stack(out)
+
+
+def _judge_windows(judge, clips_BxSxC, sample_rate):
+  mono = clips_BxSxC.mean(axis=-1)
+  win = judge.config.window_samples
+  return judge.embed_windows(hopped_windows(
+      mono, win, int(EMBED_HOP_SECONDS * sample_rate)))
+
+
+def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
+             gt_pieces_per_style: int = 16, seed: int = 0,
+             styles=None, sampling: dict | None = None) -> dict:
+  g, judge = world.geometry, world.judge
+  styles = list(styles or music.STYLES)
+  sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
+  rows, t0 = [], time.perf_counter()
+  for i, style in enumerate(styles):
+    prompt = style
+    audio = stream_teacher(world, prompt, samples_per_style, seconds, seed,
+                           **sampling)
+    pred = judge.classify(audio, g.sample_rate)
+    gt_a = ground_truth(style, gt_pieces_per_style, seconds, g.sample_rate)
+    gt_b = ground_truth(style, gt_pieces_per_style, seconds, g.sample_rate,
+                        offset=10_000)
+    gt_pred = judge.classify(gt_b, g.sample_rate)
+    e_t = _judge_windows(judge, audio, g.sample_rate)
+    e_a = _judge_windows(judge, gt_a, g.sample_rate)
+    e_b = _judge_windows(judge, gt_b, g.sample_rate)[:len(e_t)]
+    row = {
+        "style": style, "prompt": prompt, "samples": samples_per_style,
+        "teacher_accuracy": float(np.mean([p == style for p in pred])),
+        "teacher_predictions": pred,
+        "ground_truth_accuracy": float(np.mean([p == style
+                                                for p in gt_pred])),
+        "fd_teacher_vs_gt": judges_lib.frechet_distance(e_t, e_a),
+        "fd_gt_floor": judges_lib.frechet_distance(e_b, e_a),
+        "windows": int(len(e_t)),
+        "rms": float(np.sqrt(np.mean(audio**2))),
+    }
+    rows.append(row)
+    log.info("[%d/%d] %-16s teacher acc %.2f | FD %.2f (floor %.2f) | %.0f s",
+             i + 1, len(styles), style, row["teacher_accuracy"],
+             row["fd_teacher_vs_gt"], row["fd_gt_floor"],
+             time.perf_counter() - t0)
+  report = {
+      "seconds_per_stream": seconds, "sampling": sampling, "seed": seed,
+      "teacher_accuracy_mean": float(np.mean([r["teacher_accuracy"]
+                                              for r in rows])),
+      "ground_truth_accuracy_mean": float(np.mean(
+          [r["ground_truth_accuracy"] for r in rows])),
+      "per_style": rows,
+      "eval_seconds": time.perf_counter() - t0,
+  }
+  return report
+
+
+def render_examples(world, out_dir, *, seed: int = 0, seconds: float = 8.0,
+                    styles=None) -> list[pathlib.Path]:
+  """Writes a listening set: for each style, ground truth, its codec
+  reconstruction (8 levels, as the teacher sees it) and a teacher stream, as
+  wavs and one spectrogram PNG per style."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import librosa
+  import soundfile as sf
+
+  g = world.geometry
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  written = []
+  for style in list(styles or music.STYLES):
+    gt = ground_truth(style, 1, seconds, g.sample_rate, offset=20_000)[0]
+    codes = world.codec.encode(gt, g.sample_rate)[:, :g.target_levels]
+    recon = world.codec.decode(codes)[:len(gt)]
+    teacher = stream_teacher(world, style, 1, seconds, seed)[0]
+    clips = {"ground_truth": gt, "codec": recon, "teacher": teacher}
+    fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
+    for ax, (name, clip) in zip(axes, clips.items()):
+      path = out_dir / f"{style}_{name}.wav"
+      sf.write(path, clip, g.sample_rate)
+      written.append(path)
+      mel = librosa.power_to_db(librosa.feature.melspectrogram(
+          y=clip[:, 0], sr=g.sample_rate, n_mels=64), ref=np.max)
+      ax.imshow(mel, origin="lower", aspect="auto", cmap="magma",
+                extent=(0, len(clip) / g.sample_rate, 0, 64))
+      ax.set_ylabel(f"{name}\nmel bin")
+    axes[-1].set_xlabel("seconds")
+    fig.suptitle(f"{style}: ground truth / codec (8 levels) / teacher")
+    fig.tight_layout()
+    png = out_dir / f"{style}.png"
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    written.append(png)
+  (out_dir / "index.json").write_text(json.dumps(
+      [str(p.name) for p in written], indent=2))
+  return written
+
+
+def _fmt(x, nd=2):
+  return "—" if x is None else f"{x:.{nd}f}"
+
+
+def write_markdown(asset_dir: pathlib.Path, out_md: pathlib.Path,
+                   command: str) -> str:
+  """docs/reference_world.md from the build's *_metrics.json files."""
+  def load(name):
+    p = asset_dir / name
+    return json.loads(p.read_text()) if p.exists() else None
+
+  codec, style = load("codec.metrics.json"), load("style.metrics.json")
+  judge, teacher = load("judge.metrics.json"), load("teacher.metrics.json")
+  ev = load("report.json")
+  timings = asset_dir / "build_timings.json"
+  timings = json.loads(timings.read_text()) if timings.exists() else {}
+  lines = ["# The reference world", "",
+           "Regenerate everything on this page with:", "",
+           f"```bash\n{command}\n```", "",
+           "Procedural music in 10 styles, rendered with a General MIDI "
+           "soundfont; a trained RVQ codec, style model and Magenta-RT-"
+           "architecture teacher; judges trained on ground truth only. "
+           "All figures below are measured by that command on the 2-core "
+           "reference CPU.", ""]
+  if timings.get("seconds"):
+    lines += ["## Build time per stage", "", "| stage | minutes |",
+              "|---|---|"]
+    lines += [f"| {k} | {v / 60:.1f} |" for k, v in timings["seconds"].items()]
+    lines += [""]
+  if codec:
+    e = codec["eval"]
+    lv = sorted(e["snr_db"], key=int)
+    lines += ["## Codec (held-out pieces)", "",
+              f"{codec['param_count']:,} parameters, {codec['steps_run']} "
+              f"steps of batch {codec['batch']}.", "",
+              "| RVQ levels | " + " | ".join(lv) + " |",
+              "|---|" + "---|" * len(lv),
+              "| SNR (dB) | " + " | ".join(_fmt(e["snr_db"][k]) for k in lv)
+              + " |",
+              "| MR-STFT distance | " + " | ".join(
+                  _fmt(e["mr_stft"][k], 3) for k in lv) + " |", ""]
+  if judge:
+    lines += ["## Judge (held-out ground truth)", "",
+              "```json", json.dumps({k: v for k, v in judge.items()
+                                     if "acc" in k or "floor" in k},
+                                    indent=1)[:3000], "```", ""]
+  if style:
+    lines += ["## Style model", "", "```json",
+              json.dumps({k: v for k, v in style.items()
+                          if "acc" in k or "retrieval" in k},
+                         indent=1)[:2000], "```", ""]
+  if teacher:
+    lines += ["## Teacher pretraining", "",
+              f"{teacher['steps']} steps of batch {teacher['batch']}, "
+              f"held-out token cross-entropy {teacher['held_out_ce']:.3f}, "
+              f"accuracy {teacher['held_out_accuracy']:.3f}.", ""]
+  if ev:
+    lines += ["## Teacher vs judge, per style", "",
+              f"Cold-start streams of {ev['seconds_per_stream']:.0f} s, "
+              f"sampling {ev['sampling']}. Fréchet distances on the judge "
+              "embedding (4 s windows, 1 s hop); the floor is the distance "
+              "between two disjoint ground-truth sets with as many windows.",
+              "",
+              "| style | teacher judged correct | ground truth judged correct"
+              " | FD teacher vs GT | FD floor (GT vs GT) |",
+              "|---|---|---|---|---|"]
+    for r in ev["per_style"]:
+      lines.append(f"| {r['style']} | {r['teacher_accuracy']:.2f} | "
+                   f"{r['ground_truth_accuracy']:.2f} | "
+                   f"{r['fd_teacher_vs_gt']:.1f} | {r['fd_gt_floor']:.1f} |")
+    lines += [f"| **mean** | **{ev['teacher_accuracy_mean']:.2f}** | "
+              f"**{ev['ground_truth_accuracy_mean']:.2f}** | | |", ""]
+  text = "\n".join(lines) + "\n"
+  out_md.write_text(text)
+  return text
