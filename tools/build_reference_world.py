@@ -41,7 +41,7 @@ QUICK = {
     "style": dict(steps=30, batch=16, budget=120),
     "judges": dict(steps=30, batch=16, budget=120),
     "teacher": dict(steps=30, batch=4, budget=120),
-    "evaluate": dict(samples=2, seconds=3, gt_pieces=2),
+    "evaluate": dict(samples=2, seconds=6, gt_pieces=2),
 }
 
 log = logging.getLogger("build_reference_world")
