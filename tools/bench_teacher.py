@@ -1,6 +1,6 @@
 """Benchmark: teacher chunk decode speed on this machine.
 
-  python tools/bench_teacher.py --json            # tiny and base, random weights
+  python tools/bench_teacher.py --json            # tiny, reference, base; random weights
   python tools/bench_teacher.py --configs tiny --chunks 5
 
 Prints one JSON object (with --json) holding, per config: params,
@@ -82,7 +82,7 @@ def bench_config(gin: str, chunks: int, activation_dtype: str | None,
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--configs", default="tiny,base",
+  p.add_argument("--configs", default="tiny,reference,base",
                  help="comma-separated gin configs; NAME/float32 overrides the "
                       "activation dtype")
   p.add_argument("--chunks", type=int, default=2, help="timed chunks each")
