@@ -54,3 +54,31 @@ def test_missing_asset_says_how_to_build(monkeypatch, tmp_path):
   with pytest.raises(assets.MissingAssetError,
                      match="--stage codec"):
     assets.load_codec()
+
+
+def test_style_model_embeds_and_tokenizes():
+  sm = assets.load_style_model()
+  e = sm.embed_text(["techno", "jazz piano trio"])
+  assert e.shape == (2, REFERENCE.style_embed_dim) and np.isfinite(e).all()
+  toks = sm.tokenize(e)
+  assert toks.shape == (2, REFERENCE.style_rvq_depth)
+  assert toks.min() >= 0 and toks.max() < REFERENCE.style_codebook_size
+  # The two style prompts land on different tokens at the levels the LM sees.
+  assert not np.array_equal(toks[0, :REFERENCE.style_levels],
+                            toks[1, :REFERENCE.style_levels])
+
+
+def test_teacher_loads_and_streams():
+  world = assets.load_reference_world()
+  assert world.teacher_cfg.geometry == REFERENCE
+  system = world.teacher_system(guidance_weight=3.0, temperature=1.0,
+                                top_k=40)
+  state = system.init_state()
+  out = []
+  for _ in range(2):
+    audio, state = system.generate_chunk(state, "techno", seed=0)
+    out.append(audio)
+  audio = np.concatenate(out)
+  assert audio.shape == (2 * REFERENCE.chunk_samples, 1)
+  assert np.isfinite(audio).all() and np.sqrt(np.mean(audio**2)) > 1e-3
+  assert (state.context_tokens[-2 * REFERENCE.chunk_frames:] >= 0).all()
