@@ -60,14 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
 
   s = sub.add_parser("teacher-stream",
                      help="stream the teacher chunk by chunk into a wav file")
-  s.add_argument("--checkpoint", default=None,
-                 help="teacher checkpoint dir (default: random tiny teacher)")
+  s.add_argument("--checkpoint", default="reference",
+                 help="'reference' (the shipped reference world, default), "
+                      "'random-tiny', or a teacher checkpoint dir")
   s.add_argument("--prompt", default="techno:1.0",
                  help='weighted prompt mix, e.g. "techno:1, flute:0.5"')
   s.add_argument("--seconds", type=float, default=4.0)
   s.add_argument("--seed", type=int, default=0)
-  s.add_argument("--guidance-weight", type=float, default=5.0)
-  s.add_argument("--temperature", type=float, default=1.1)
+  s.add_argument("--guidance-weight", type=float, default=3.0)
+  s.add_argument("--temperature", type=float, default=1.0)
   s.add_argument("--top-k", type=int, default=40)
   s.add_argument("--out", default="teacher.wav")
   s.set_defaults(fn=_cmd_teacher_stream)

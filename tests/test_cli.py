@@ -68,17 +68,28 @@ def test_missing_checkpoint_is_one_line_error(tmp_path, capsys):
 
 
 def test_teacher_stream_writes_wav(tmp_path):
+  """The default is the shipped reference world (16 kHz mono)."""
   out = tmp_path / "t.wav"
-  assert cli.main(["teacher-stream", "--seconds", "0.5", "--out", str(out),
-                   "--prompt", "techno:1, flute:0.5"]) == 0
+  assert cli.main(["teacher-stream", "--seconds", "1.5", "--out", str(out),
+                   "--prompt", "techno:1, rock:0.5"]) == 0
+  audio, sr = sf.read(out)
+  assert sr == 16000 and len(audio) == 24000
+  assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+
+
+def test_teacher_stream_random_tiny(tmp_path):
+  out = tmp_path / "t.wav"
+  assert cli.main(["teacher-stream", "--checkpoint", "random-tiny",
+                   "--seconds", "0.5", "--out", str(out)]) == 0
   audio, sr = sf.read(out)
   assert sr == 8000 and len(audio) == 4000
   assert np.isfinite(audio).all() and np.abs(audio).max() > 0
 
 
 def test_teacher_stream_bad_prompt(tmp_path, capsys):
-  rc = cli.main(["teacher-stream", "--seconds", "0.2", "--out",
-                 str(tmp_path / "x.wav"), "--prompt", "techno:-1"])
+  rc = cli.main(["teacher-stream", "--checkpoint", "random-tiny",
+                 "--seconds", "0.2", "--out", str(tmp_path / "x.wav"),
+                 "--prompt", "techno:-1"])
   assert rc == 1
   assert "negative" in capsys.readouterr().err
   assert not (tmp_path / "x.wav").exists()

@@ -13,19 +13,23 @@ log = logging.getLogger(__name__)
 
 
 def build_system(checkpoint: str | None, seed: int = 0):
-  """A TeacherSystem from a checkpoint, or the random tiny teacher."""
+  """A TeacherSystem: the shipped reference world by default; a teacher
+  checkpoint (with the minimal codec/style model of its geometry) when given;
+  `random-tiny` for a randomly initialised tiny teacher (it makes noise)."""
   from mrt_distill.codec.base import MinimalCodec
   from mrt_distill.style.base import MinimalStyleModel
   from mrt_distill.teacher import load, model
   from mrt_distill.teacher.system import TeacherSystem
 
-  if checkpoint:
-    params, cfg = load.load_teacher(checkpoint)
-  else:
-    log.info("no --checkpoint: using a randomly initialised tiny teacher "
-             "(it makes noise; real weights come from import-t5x)")
+  if checkpoint in (None, "reference"):
+    from mrt_distill.world import assets
+    log.info("teacher: the shipped reference world (%s)", assets.ASSET_DIR)
+    return assets.load_reference_world().teacher_system()
+  if checkpoint == "random-tiny":
     cfg = load.load_teacher_config("tiny")
     params = model.init_params(cfg, jax.random.PRNGKey(seed))
+  else:
+    params, cfg = load.load_teacher(checkpoint)
   g = cfg.geometry
   return TeacherSystem(cfg, params, MinimalCodec(g), MinimalStyleModel(g))
 
