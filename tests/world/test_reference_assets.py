@@ -82,3 +82,9 @@ def test_teacher_loads_and_streams():
   assert audio.shape == (2 * REFERENCE.chunk_samples, 1)
   assert np.isfinite(audio).all() and np.sqrt(np.mean(audio**2)) > 1e-3
   assert (state.context_tokens[-2 * REFERENCE.chunk_frames:] >= 0).all()
+
+
+def test_judge_classifies_held_out_ground_truth(held_out):
+  judge = assets.load_judge()
+  audio = np.stack(list(held_out.values()))
+  assert judge.classify(audio, REFERENCE.sample_rate) == list(held_out)
