@@ -1,0 +1,28 @@
+"""Helpers of the reference-world evaluation, on synthetic inputs."""
+
+import numpy as np
+import pytest
+
+from mrt_distill.world import evaluate_world as ew
+
+
+def test_hopped_windows_counts_and_values():
+  clips = np.arange(2 * 10, dtype=np.float32).reshape(2, 10)
+  w = ew.hopped_windows(clips, window=4, hop=3)
+  # Starts 0, 3, 6 per clip.
+  assert w.shape == (6, 4)
+  np.testing.assert_array_equal(w[1], [3, 4, 5, 6])
+  np.testing.assert_array_equal(w[3], [10, 11, 12, 13])
+
+
+def test_hopped_windows_too_short():
+  with pytest.raises(ValueError, match="shorter than the judge window"):
+    ew.hopped_windows(np.zeros((1, 3), np.float32), window=4, hop=1)
+
+
+def test_fd_or_none():
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((40, 3))
+  assert ew._fd_or_none(a[:3], a) is None  # fewer than E + 1 = 4 windows
+  assert ew._fd_or_none(a, a) == pytest.approx(0.0, abs=1e-8)
+  assert ew._fd_or_none(a, a + 2.0) == pytest.approx(12.0, rel=1e-6)
