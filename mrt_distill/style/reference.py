@@ -123,6 +123,17 @@ class EncoderConfig:
   pool_heads: int = 4
 
 
+def front_end_from_json(d: dict) -> dict:
+  """Rebuilds the nested MelConfig / EncoderConfig of a stored config dict
+  (shared by the style model's and the judge's configs)."""
+  d = dict(d)
+  d["mel"] = MelConfig(**d["mel"])
+  enc = dict(d["encoder"])
+  enc["dilations"] = tuple(enc["dilations"])
+  d["encoder"] = EncoderConfig(**enc)
+  return d
+
+
 @dataclasses.dataclass(frozen=True)
 class ReferenceStyleConfig:
   """Hyperparameters of the reference style model (stored with the weights).
@@ -160,11 +171,7 @@ class ReferenceStyleConfig:
 
   @classmethod
   def from_json(cls, d: dict) -> "ReferenceStyleConfig":
-    d = dict(d)
-    d["mel"] = MelConfig(**d["mel"])
-    enc = dict(d["encoder"])
-    enc["dilations"] = tuple(enc["dilations"])
-    d["encoder"] = EncoderConfig(**enc)
+    d = front_end_from_json(d)
     d["vocab"] = tuple(d["vocab"])
     return cls(**d)
 

@@ -79,11 +79,7 @@ class JudgeConfig:
 
   @classmethod
   def from_json(cls, d: dict) -> "JudgeConfig":
-    d = dict(d)
-    d["mel"] = MelConfig(**d["mel"])
-    enc = dict(d["encoder"])
-    enc["dilations"] = tuple(enc["dilations"])
-    d["encoder"] = EncoderConfig(**enc)
+    d = reference.front_end_from_json(d)
     d["styles"] = tuple(d["styles"])
     return cls(**d)
 
