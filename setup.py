@@ -26,6 +26,8 @@ CORE = [
     "jaxtyping>=0.2.36",
     "tqdm>=4.66",
     "matplotlib>=3.8",
+    # TensorBoard event files without TensorFlow.
+    "tensorboardX>=2.6",
     # Reference world: General MIDI rendering (tinysoundfont is installed
     # separately with --no-deps: its wheel declares pyaudio, which only live
     # playback needs and which needs PortAudio headers to build).
@@ -50,7 +52,11 @@ setup(
         _HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["mrt_distill", "mrt_distill.*"]),
+    # The repository's configs/ ships as mrt_distill.configs, so
+    # `mrt-distill distill` finds its default config in any install.
+    packages=find_packages(include=["mrt_distill", "mrt_distill.*"])
+    + ["mrt_distill.configs"],
+    package_dir={"mrt_distill.configs": "configs"},
     package_data={"mrt_distill": ["gin/*.gin", "assets/**/*"]},
     include_package_data=True,
     install_requires=CORE,

@@ -18,6 +18,7 @@ MLP = "mlp"
 HEADS = "heads"
 RELPOS = "relpos_buckets"
 LORA_RANK = "lora_rank"
+LATENT = "latent"  # codec latent width D (student heads)
 # Activation axes.
 BATCH = "batch"
 LENGTH = "length"
@@ -34,5 +35,6 @@ DEFAULT_RULES = (
     (HEADS, "tensor"),
     (RELPOS, None),
     (LORA_RANK, None),
+    (LATENT, None),
     (LENGTH, None),
 )

@@ -3,7 +3,8 @@
 Subcommands:
   info                      versions, devices, the default geometry and teacher sizes
   import-t5x SRC DST        Magenta RT v1 t5x checkpoint -> teacher checkpoint (orbax)
-  teacher-stream            stream a teacher to a wav (embedded default: tiny, random)
+  teacher-stream            stream a teacher to a wav (default: the reference teacher)
+  distill                   distil a one-step student (default: configs/reference_cpu.py)
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def _cmd_teacher_stream(args) -> int:
   from mrt_distill.teacher import stream_cli
   stream_cli.run(args)
   return 0
+
+
+def _cmd_distill(args) -> int:
+  from mrt_distill.distill import cli
+  return cli.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,12 +78,33 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--top-k", type=int, default=40)
   s.add_argument("--out", default="teacher.wav")
   s.set_defaults(fn=_cmd_teacher_stream)
+
+  s = sub.add_parser(
+      "distill", help="distil a one-step student from teacher rollouts",
+      epilog="Override any config value with --config.KEY=VALUE, e.g. "
+             "--config.train.steps=3000 --config.losses.spectral=0")
+  s.add_argument("--config", default="reference_cpu",
+                 help="config file (path.py[:arg]) or shipped config name "
+                      "(default reference_cpu)")
+  s.add_argument("--workdir", default="runs/reference_cpu",
+                 help="checkpoints, metrics, report (resumes if present)")
+  s.add_argument("--no-report", action="store_true",
+                 help="skip the student-vs-teacher report at the end")
+  s.set_defaults(fn=_cmd_distill, config_overrides=[])
   return p
 
 
 def main(argv=None) -> int:
   parser = build_parser()
-  args = parser.parse_args(argv)
+  args, unknown = parser.parse_known_args(argv)
+  # `distill` takes ml-collections style --config.KEY=VALUE overrides.
+  overrides = [u[len("--config."):] for u in unknown
+               if u.startswith("--config.")]
+  rest = [u for u in unknown if not u.startswith("--config.")]
+  if rest or (overrides and args.command != "distill"):
+    parser.error(f"unrecognized arguments: {' '.join(rest or unknown)}")
+  if overrides:
+    args.config_overrides = overrides
   logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   # JAX logs its failed TPU probe at INFO on every CPU machine.

@@ -38,6 +38,9 @@ class TeacherConfig:
   depth_dropout_rate: float = 0.0
   # v1: attention/MLP/norm internals in bf16, decoder residual stream in f32.
   activation_dtype: str = "bfloat16"
+  # LoRA rank of every attention and MLP kernel in the encoder and temporal
+  # stacks (0 = none, the teacher). The distilled student sets it.
+  lora_rank: int = 0
 
   def __post_init__(self):
     def need(cond, msg):
@@ -49,6 +52,8 @@ class TeacherConfig:
               "temporal_relpos_buckets", "depth_relpos_buckets"):
       v = getattr(self, f)
       need(isinstance(v, int) and v > 0, f"{f} must be a positive int, got {v!r}")
+    need(isinstance(self.lora_rank, int) and self.lora_rank >= 0,
+         f"lora_rank must be an int >= 0, got {self.lora_rank!r}")
     need(self.activation_dtype in _DTYPES,
          f"activation_dtype must be one of {sorted(_DTYPES)}, got "
          f"{self.activation_dtype!r}")

@@ -10,6 +10,8 @@ logits and softmax in the activation dtype; no 1/sqrt(Hd) logit scaling.
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -42,17 +44,37 @@ class RMSNorm(nn.Module):
 
 
 class Dense(nn.Module):
-  """Bias-free dense layer with a 2-D (in, out) kernel named `kernel`."""
+  """Bias-free dense layer with a 2-D (in, out) kernel named `kernel`.
+
+  `lora_rank` r > 0 adds a low-rank update (LoRA, Hu et al. 2021):
+  y = x W + (x A) B * (alpha / r), A `lora_a` (in, r) ~ N(0, 1/in), B
+  `lora_b` (r, out) zeros, so a fresh adapter leaves the layer unchanged;
+  alpha defaults to r (scale 1).
+  The student freezes `kernel` and trains only A and B.
+  """
   features: int
   names: tuple[str, str]
   dtype: jnp.dtype = jnp.bfloat16
+  lora_rank: int = 0
+  lora_alpha: float | None = None
 
   @nn.compact
   def __call__(self, x):
     kernel = _param(self, "kernel", nn.initializers.variance_scaling(
         1.0, "fan_in", "truncated_normal"), (x.shape[-1], self.features),
                     self.names)
-    return jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.lora_rank:
+      r = self.lora_rank
+      a = _param(self, "lora_a", nn.initializers.variance_scaling(
+          1.0, "fan_in", "normal"), (x.shape[-1], r),
+                 (self.names[0], axes.LORA_RANK))
+      b = _param(self, "lora_b", nn.initializers.zeros, (r, self.features),
+                 (axes.LORA_RANK, self.names[1]))
+      low = jnp.dot(x.astype(self.dtype), a.astype(self.dtype))
+      scale = (self.lora_alpha or r) / r
+      y = y + jnp.dot(low, b.astype(self.dtype)) * scale
+    return y
 
 
 class MlpBlock(nn.Module):
@@ -60,16 +82,19 @@ class MlpBlock(nn.Module):
   hidden: int
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.bfloat16
+  lora_rank: int = 0
 
   @nn.compact
   def __call__(self, x_BxLxD, deterministic: bool = True):
     d = x_BxLxD.shape[-1]
-    h0 = Dense(self.hidden, (axes.EMBED, axes.MLP), self.dtype, name="wi_0")(x_BxLxD)
-    h1 = Dense(self.hidden, (axes.EMBED, axes.MLP), self.dtype, name="wi_1")(x_BxLxD)
+    dense = functools.partial(Dense, dtype=self.dtype,
+                              lora_rank=self.lora_rank)
+    h0 = dense(self.hidden, (axes.EMBED, axes.MLP), name="wi_0")(x_BxLxD)
+    h1 = dense(self.hidden, (axes.EMBED, axes.MLP), name="wi_1")(x_BxLxD)
     h = nn.gelu(h0, approximate=True) * h1
     h = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(
         h, deterministic=deterministic)
-    return Dense(d, (axes.MLP, axes.EMBED), self.dtype, name="wo")(h)
+    return dense(d, (axes.MLP, axes.EMBED), name="wo")(h)
 
 
 class Attention(nn.Module):
@@ -84,13 +109,15 @@ class Attention(nn.Module):
   d_model: int
   dropout_rate: float = 0.0
   dtype: jnp.dtype = jnp.bfloat16
+  lora_rank: int = 0
 
   def setup(self):
     hd = self.num_heads * self.head_dim
-    mk = lambda n: Dense(hd, (axes.EMBED, axes.JOINED_KV), self.dtype, name=n)
+    mk = lambda n: Dense(hd, (axes.EMBED, axes.JOINED_KV), self.dtype,
+                         self.lora_rank, name=n)
     self.query, self.key, self.value = mk("query"), mk("key"), mk("value")
     self.out = Dense(self.d_model, (axes.JOINED_KV, axes.EMBED), self.dtype,
-                     name="out")
+                     self.lora_rank, name="out")
     self.drop = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))
 
   def _split(self, x_BxLxHD):

@@ -60,9 +60,9 @@ class EncoderLayer(nn.Module):
     c = self.cfg
     self.pre_attention_layer_norm = RMSNorm(c.dtype)
     self.attention = Attention(c.num_heads, c.head_dim, c.d_model,
-                               c.dropout_rate, c.dtype)
+                               c.dropout_rate, c.dtype, c.lora_rank)
     self.pre_mlp_layer_norm = RMSNorm(c.dtype)
-    self.mlp = MlpBlock(c.mlp_dim, c.dropout_rate, c.dtype)
+    self.mlp = MlpBlock(c.mlp_dim, c.dropout_rate, c.dtype, c.lora_rank)
     self.drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
 
   def __call__(self, x_BxLxD, bias, deterministic=True):
@@ -103,19 +103,19 @@ class TemporalLayer(nn.Module):
   def setup(self):
     c = self.cfg
     attn = lambda: Attention(c.num_heads, c.head_dim, c.d_model,
-                             c.dropout_rate, c.dtype)
+                             c.dropout_rate, c.dtype, c.lora_rank)
     self.pre_self_attention_layer_norm = RMSNorm(c.dtype)
     self.self_attention = attn()
     self.pre_cross_attention_layer_norm = RMSNorm(c.dtype)
     self.encoder_decoder_attention = attn()
     self.pre_mlp_layer_norm = RMSNorm(c.dtype)
-    self.mlp = MlpBlock(c.mlp_dim, c.dropout_rate, c.dtype)
+    self.mlp = MlpBlock(c.mlp_dim, c.dropout_rate, c.dtype, c.lora_rank)
     self.drop = nn.Dropout(c.dropout_rate, broadcast_dims=(-2,))
 
-  def _cross_and_mlp(self, x, cross: KV, deterministic):
+  def _cross_and_mlp(self, x, cross: KV, deterministic, cross_bias=None):
     h = self.pre_cross_attention_layer_norm(x)
     q = self.encoder_decoder_attention.project_q(h)
-    h = self.encoder_decoder_attention.attend(q, cross.k, cross.v, None,
+    h = self.encoder_decoder_attention.attend(q, cross.k, cross.v, cross_bias,
                                               deterministic)
     x = x + self.drop(h, deterministic=deterministic)
     h = self.mlp(self.pre_mlp_layer_norm(x), deterministic)
@@ -124,11 +124,13 @@ class TemporalLayer(nn.Module):
   def cross_kv(self, encoded_BxLexD) -> KV:
     return KV(*self.encoder_decoder_attention.project_kv(encoded_BxLexD))
 
-  def __call__(self, x_BxCxD, cross: KV, bias, deterministic=True):
+  def __call__(self, x_BxCxD, cross: KV, bias, deterministic=True,
+               cross_bias=None):
+    """cross_bias: optional additive (B|1, H, C, Le) cross-attention bias."""
     h = self.pre_self_attention_layer_norm(x_BxCxD)
     h = self.self_attention(h, h, bias, deterministic)
     x = x_BxCxD + self.drop(h, deterministic=deterministic)
-    return self._cross_and_mlp(x, cross, deterministic)
+    return self._cross_and_mlp(x, cross, deterministic, cross_bias)
 
   def step(self, x_Bx1xD, index, cache: KV, cross: KV, bias):
     """One frame at position `index`; returns (out, updated cache)."""
@@ -193,11 +195,16 @@ class TemporalStack(nn.Module):
   def cross_kv(self, encoded) -> list[KV]:
     return [layer.cross_kv(encoded) for layer in self.layers]
 
-  def __call__(self, x_BxCxD, cross: list[KV], deterministic=True):
+  def __call__(self, x_BxCxD, cross: list[KV], deterministic=True, *,
+               causal: bool = True, cross_bias=None):
+    """causal=False: every frame sees every frame (the one-step student
+    writes a whole chunk at once); the relpos table is shared."""
     c_len = x_BxCxD.shape[1]
-    bias = self.bias(jnp.arange(c_len), c_len)
+    pos = jnp.arange(c_len)
+    bias = (self.bias(pos, c_len) if causal
+            else self.relpos_bias(pos, pos))
     for layer, kv in zip(self.layers, cross):
-      x_BxCxD = layer(x_BxCxD, kv, bias, deterministic)
+      x_BxCxD = layer(x_BxCxD, kv, bias, deterministic, cross_bias)
     return x_BxCxD  # no final norm (v1)
 
   def step(self, x_Bx1xD, index, caches: list[KV], cross: list[KV]):

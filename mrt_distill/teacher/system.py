@@ -177,10 +177,21 @@ class TeacherSystem:
       raise ValueError(f"batched state context must be (B, "
                        f"{g.context_frames}, {g.target_levels}), got "
                        f"{ctx.shape}; use init_states(batch)")
-    b = ctx.shape[0]
-    for i in range(b):
+    for i in range(ctx.shape[0]):
       check_state(StreamState(ctx[i], states.crossfade_samples[i],
                               states.chunk_index), g)
+    new_codes = self.sample_codes(ctx, styles_BxS, seed, states.chunk_index,
+                                  **sampling_overrides)
+    return self._render(states, new_codes)
+
+  def sample_codes(self, context_BxFxK: np.ndarray, styles_BxS=None,
+                   seed: int | None = None, chunk_index: int = 0,
+                   **sampling_overrides) -> np.ndarray:
+    """The decode alone: contexts (B, F, K) -> the next chunk's codes
+    int32 (B, C, K), keyed by PRNGKey(seed + chunk_index) (no audio)."""
+    g = self.geometry
+    ctx = np.asarray(context_BxFxK)
+    b = ctx.shape[0]
     sampling = self.sampling._replace(**sampling_overrides)
     if seed is None:
       seed = int(np.random.randint(0, 2**31 - 1))
@@ -193,15 +204,14 @@ class TeacherSystem:
       style_ids = mixing.style_tokens(self.style_model, g, emb)
     pos = build_encoder_inputs(g, ctx, style_ids)
     neg = build_encoder_inputs(g, ctx, None)
-    key = jax.random.PRNGKey(int(seed) + int(states.chunk_index))
+    key = jax.random.PRNGKey(int(seed) + int(chunk_index))
     use_cfg = style_ids is not None and sampling.guidance_weight > 0
     ids = np.asarray(generate_tokens(self.cfg, self.params, pos,
                                      neg if use_cfg else None, key, sampling))
     # v1 folds ids sampled outside their level's range; count them instead
     # of warning every chunk (a diagnostic of teacher quality).
     self.stray_tokens += g.count_stray_ids(ids)
-    new_codes = g.ids_to_codec(ids, safe=False, warn=False)  # (B, C, K)
-    return self._render(states, new_codes)
+    return g.ids_to_codec(ids, safe=False, warn=False).astype(np.int32)
 
   def _render(self, states: StreamState, new_BxCxK: np.ndarray):
     """Codec-decodes [lead frame(s), chunk] and crossfades onto the stream."""

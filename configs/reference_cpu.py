@@ -1,0 +1,75 @@
+"""Distil the shipped reference teacher on a laptop-class CPU (the default).
+
+  mrt-distill distill --config configs/reference_cpu.py --workdir runs/ref
+  mrt-distill distill --config configs/reference_cpu.py:smoke --workdir /tmp/s
+  mrt-distill distill --config configs/reference_cpu.py \
+      --config.train.steps=3000 --config.losses.spectral=0
+
+Finishes on a 2-core CPU in at most 30 minutes (`train.time_budget_minutes`
+bounds the training part; the final report takes about two more). `arg`:
+"" (the default run) or "smoke" (a few steps, for tests and a first look).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "reference_cpu"
+  c.seed = 0
+  # The teacher world: "reference" = the weights shipped in the package
+  # (teacher, codec, style model, judge).
+  c.world = "reference"
+  # Teacher sampling for rollouts (Magenta RT's defaults for the reference).
+  c.sampling = ml_collections.ConfigDict(
+      dict(temperature=1.0, top_k=40, guidance_weight=3.0))
+
+  c.student = ml_collections.ConfigDict(dict(
+      lora_rank=8, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5,
+      num_scales=18, sample_steps=1))
+
+  # Prompts: a file (.txt/.csv/.jsonl) or "" for the built-in set (each
+  # style word with one descriptor word, two-style mixes and transitions).
+  # The plain style names are held out for the report.
+  c.prompts = ml_collections.ConfigDict(dict(
+      file="", transition_pairs=20, transition_chunks=4, mix_pairs=20))
+
+  c.rollout = ml_collections.ConfigDict(dict(
+      batch=8, session_chunks=6, on_policy_prob=0.0,
+      # Each rollout batch feeds `updates_per_rollout` train steps through
+      # a replay buffer of `replay_capacity` examples.
+      replay_capacity=512, updates_per_rollout=2))
+
+  c.train = ml_collections.ConfigDict(dict(
+      steps=1200, batch=16, log_every=25, eval_every=200,
+      checkpoint_every=200, max_to_keep=2, time_budget_minutes=25.0,
+      max_nonfinite=20))
+
+  c.optim = ml_collections.ConfigDict(dict(
+      name="adamw", learning_rate=1e-3, warmup_steps=100, decay_steps=1200,
+      final_lr_fraction=0.1, b1=0.9, b2=0.99, weight_decay=0.0,
+      grad_clip=1.0))
+
+  c.losses = ml_collections.ConfigDict(dict(
+      latent=1.0, consistency=1.0, spectral=1.0, temporal=1.0, onset=0.5))
+
+  # (data, fsdp, tensor); data = -1 takes every remaining device.
+  c.mesh_shape = (1, 1, 1)
+
+  c.report = ml_collections.ConfigDict(dict(
+      enabled=True, samples_per_prompt=8, seconds=10.0, gt_pieces=16))
+
+  if arg == "smoke":
+    c.name = "reference_cpu_smoke"
+    c.rollout.batch = 4
+    c.rollout.replay_capacity = 32
+    c.train.update(steps=6, batch=4, log_every=2, eval_every=4,
+                   checkpoint_every=3, time_budget_minutes=5.0)
+    c.optim.update(warmup_steps=2, decay_steps=6)
+    c.report.update(samples_per_prompt=2, seconds=4.0, gt_pieces=2)
+  elif arg:
+    raise ValueError(f"configs/reference_cpu.py: unknown arg {arg!r}; use "
+                     f"'' or 'smoke'")
+  return c

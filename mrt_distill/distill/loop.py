@@ -1,0 +1,392 @@
+"""The host loop of `mrt-distill distill`: build, resume, train, checkpoint.
+
+  prompts (grain) -> teacher rollouts -> replay buffer -> sharded train step
+  -> orbax checkpoints (student state, step, rollout, replay, prompt
+  iterator; the teacher is referenced by name, never copied) -> report.
+
+Resume is automatic: a workdir with checkpoints continues from the newest
+one, and the data order continues exactly (prompt iterator, rollout sessions
+and RNGs, replay buffer are all in the checkpoint), so a resumed run's
+metrics equal an uninterrupted run's on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mrt_distill.distill import config_io, prompts as P
+from mrt_distill.distill import student as S
+from mrt_distill.distill import train_step as T
+from mrt_distill.distill.losses import LossWeights, NoiseSchedule
+from mrt_distill.distill.rollout import ReplayBuffer, RolloutGenerator
+from mrt_distill.distill.stream import StudentStreamer
+
+log = logging.getLogger("mrt_distill.distill")
+
+
+class CheckpointMismatchError(ValueError):
+  """The workdir's checkpoint was written by another config."""
+
+
+class NonFiniteError(RuntimeError):
+  """Too many steps with NaN/Inf losses or gradients."""
+
+
+# ---- prompts -------------------------------------------------------------------
+def builtin_prompts(seed: int, transition_pairs: int, transition_chunks: int,
+                    mix_pairs: int):
+  """(train records, held-out prompts) from the reference world's words.
+
+  Training: every style word with one of its own descriptor words, tempo or
+  mood words ("dark techno"), two-style weighted mixes and A -> B
+  transitions. Held out: the bare style names (what the report scores).
+  """
+  from mrt_distill.world import descriptors, music
+
+  plain = []
+  for name, style in music.STYLES.items():
+    for word in (style.words[1:] + descriptors.TEMPO_WORDS
+                 + descriptors.MOOD_WORDS):
+      plain.append(P.PromptRecord(f"{word} {name}"))
+  rng = np.random.default_rng(seed)
+  names = list(music.STYLES)
+  mixes = []
+  for _ in range(mix_pairs):
+    a, b = rng.choice(len(names), 2, replace=False)
+    w = float(np.round(rng.uniform(0.2, 0.8), 2))
+    mixes.append(P.PromptRecord(f"{names[a]}:1.0, {names[b]}:{w}"))
+  trans = P.make_transitions(plain, transition_pairs, transition_chunks,
+                             seed) if transition_pairs else []
+  return plain + mixes + trans, list(names)
+
+
+# ---- building blocks -------------------------------------------------------------
+@dataclasses.dataclass
+class Run:
+  """Everything a run holds besides the train state."""
+  config: Any
+  world: Any
+  model: S.StudentModel
+  scaler: S.LatentScaler
+  mesh: Any
+  rollout: RolloutGenerator
+  replay: ReplayBuffer
+  dataset: Any
+  prompt_iter: Any
+  held_out: list[str]
+  weights: LossWeights
+  trainable_fraction: float
+
+
+def student_config(config, teacher_cfg) -> S.StudentConfig:
+  s = config.student
+  return S.StudentConfig(
+      teacher=teacher_cfg, lora_rank=int(s.lora_rank),
+      noise=NoiseSchedule(sigma_min=s.sigma_min, sigma_max=s.sigma_max,
+                          sigma_data=s.sigma_data, num_scales=s.num_scales))
+
+
+def load_world(config):
+  if config.world != "reference":
+    raise ValueError(f"world {config.world!r} is not supported yet: use "
+                     f"'reference' (the shipped reference world)")
+  from mrt_distill.world import assets
+  return assets.load_reference_world(with_judge=False)
+
+
+def _mesh_shape(config) -> tuple[int, int, int]:
+  d, f, t = (int(x) for x in config.mesh_shape)
+  if d == -1:
+    n = len(jax.devices())
+    if n % (f * t):
+      raise ValueError(f"{n} devices do not divide into fsdp x tensor = "
+                       f"{f} x {t}")
+    d = n // (f * t)
+  return d, f, t
+
+
+# ---- checkpoints -------------------------------------------------------------------
+def _manager(workdir: pathlib.Path, config) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      (workdir / "checkpoints").absolute(),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=int(config.train.max_to_keep), create=True,
+          enable_async_checkpointing=False))
+
+
+def _save(mngr, state: T.TrainState, run: Run, step: int, it_state: str):
+  saved = {"step": state.step, "params": state.params,
+           "opt_state": state.opt_state}
+  meta = {
+      "fingerprint": config_io.shape_fingerprint(run.config),
+      "teacher": {"world": run.config.world},  # referenced, not copied
+      "rollout": run.rollout.get_state(),
+      "replay": run.replay.get_state(),
+      "prompt_iterator": it_state,
+  }
+  replay = run.replay.arrays() or {"empty": np.zeros((1,), np.int32)}
+  mngr.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(saved), meta=ocp.args.JsonSave(meta),
+      replay=ocp.args.StandardSave(replay)), force=True)
+  mngr.wait_until_finished()
+
+
+def _restore(mngr, state: T.TrainState, run: Run, step: int):
+  meta = mngr.restore(step, args=ocp.args.Composite(
+      meta=ocp.args.JsonRestore()))["meta"]
+  want = config_io.shape_fingerprint(run.config)
+  if meta["fingerprint"] != want:
+    diff = {k: (meta["fingerprint"].get(k), v) for k, v in want.items()
+            if meta["fingerprint"].get(k) != v and k != "sha"}
+    raise CheckpointMismatchError(
+        f"the checkpoint at step {step} in {mngr.directory} was written by "
+        f"another config (checkpoint vs this run: {diff}); use a fresh "
+        f"--workdir or the original config")
+  target = {"step": state.step, "params": state.params,
+            "opt_state": state.opt_state}
+  out = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(target),
+      replay=ocp.args.StandardRestore()))
+  saved = out["state"]
+  run.rollout.set_state(meta["rollout"])
+  arrays = {k: np.asarray(v) for k, v in out["replay"].items()
+            if k != "empty"}
+  run.replay.set_state(meta["replay"], arrays)
+  run.prompt_iter = P.restore_iterator(run.dataset, meta["prompt_iterator"])
+  run.rollout.prompts = run.prompt_iter
+  return state.replace(step=saved["step"], params=saved["params"],
+                       opt_state=saved["opt_state"])
+
+
+# ---- metrics -------------------------------------------------------------------------
+class MetricWriter:
+  """metrics.jsonl always; TensorBoard event files when tensorboardX is
+  installed (process 0 only)."""
+
+  def __init__(self, workdir: pathlib.Path):
+    self.enabled = jax.process_index() == 0
+    self.path = workdir / "metrics.jsonl"
+    self.tb = None
+    if self.enabled:
+      try:
+        from tensorboardX import SummaryWriter
+        self.tb = SummaryWriter(str(workdir / "tensorboard"))
+      except ImportError:  # optional: the jsonl has everything
+        self.tb = None
+
+  def write(self, step: int, metrics: dict[str, float]):
+    if not self.enabled:
+      return
+    with self.path.open("a") as f:
+      f.write(json.dumps({"step": step, **metrics}) + "\n")
+    if self.tb is not None:
+      for k, v in metrics.items():
+        self.tb.add_scalar(k, v, step)
+      self.tb.flush()
+
+  def close(self):
+    if self.tb is not None:
+      self.tb.close()
+
+
+# ---- the run -------------------------------------------------------------------------
+def build(config, workdir: pathlib.Path):
+  """-> (Run, TrainState, jitted step)."""
+  world = load_world(config)
+  g = world.geometry
+  scfg = student_config(config, world.teacher_cfg)
+  model = S.StudentModel(scfg)
+  mesh = T.make_mesh(_mesh_shape(config))
+  T.check_batch_divides(int(config.train.batch), mesh)
+  key = jax.random.PRNGKey(int(config.seed))
+  full = S.from_teacher(scfg, world.teacher_params, key)
+  trainable, frozen = S.split_params(full)
+  n_train, n_all = S.count(trainable), S.count(full)
+  specs = S.student_partition_spec(scfg)
+  t_specs, f_specs = S.split_params(specs)
+  t_sh = T.param_shardings(t_specs, mesh)
+  f_sh = T.param_shardings(f_specs, mesh)
+  trainable = jax.device_put(trainable, t_sh)
+  frozen = jax.device_put(frozen, f_sh)
+  optimizer = T.make_optimizer(config.optim)
+  state = T.init_state(trainable, frozen, optimizer)
+  state_sh = T.state_shardings(state, t_sh, f_sh, mesh)
+  state = jax.device_put(state, state_sh)
+  weights = LossWeights(**config.losses.to_dict())
+  scaler = S.LatentScaler.for_codec(world.codec, scfg.noise.sigma_data)
+  step_fn = T.jit_train_step(
+      T.make_train_step(model, optimizer, codec=world.codec, scaler=scaler,
+                        weights=weights), state_sh, mesh)
+
+  p = config.prompts
+  if p.file:
+    records = P.read_prompt_file(p.file,
+                                 default_transition_chunks=p.transition_chunks)
+    held_out = list(dict.fromkeys(r.start for r in records))[:10]
+  else:
+    records, held_out = builtin_prompts(int(config.seed), p.transition_pairs,
+                                        p.transition_chunks, p.mix_pairs)
+  dataset = P.prompt_dataset(records, seed=int(config.seed),
+                             process_index=jax.process_index(),
+                             process_count=jax.process_count())
+  prompt_iter = iter(dataset)
+  system = world.teacher_system(**config.sampling.to_dict())
+  r = config.rollout
+  rollout = RolloutGenerator(system, prompt_iter, batch=int(r.batch),
+                             session_chunks=int(r.session_chunks),
+                             seed=int(config.seed),
+                             on_policy_prob=float(r.on_policy_prob))
+  replay = ReplayBuffer(int(r.replay_capacity), int(config.seed) + 1)
+  run = Run(config, world, model, scaler, mesh, rollout, replay, dataset,
+            prompt_iter, held_out, weights, n_train / n_all)
+  log.info("student: %s trainable of %s parameters (%.2f%%), LoRA rank %d; "
+           "geometry %s; mesh %s", f"{n_train:,}", f"{n_all:,}",
+           100 * n_train / n_all, scfg.lora_rank, g.name, dict(mesh.shape))
+  return run, state, step_fn
+
+
+def _host_metrics(metrics) -> dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def _batch(run: Run, examples: dict[str, np.ndarray], sharded: bool = True):
+  sh = T.batch_sharding(run.mesh) if sharded else T.replicated(run.mesh)
+  return {k: jax.device_put(jnp.asarray(examples[k]), sh)
+          for k in T.BATCH_KEYS}
+
+
+def _eval_batch(run: Run):
+  """A fixed batch from held-out prompts: cold starts and second chunks."""
+  records = iter([P.PromptRecord(p).to_dict() for p in run.held_out] * 4)
+  gen = RolloutGenerator(run.rollout.system, records,
+                         batch=min(run.rollout.batch, len(run.held_out)),
+                         session_chunks=2, seed=int(run.config.seed) + 99)
+  a, b = gen.next(), gen.next()
+  return _batch(run, {k: np.concatenate([a[k], b[k]]) for k in T.BATCH_KEYS},
+                sharded=False)
+
+
+def train(config, workdir) -> dict:
+  """Runs (or resumes) a distillation; returns the summary dict."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  t_start = time.perf_counter()
+  run, state, step_fn = build(config, workdir)
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  mngr = _manager(workdir, config)
+  latest = mngr.latest_step()
+  if latest is not None:
+    state = _restore(mngr, state, run, latest)
+    log.info("resumed from the checkpoint at step %d in %s", latest,
+             mngr.directory)
+
+  eval_batch = _eval_batch(run)
+  eval_fn = jax.jit(lambda st, b: T.compute_losses(
+      run.model, S.merge_params(st.params, st.frozen), b,
+      jax.random.PRNGKey(0), codec=run.world.codec, scaler=run.scaler,
+      weights=run.weights)[1])
+  holder = {"state": state}
+  if config.rollout.on_policy_prob > 0:
+    def student_codes(ctx_ids, style_ids, style_emb):
+      s = holder["state"]
+      streamer = StudentStreamer(run.model, S.merge_params(s.params, s.frozen),
+                                 run.world.codec, run.world.style_model,
+                                 run.scaler)
+      key = jax.random.fold_in(jax.random.PRNGKey(7), run.rollout.calls)
+      return streamer.codes_for(ctx_ids, style_ids, style_emb, key)
+    run.rollout.student_fn = student_codes
+
+  stop = {"signal": None}
+
+  def on_sigterm(signum, _frame):
+    stop["signal"] = signum  # checkpoint at the next step boundary
+
+  old_handler = signal.signal(signal.SIGTERM, on_sigterm)
+  writer = MetricWriter(workdir)
+  tc = config.train
+  steps, budget = int(tc.steps), float(tc.time_budget_minutes) * 60
+  upr = int(config.rollout.updates_per_rollout)
+  base_key = jax.random.PRNGKey(int(config.seed) + 17)
+  step = int(state.step)
+  first = step
+  t_loop = time.perf_counter()
+  rollout_s, chunks = 0.0, 0
+  last: dict[str, float] = {}
+  stopped = "steps"
+  try:
+    while step < steps:
+      if step % upr == 0 or run.replay.size == 0:
+        t0 = time.perf_counter()
+        run.replay.add(run.rollout.next())
+        rollout_s += time.perf_counter() - t0
+        chunks += run.rollout.batch
+      batch = _batch(run, run.replay.sample(int(tc.batch)))
+      rng = jax.random.fold_in(base_key, step)
+      state, metrics = step_fn(state, batch, rng)
+      holder["state"] = state
+      step += 1
+      if step % int(tc.log_every) == 0 or step == steps:
+        last = _host_metrics(metrics)
+        el = time.perf_counter() - t_loop
+        rate = (step - first) / el
+        last.update({"perf/steps_per_s": rate,
+                     "perf/rollout_chunks_per_s": chunks / max(rollout_s,
+                                                               1e-9)})
+        writer.write(step, last)
+        terms = " ".join(f"{k[5:]} {v:.4f}" for k, v in last.items()
+                         if k.startswith("loss/") and k != "loss/total")
+        log.info("step %d/%d | loss %.4f (%s) | %.2f steps/s, rollout %.1f "
+                 "chunks/s | ETA %.0f s", step, steps, last["loss/total"],
+                 terms, rate, last["perf/rollout_chunks_per_s"],
+                 (steps - step) / max(rate, 1e-9))
+        if last["nonfinite"] > int(tc.max_nonfinite):
+          raise NonFiniteError(
+              f"{int(last['nonfinite'])} steps had NaN/Inf losses or "
+              f"gradients (max_nonfinite={tc.max_nonfinite}); the last good "
+              f"checkpoint in {mngr.directory} is intact. Lower "
+              f"optim.learning_rate or check the inputs")
+      if step % int(tc.eval_every) == 0 or step == steps:
+        ev = {f"eval/{k}": v for k, v in _host_metrics(
+            eval_fn(state, eval_batch)).items()}
+        writer.write(step, ev)
+        last.update(ev)
+        log.info("eval at step %d (held-out prompts): loss %.4f", step,
+                 ev["eval/loss/total"])
+      if step % int(tc.checkpoint_every) == 0 or step == steps:
+        _save(mngr, state, run, step,
+              P.iterator_state_to_json(run.prompt_iter))
+      if stop["signal"] is not None:
+        stopped = "sigterm"
+        break
+      if time.perf_counter() - t_start > budget:
+        stopped = "time_budget"
+        log.warning("time budget of %.1f min reached at step %d",
+                    budget / 60, step)
+        break
+    if mngr.latest_step() != step:
+      _save(mngr, state, run, step, P.iterator_state_to_json(run.prompt_iter))
+  finally:
+    signal.signal(signal.SIGTERM, old_handler)
+    writer.close()
+    mngr.close()
+  summary = {
+      "config": config.get("config_source", config.name),
+      "steps": step, "stopped": stopped,
+      "train_seconds": time.perf_counter() - t_start,
+      "trainable_fraction": run.trainable_fraction,
+      "final_metrics": last,
+      "workdir": str(workdir),
+  }
+  (workdir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+  return summary, run, state

@@ -1,0 +1,172 @@
+"""The end-of-run report: student vs teacher on held-out prompts.
+
+Same prompts, same number of cold-start chunks, same seeds for both models:
+  * style accuracy by the reference judge (prompts that name a style);
+  * Fréchet distance of judge embeddings to ground-truth renders of the
+    style, next to the teacher's;
+  * log-mel distance of the mean spectrum to ground truth (dB), both models;
+  * speed at batch 1 measured in the same run: ms per chunk, RTF, and
+    sequential network calls per chunk;
+  * the trainable parameter fraction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import pathlib
+import time
+
+import librosa
+import numpy as np
+
+from mrt_distill.distill import student as S
+from mrt_distill.distill.stream import StudentStreamer
+from mrt_distill.style import mixing
+from mrt_distill.world import evaluate_world as EW
+from mrt_distill.world import music
+
+log = logging.getLogger("mrt_distill.distill")
+
+
+def mean_log_mel(audio_BxSxC: np.ndarray, sample_rate: int) -> np.ndarray:
+  """Mean log-mel spectrum (dB, 64 bands) over clips and time."""
+  mono = np.asarray(audio_BxSxC, np.float32).mean(axis=-1)
+  mel = librosa.feature.melspectrogram(y=mono, sr=sample_rate, n_fft=1024,
+                                       hop_length=256, n_mels=64)
+  return librosa.power_to_db(mel.mean(axis=(0, 2)) + 1e-10)
+
+
+def _teacher_stream(system, emb_BxE, chunks, seed):
+  states = system.init_states(len(emb_BxE))
+  out = []
+  for _ in range(chunks):
+    audio, states = system.generate_chunks(states, emb_BxE, seed=seed)
+    out.append(audio)
+  return np.concatenate(out, axis=1)
+
+
+def _ms_per_chunk(fn, repeats: int = 3) -> float:
+  fn()  # compile / warm up
+  t0 = time.perf_counter()
+  for _ in range(repeats):
+    fn()
+  return 1000 * (time.perf_counter() - t0) / repeats
+
+
+def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
+             seed: int = 0) -> dict:
+  from mrt_distill.world import assets
+
+  world, g = run.world, run.world.geometry
+  judge = assets.load_judge()
+  system = run.rollout.system
+  params = S.merge_params(state.params, state.frozen)
+  steps = int(run.config.student.sample_steps)
+  streamer = StudentStreamer(run.model, params, world.codec,
+                             world.style_model, run.scaler, steps=steps)
+  chunks = math.ceil(seconds / g.chunk_seconds)
+  n = int(round(seconds * g.sample_rate))
+  rows = []
+  t0 = time.perf_counter()
+  for prompt in run.held_out:
+    emb = mixing.embed_prompt_mix(world.style_model, prompt)
+    embs = np.repeat(emb[None], samples, axis=0)
+    teacher = _teacher_stream(system, embs, chunks, seed)[:, :n]
+    student = streamer.stream(embs, chunks, seed)[:, :n]
+    style = prompt if prompt in music.STYLES else None
+    row = {"prompt": prompt, "samples": samples}
+    for name, audio in (("teacher", teacher), ("student", student)):
+      pred = judge.classify(audio, g.sample_rate)
+      row[f"{name}_accuracy"] = (None if style is None else
+                                 float(np.mean([p == style for p in pred])))
+      row[f"{name}_rms"] = float(np.sqrt(np.mean(audio ** 2)))
+    if style is not None:
+      gt = EW.ground_truth(style, gt_pieces, seconds, g.sample_rate)
+      e_gt = EW._judge_windows(judge, gt, g.sample_rate)
+      gt_mel = mean_log_mel(gt, g.sample_rate)
+      for name, audio in (("teacher", teacher), ("student", student)):
+        row[f"{name}_fd"] = EW._fd_or_none(
+            EW._judge_windows(judge, audio, g.sample_rate), e_gt)
+        row[f"{name}_logmel_db"] = float(np.mean(np.abs(
+            mean_log_mel(audio, g.sample_rate) - gt_mel)))
+    rows.append(row)
+    log.info("report %-18s teacher acc %s | student acc %s", prompt,
+             row["teacher_accuracy"], row["student_accuracy"])
+
+  one = np.repeat(mixing.embed_prompt_mix(world.style_model,
+                                          run.held_out[0])[None], 1, axis=0)
+  t_ms = _ms_per_chunk(lambda: _teacher_stream(system, one, 1, seed))
+  s_ms = _ms_per_chunk(lambda: streamer.stream(one, 1, seed))
+  calls_t = g.chunk_frames * (1 + g.target_levels)  # temporal + depth steps
+  speed = {
+      "teacher_ms_per_chunk": t_ms, "student_ms_per_chunk": s_ms,
+      "teacher_rtf": 1000 * g.chunk_seconds / t_ms,
+      "student_rtf": 1000 * g.chunk_seconds / s_ms,
+      "speedup": t_ms / s_ms,
+      "teacher_sequential_calls_per_chunk": calls_t,
+      "student_sequential_calls_per_chunk": steps,
+  }
+
+  def mean(key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
+
+  summary = {k: mean(k) for k in (
+      "teacher_accuracy", "student_accuracy", "teacher_fd", "student_fd",
+      "teacher_logmel_db", "student_logmel_db")}
+  ta, sa = summary["teacher_accuracy"], summary["student_accuracy"]
+  summary["accuracy_ratio"] = (sa / ta) if ta else None
+  tf, sf = summary["teacher_fd"], summary["student_fd"]
+  summary["fd_ratio"] = (sf / tf) if tf else None
+  return {"rows": rows, "summary": summary, "speed": speed,
+          "trainable_fraction": run.trainable_fraction,
+          "samples_per_prompt": samples, "seconds": seconds,
+          "student_steps": steps, "eval_seconds": time.perf_counter() - t0}
+
+
+def _f(x, nd=3):
+  return "n/a" if x is None else f"{x:.{nd}f}"
+
+
+def to_markdown(report: dict, title: str = "Distillation report") -> str:
+  s, sp = report["summary"], report["speed"]
+  lines = [
+      f"# {title}", "",
+      f"{report['samples_per_prompt']} cold-start streams of "
+      f"{report['seconds']:g} s per held-out prompt, student at "
+      f"{report['student_steps']} step(s); trainable parameters "
+      f"{100 * report['trainable_fraction']:.2f}%.", "",
+      "| | teacher | student | student / teacher |",
+      "|---|---|---|---|",
+      f"| judge style accuracy | {_f(s['teacher_accuracy'])} | "
+      f"{_f(s['student_accuracy'])} | {_f(s['accuracy_ratio'], 2)} |",
+      f"| Fréchet distance (judge) | {_f(s['teacher_fd'], 1)} | "
+      f"{_f(s['student_fd'], 1)} | {_f(s['fd_ratio'], 2)} |",
+      f"| mean log-mel distance to ground truth (dB) | "
+      f"{_f(s['teacher_logmel_db'], 2)} | {_f(s['student_logmel_db'], 2)} "
+      f"| |",
+      f"| sequential calls per chunk | "
+      f"{sp['teacher_sequential_calls_per_chunk']} | "
+      f"{sp['student_sequential_calls_per_chunk']} | |",
+      f"| ms per chunk (batch 1) | {sp['teacher_ms_per_chunk']:.1f} | "
+      f"{sp['student_ms_per_chunk']:.1f} | {1 / sp['speedup']:.3f} |",
+      f"| real-time factor | {sp['teacher_rtf']:.2f} | "
+      f"{sp['student_rtf']:.2f} | |", "",
+      "| prompt | teacher acc | student acc | teacher FD | student FD |",
+      "|---|---|---|---|---|"]
+  for r in report["rows"]:
+    lines.append(f"| {r['prompt']} | {_f(r['teacher_accuracy'], 2)} | "
+                 f"{_f(r['student_accuracy'], 2)} | "
+                 f"{_f(r.get('teacher_fd'), 1)} | "
+                 f"{_f(r.get('student_fd'), 1)} |")
+  return "\n".join(lines) + "\n"
+
+
+def write(report: dict, workdir) -> pathlib.Path:
+  workdir = pathlib.Path(workdir)
+  (workdir / "report.json").write_text(json.dumps(report, indent=2))
+  md = workdir / "report.md"
+  md.write_text(to_markdown(report))
+  return md

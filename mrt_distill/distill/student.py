@@ -1,0 +1,344 @@
+"""The one-step student: a consistency model over a chunk of codec latents.
+
+The student writes a whole chunk (C frames x D latent) in one call, given the
+coarse context tokens and the style. Its backbone is the teacher's own
+encoder and temporal stack (same parameter paths, weights copied from the
+teacher and frozen), adapted with LoRA on every attention and MLP kernel;
+small new heads map noisy latents and the noise level in and clean latents
+out (Song et al. 2023, "Consistency Models"):
+
+  f(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, sigma)
+
+One step from pure noise: x0 = f(sigma_max z, sigma_max). k steps re-noise
+x0 to a smaller sigma and denoise again.
+
+Cached streaming context: the encoder runs on each context chunk on its
+own (chunk-local self-attention, positions local to the chunk), so a chunk's
+encoder output and its cross-attention keys/values depend on that chunk
+only and are computed once when it enters the window (serving relies on
+this). The decoder learns where a chunk sits in the window from a learned
+per-slot cross-attention bias (`cross_slot_bias`, H x (N + 1) for N context
+chunks + the style segment), which is applied at attention time and so does
+not invalidate cached keys.
+
+Shapes: B batch, N context chunks, L tokens per context chunk (C frames x
+context levels, frame-major), C chunk frames, D latent width, E style
+embedding width, S style tokens, H heads, d model width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from mrt_distill import axes
+from mrt_distill.distill.losses import NoiseSchedule
+from mrt_distill.geometry import MASK_ID, Geometry
+from mrt_distill.teacher.config import TeacherConfig
+from mrt_distill.teacher.layers import Dense, RMSNorm
+from mrt_distill.teacher.model import KV, Embed, Encoder, TemporalStack
+
+# Top-level parameter scopes that are new in the student (trained in full);
+# every other parameter comes from the teacher and is frozen, except LoRA.
+HEAD_SCOPES = ("latent_in", "sigma_in", "sigma_hidden", "style_in",
+               "latent_out", "cross_slot_bias")
+LORA_LEAVES = ("lora_a", "lora_b")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentConfig:
+  """Everything that fixes the student's parameter shapes and numerics."""
+  teacher: TeacherConfig
+  lora_rank: int = 8
+  sigma_features: int = 32  # Fourier features of log(sigma)
+  noise: NoiseSchedule = NoiseSchedule()
+
+  def __post_init__(self):
+    if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
+      raise ValueError(f"lora_rank must be an int >= 1, got "
+                       f"{self.lora_rank!r}")
+
+  @property
+  def geometry(self) -> Geometry:
+    return self.teacher.geometry
+
+  @property
+  def backbone(self) -> TeacherConfig:
+    """The teacher's architecture with LoRA adapters and no dropout."""
+    return self.teacher.replace(lora_rank=self.lora_rank, dropout_rate=0.0,
+                                depth_dropout_rate=0.0)
+
+  @property
+  def context_chunks(self) -> int:
+    g = self.geometry
+    if g.context_frames % g.chunk_frames:
+      raise ValueError(
+          f"geometry {g.name!r}: context_frames {g.context_frames} is not a "
+          f"whole number of chunks of {g.chunk_frames} frames; the cached "
+          f"context needs whole chunks")
+    return g.context_frames // g.chunk_frames
+
+  @property
+  def chunk_tokens(self) -> int:
+    """L: encoder tokens per context chunk."""
+    return self.geometry.chunk_frames * self.geometry.context_levels
+
+
+class _Stacks(nn.Module):
+  """The teacher's inner `decoder` scope, temporal stack only."""
+  cfg: TeacherConfig
+
+  def setup(self):
+    self.temporal_decoder = TemporalStack(self.cfg)
+
+
+class _Decoder(nn.Module):
+  """The teacher's outer `decoder` scope: stacks + decoder_norm."""
+  cfg: TeacherConfig
+
+  def setup(self):
+    self.decoder = _Stacks(self.cfg)
+    self.decoder_norm = RMSNorm(self.cfg.dtype)
+
+
+class StudentModel(nn.Module):
+  """f(x, sigma | context, style): see the module docstring."""
+  cfg: StudentConfig
+
+  def setup(self):
+    c, tc = self.cfg, self.cfg.backbone
+    g = c.geometry
+    self.token_embedder = Embed(tc.vocab_rows, tc.d_model, tc.dtype)
+    self.encoder = Encoder(tc)
+    self.decoder = _Decoder(tc)
+    d = tc.d_model
+    self.latent_in = Dense(d, (axes.LATENT, axes.EMBED), jnp.float32)
+    self.sigma_in = Dense(d, (axes.LATENT, axes.MLP), jnp.float32)
+    self.sigma_hidden = Dense(d, (axes.MLP, axes.EMBED), jnp.float32)
+    self.style_in = Dense(d, (axes.LATENT, axes.EMBED), jnp.float32)
+    # Zero output head: at init f = c_skip x, the identity at low noise.
+    self.latent_out = nn.Dense(
+        g.codec_latent_dim, use_bias=False, dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                                 (axes.EMBED, axes.LATENT)))
+    self.cross_slot_bias = self.param(
+        "cross_slot_bias", nn.with_logical_partitioning(
+            nn.initializers.zeros, (axes.HEADS, axes.RELPOS)),
+        (tc.num_heads, c.context_chunks + 1), jnp.float32)
+
+  # ---- the cached context -------------------------------------------------
+  def encode_chunks(self, ctx_ids_BxNxL):
+    """Each context chunk on its own -> encoded (B, N, L, d)."""
+    b, n, l = ctx_ids_BxNxL.shape
+    ids = ctx_ids_BxNxL.reshape(b * n, l)
+    enc = self.encoder(self.token_embedder(ids), ids)
+    return enc.reshape(b, n, l, -1)
+
+  def encode_style(self, style_ids_BxS, style_emb_BxE):
+    """Style tokens (as the teacher sees them) plus a projection of the
+    continuous embedding, so mixes between token boundaries still move the
+    output -> (B, S, d)."""
+    x = self.token_embedder(style_ids_BxS).astype(jnp.float32)
+    x = x + self.style_in(style_emb_BxE)[:, None, :]
+    return self.encoder(x.astype(self.cfg.backbone.dtype), style_ids_BxS)
+
+  def cross_kv(self, encoded_BxLxD) -> list[KV]:
+    """Per-layer cross-attention keys/values; position-wise, so the KV of a
+    concatenation is the concatenation of the KVs (what the cache uses)."""
+    return self.decoder.decoder.temporal_decoder.cross_kv(encoded_BxLxD)
+
+  def cross_bias(self):
+    """(1, H, 1, N*L + S): the learned per-slot bias, oldest chunk first."""
+    c = self.cfg
+    slots = np.concatenate([np.repeat(np.arange(c.context_chunks),
+                                      c.chunk_tokens),
+                            np.full(c.geometry.style_levels, c.context_chunks)])
+    return self.cross_slot_bias[:, slots][None, :, None, :]
+
+  # ---- the denoiser --------------------------------------------------------
+  def sigma_embedding(self, sigma_B):
+    """Fourier features of log(sigma) -> MLP -> (B, d)."""
+    half = self.cfg.sigma_features // 2
+    freqs = jnp.exp(jnp.linspace(0.0, jnp.log(100.0), half))
+    ang = 0.25 * jnp.log(sigma_B)[:, None] * freqs[None, :]
+    feats = jnp.concatenate([jnp.sin(ang), jnp.cos(ang)], axis=-1)
+    return self.sigma_hidden(nn.silu(self.sigma_in(feats)))
+
+  def denoise(self, x_BxCxD, sigma_B, cross: list[KV]):
+    """The consistency function f(x, sigma) given cached cross KVs."""
+    noise = self.cfg.noise
+    s = sigma_B[:, None, None]
+    h = self.latent_in(x_BxCxD * noise.c_in(sigma_B)[:, None, None])
+    h = h + self.sigma_embedding(sigma_B)[:, None, :]
+    h = self.decoder.decoder.temporal_decoder(
+        h, cross, causal=False, cross_bias=self.cross_bias())
+    out = self.latent_out(self.decoder.decoder_norm(h).astype(jnp.float32))
+    del s
+    return (noise.c_skip(sigma_B)[:, None, None] * x_BxCxD
+            + noise.c_out(sigma_B)[:, None, None] * out)
+
+  def context_kv(self, ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE):
+    """All cross KVs for one window: N chunks then style, per layer."""
+    b, n, l = ctx_ids_BxNxL.shape
+    enc = self.encode_chunks(ctx_ids_BxNxL).reshape(b, n * l, -1)
+    enc = jnp.concatenate([enc, self.encode_style(style_ids_BxS,
+                                                  style_emb_BxE)], axis=1)
+    return self.cross_kv(enc)
+
+  def __call__(self, ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE, x_BxCxD,
+               sigma_B):
+    cross = self.context_kv(ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE)
+    return self.denoise(x_BxCxD, sigma_B, cross)
+
+
+# ---- parameters ----------------------------------------------------------------
+def _dummy_inputs(cfg: StudentConfig):
+  g = cfg.geometry
+  return (jnp.full((1, cfg.context_chunks, cfg.chunk_tokens), MASK_ID,
+                   jnp.int32),
+          jnp.full((1, g.style_levels), MASK_ID, jnp.int32),
+          jnp.zeros((1, g.style_embed_dim), jnp.float32),
+          jnp.zeros((1, g.chunk_frames, g.codec_latent_dim), jnp.float32),
+          jnp.ones((1,), jnp.float32))
+
+
+def init_student_params(cfg: StudentConfig, rng: jax.Array):
+  """Random student params (f32, unboxed); see `from_teacher` for the
+  teacher-initialised backbone."""
+  return nn.unbox(StudentModel(cfg).init(rng, *_dummy_inputs(cfg))["params"])
+
+
+def student_partition_spec(cfg: StudentConfig):
+  """Logical PartitionSpec tree of the student params."""
+  boxed = jax.eval_shape(StudentModel(cfg).init, jax.random.key(0),
+                         *_dummy_inputs(cfg))
+  return nn.get_partition_spec(boxed["params"])
+
+
+def is_trainable(path: tuple[str, ...]) -> bool:
+  """LoRA factors and the new heads train; the teacher's weights do not."""
+  return path[0] in HEAD_SCOPES or path[-1] in LORA_LEAVES
+
+
+def split_params(params):
+  """-> (trainable, frozen) nested dicts with disjoint leaves."""
+  flat = traverse_util.flatten_dict(params)
+  train = {k: v for k, v in flat.items() if is_trainable(k)}
+  frozen = {k: v for k, v in flat.items() if not is_trainable(k)}
+  return (traverse_util.unflatten_dict(train),
+          traverse_util.unflatten_dict(frozen))
+
+
+def merge_params(trainable, frozen):
+  flat = dict(traverse_util.flatten_dict(frozen))
+  flat.update(traverse_util.flatten_dict(trainable))
+  return traverse_util.unflatten_dict(flat)
+
+
+def from_teacher(cfg: StudentConfig, teacher_params, rng: jax.Array):
+  """Student params whose frozen backbone equals the teacher's weights.
+
+  Raises:
+    ValueError: a backbone parameter is missing from the teacher or has
+      another shape (a teacher of another config), naming the path.
+  """
+  student = traverse_util.flatten_dict(init_student_params(cfg, rng))
+  teacher = traverse_util.flatten_dict(teacher_params)
+  out = {}
+  for path, value in student.items():
+    if is_trainable(path):
+      out[path] = value
+      continue
+    if path not in teacher:
+      raise ValueError(
+          f"teacher params lack {'/'.join(path)}: the student config's "
+          f"teacher ({cfg.teacher.name!r}) is not the checkpoint's "
+          f"architecture")
+    t = teacher[path]
+    if tuple(t.shape) != tuple(value.shape):
+      raise ValueError(
+          f"teacher param {'/'.join(path)} has shape {tuple(t.shape)}, the "
+          f"student expects {tuple(value.shape)}: teacher config mismatch")
+    out[path] = jnp.asarray(t, jnp.float32)
+  return traverse_util.unflatten_dict(out)
+
+
+def count(tree) -> int:
+  return int(sum(np.size(x) for x in jax.tree.leaves(tree)))
+
+
+# ---- inputs --------------------------------------------------------------------
+def context_ids(geometry: Geometry, context_BxFxK) -> np.ndarray:
+  """Context codes (B, F, K>=context levels; -1 = no audio yet) ->
+  encoder ids (B, N, L), chunk by chunk, frame-major inside a chunk, with
+  the teacher's id layout (MASK for empty frames)."""
+  g = geometry
+  ctx = np.asarray(context_BxFxK)[..., :g.context_levels]
+  b, f = ctx.shape[:2]
+  if f % g.chunk_frames:
+    raise ValueError(f"context of {f} frames is not a whole number of "
+                     f"{g.chunk_frames}-frame chunks")
+  empty = (ctx < 0).any(axis=-1, keepdims=True)
+  lv = np.arange(g.context_levels)
+  ids = g.codec_offset + g.codebook_size * lv + np.maximum(ctx, 0)
+  ids = np.where(empty, MASK_ID, ids)
+  return ids.reshape(b, f // g.chunk_frames, -1).astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentScaler:
+  """Codec latents <-> the student's space: sigma_data (l - mean) / std, so
+  every latent dimension has the spread the noise schedule assumes."""
+  mean: np.ndarray  # (D,)
+  std: np.ndarray  # (D,)
+  sigma_data: float
+
+  @classmethod
+  def for_codec(cls, codec, sigma_data: float) -> "LatentScaler":
+    stats = getattr(codec, "latent_stats", None)
+    d = codec.codebooks.shape[-1]
+    if stats is None:  # codecs without stats: the codebooks' own spread
+      books = np.asarray(codec.codebooks, np.float32)
+      scale = np.sqrt(np.sum(np.var(books, axis=1), axis=0))
+      return cls(np.zeros(d, np.float32),
+                 np.maximum(scale, 1e-3).astype(np.float32), sigma_data)
+    return cls(np.asarray(stats["mean"], np.float32),
+               np.maximum(np.asarray(stats["std"], np.float32), 1e-3),
+               sigma_data)
+
+  def to_student(self, latents):
+    return self.sigma_data * (latents - self.mean) / self.std
+
+  def to_codec(self, x):
+    return x * self.std / self.sigma_data + self.mean
+
+
+def sample(model: StudentModel, params, cross: list[KV], key: jax.Array,
+           batch: int, steps, sigmas=None):
+  """k-step consistency sampling -> student-space latents (B, C, D).
+
+  steps: number of network calls (1 = one step from pure noise). sigmas:
+  the noise levels of steps 2..k (default: a geometric ladder from
+  sigma_max/20 down). Pure function of its inputs: jit it with `steps`
+  static.
+  """
+  cfg = model.cfg
+  noise, g = cfg.noise, cfg.geometry
+  shape = (batch, g.chunk_frames, g.codec_latent_dim)
+  ladder = (sigmas if sigmas is not None else noise.sampling_ladder(steps))
+  key, sub = jax.random.split(key)
+  x = jax.random.normal(sub, shape) * noise.sigma_max
+  x0 = model.apply({"params": params}, x, jnp.full((batch,), noise.sigma_max),
+                   cross, method=StudentModel.denoise)
+  for s in ladder[:steps - 1]:
+    key, sub = jax.random.split(key)
+    s_noise = jnp.sqrt(jnp.maximum(s * s - noise.sigma_min ** 2, 0.0))
+    x = x0 + s_noise * jax.random.normal(sub, shape)
+    x0 = model.apply({"params": params}, x, jnp.full((batch,), s), cross,
+                     method=StudentModel.denoise)
+  return x0

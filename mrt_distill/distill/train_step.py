@@ -1,0 +1,220 @@
+"""The distillation train step: one pure, sharded, donated function.
+
+  train_step(state, batch, rng) -> (state, metrics)
+
+`state.params` holds only what trains (LoRA factors + the new heads) and the
+optimizer state exists only for those; `state.frozen` holds the teacher's
+backbone weights (passed through unchanged, never checkpointed). The teacher
+itself runs outside this function (rollouts), so no teacher forward is ever
+differentiated.
+
+Per example the step draws one noise z and an adjacent pair of noise levels
+(sigma_n < sigma_n+1) and evaluates the student three times:
+  * one step from pure noise, f(sigma_max z, sigma_max) -> x1 (the serving
+    path): latent loss vs the teacher latents, and the music-aware losses on
+    x1 -- multi-resolution STFT and onset envelope of the codec-decoded audio
+    vs the codec-decoded teacher chunk, and frame-to-frame latent deltas;
+  * f(x0 + sigma_n+1 z) and stop_gradient f(x0 + sigma_n z): the latent loss
+    at sigma_n+1 (reconstruction across noise levels) and the consistency
+    loss between the two (iCT weighting).
+
+NaN/Inf: `optax.apply_if_finite` skips the update and counts it
+(`metrics["nonfinite"]`); the host loop stops after a configured number.
+
+Shapes: B batch, N context chunks, L tokens per chunk, S style tokens,
+E style width, C chunk frames, D latent width.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from mrt_distill import axes
+from mrt_distill.distill import losses as L
+from mrt_distill.distill.student import (LatentScaler, StudentModel,
+                                         merge_params)
+
+BATCH_KEYS = ("ctx_ids", "style_ids", "style_emb", "latents")
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any  # trainable: LoRA + heads
+  opt_state: Any
+  frozen: Any  # teacher backbone, constant
+
+
+def make_optimizer(cfg) -> optax.GradientTransformation:
+  """AdamW or Adafactor with an optax warmup-cosine schedule, clipping and
+  the non-finite guard. cfg: the `optim` ConfigDict."""
+  sched = optax.warmup_cosine_decay_schedule(
+      0.0, cfg.learning_rate, cfg.warmup_steps,
+      max(cfg.decay_steps, cfg.warmup_steps + 1),
+      cfg.learning_rate * cfg.final_lr_fraction)
+  if cfg.name == "adamw":
+    opt = optax.adamw(sched, b1=cfg.b1, b2=cfg.b2,
+                      weight_decay=cfg.weight_decay)
+  elif cfg.name == "adafactor":
+    opt = optax.adafactor(sched, weight_decay_rate=cfg.weight_decay or None)
+  else:
+    raise ValueError(f"optim.name {cfg.name!r} is not supported: use "
+                     f"'adamw' or 'adafactor'")
+  opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
+  return optax.apply_if_finite(opt, max_consecutive_errors=1_000_000)
+
+
+def init_state(params, frozen, optimizer) -> TrainState:
+  return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params),
+                    frozen)
+
+
+def nonfinite_count(opt_state) -> jax.Array:
+  """Total skipped updates so far (optax.apply_if_finite's counter)."""
+  return opt_state.total_notfinite
+
+
+def compute_losses(model: StudentModel, params, batch, rng, *, codec,
+                   scaler: LatentScaler, weights: L.LossWeights):
+  """-> (total loss, metrics) for one batch; `params` = full student tree."""
+  noise, g = model.cfg.noise, model.cfg.geometry
+  b = batch["latents"].shape[0]
+  x0 = scaler.to_student(batch["latents"])
+  k_z, k_pair, k_z2 = jax.random.split(rng, 3)
+  apply = lambda *a, **kw: model.apply({"params": params}, *a, **kw)
+  cross = apply(batch["ctx_ids"], batch["style_ids"], batch["style_emb"],
+                method=StudentModel.context_kv)
+
+  # The serving path: one step from pure noise.
+  z = jax.random.normal(k_z, x0.shape)
+  s_max = jnp.full((b,), noise.sigma_max, jnp.float32)
+  x1 = apply(z * noise.sigma_max, s_max, cross, method=StudentModel.denoise)
+  terms = {"latent": L.latent_loss(x1, x0)}
+
+  # Across noise levels: reconstruction at sigma_hi and consistency with the
+  # (stop-gradient) answer at the adjacent sigma_lo.
+  if weights.latent or weights.consistency:
+    lo, hi = noise.sample_pair_indices(k_pair, b)
+    sig = jnp.asarray(noise.sigmas(), jnp.float32)
+    s_lo, s_hi = sig[lo], sig[hi]
+    z2 = jax.random.normal(k_z2, x0.shape)
+    f_hi = apply(x0 + s_hi[:, None, None] * z2, s_hi, cross,
+                 method=StudentModel.denoise)
+    f_lo = apply(x0 + s_lo[:, None, None] * z2, s_lo, cross,
+                 method=StudentModel.denoise)
+    terms["latent"] = 0.5 * (terms["latent"] + L.latent_loss(f_hi, x0))
+    terms["consistency"] = L.consistency_loss(f_hi, f_lo, s_hi, s_lo)
+
+  if weights.temporal:
+    terms["temporal"] = L.temporal_difference_loss(x1, x0)
+  if weights.spectral or weights.onset:
+    audio = codec.decode_latents(scaler.to_codec(x1)).mean(axis=-1)
+    target = jax.lax.stop_gradient(
+        codec.decode_latents(batch["latents"]).mean(axis=-1))
+    if weights.spectral:
+      terms["spectral"] = L.spectral_loss(audio, target)
+    if weights.onset:
+      terms["onset"] = L.onset_loss(audio, target, g.sample_rate)
+  total, metrics = L.combine(terms, weights)
+  return total, metrics
+
+
+def make_train_step(model: StudentModel, optimizer, *, codec,
+                    scaler: LatentScaler, weights: L.LossWeights):
+  """The pure step; jit it with `jit_train_step` (shardings, donation)."""
+
+  def train_step(state: TrainState, batch, rng):
+    def loss_fn(trainable):
+      full = merge_params(trainable, state.frozen)
+      return compute_losses(model, full, batch, rng, codec=codec,
+                            scaler=scaler, weights=weights)
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state,
+                                          state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(metrics)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["nonfinite"] = nonfinite_count(opt_state)
+    return state.replace(step=state.step + 1, params=params,
+                         opt_state=opt_state), metrics
+
+  return train_step
+
+
+# ---- sharding --------------------------------------------------------------
+def make_mesh(shape: tuple[int, int, int], devices=None) -> Mesh:
+  """A (data, fsdp, tensor) mesh over the first prod(shape) devices."""
+  devices = list(jax.devices() if devices is None else devices)
+  n = int(shape[0] * shape[1] * shape[2])
+  if n > len(devices):
+    raise ValueError(
+        f"mesh shape {tuple(shape)} needs {n} devices, only {len(devices)} "
+        f"are visible ({devices[0].platform}); shrink config.mesh_shape")
+  import numpy as np
+  return Mesh(np.asarray(devices[:n]).reshape(shape), axes.MESH_AXES)
+
+
+def check_batch_divides(batch: int, mesh: Mesh) -> None:
+  n = mesh.shape["data"] * mesh.shape["fsdp"]
+  if batch % n:
+    raise ValueError(
+        f"batch size {batch} does not divide over the mesh's data x fsdp = "
+        f"{mesh.shape['data']} x {mesh.shape['fsdp']} = {n} shards; use a "
+        f"multiple of {n} (config.train.batch)")
+
+
+def param_shardings(logical_specs, mesh: Mesh, rules=axes.DEFAULT_RULES):
+  """Logical PartitionSpec tree -> NamedSharding tree (flax's rules)."""
+  return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(("data", "fsdp")))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def _dict_keys(path) -> tuple[str, ...]:
+  return tuple(str(k.key) for k in path
+               if isinstance(k, jax.tree_util.DictKey))
+
+
+def state_shardings(state: TrainState, trainable_sh, frozen_sh, mesh: Mesh):
+  """Shardings for a TrainState: params and frozen by the rules; optimizer
+  leaves that mirror a parameter (same dict path and shape: Adam moments)
+  take that parameter's sharding, everything else (counts, scalars) is
+  replicated."""
+  rep = replicated(mesh)
+  by_path = {_dict_keys(p): (s, leaf.shape) for (p, s), leaf in zip(
+      jax.tree_util.tree_flatten_with_path(trainable_sh)[0],
+      jax.tree.leaves(state.params))}
+
+  def pick(path, leaf):
+    got = by_path.get(_dict_keys(path))
+    if got is not None and got[1] == getattr(leaf, "shape", None):
+      return got[0]
+    return rep
+
+  opt_sh = jax.tree_util.tree_map_with_path(pick, state.opt_state)
+  return TrainState(rep, trainable_sh, opt_sh, frozen_sh)
+
+
+def jit_train_step(train_step, state_sh, mesh: Mesh):
+  """jit with explicit in/out shardings; the state is donated."""
+  bsh = batch_sharding(mesh)
+  batch_sh = {k: bsh for k in BATCH_KEYS}
+  return jax.jit(train_step,
+                 in_shardings=(state_sh, batch_sh, replicated(mesh)),
+                 out_shardings=(state_sh, replicated(mesh)),
+                 donate_argnums=(0,))
