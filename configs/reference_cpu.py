@@ -7,7 +7,8 @@
 
 Finishes on a 2-core CPU in at most 30 minutes (`train.time_budget_minutes`
 bounds the training part; the final report takes about two more). `arg`:
-"" (the default run) or "smoke" (a few steps, for tests and a first look).
+"" (the default run), "smoke" (a few steps on the reference world, a first
+look) or "tiny" (a few steps on a random tiny teacher, for tests).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.report = ml_collections.ConfigDict(dict(
       enabled=True, samples_per_prompt=8, seconds=10.0, gt_pieces=16))
 
-  if arg == "smoke":
+  if arg in ("smoke", "tiny"):
     c.name = "reference_cpu_smoke"
     c.rollout.batch = 4
     c.rollout.replay_capacity = 32
@@ -69,7 +70,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                    checkpoint_every=3, time_budget_minutes=5.0)
     c.optim.update(warmup_steps=2, decay_steps=6)
     c.report.update(samples_per_prompt=2, seconds=4.0, gt_pieces=2)
+    if arg == "tiny":  # a random tiny teacher: seconds per step, for tests
+      c.world = "random-tiny"
+      c.student.lora_rank = 2
+      c.rollout.session_chunks = 3
+      c.report.enabled = False
   elif arg:
     raise ValueError(f"configs/reference_cpu.py: unknown arg {arg!r}; use "
-                     f"'' or 'smoke'")
+                     f"'', 'smoke' or 'tiny'")
   return c

@@ -109,6 +109,8 @@ def main(argv=None) -> int:
                       format="%(asctime)s %(levelname)s %(name)s: %(message)s")
   # JAX logs its failed TPU probe at INFO on every CPU machine.
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+  # orbax logs every checkpoint file operation at INFO.
+  logging.getLogger("absl").setLevel(logging.WARNING)
   if not getattr(args, "fn", None):
     parser.print_help()
     return 2

@@ -97,12 +97,28 @@ def student_config(config, teacher_cfg) -> S.StudentConfig:
                           sigma_data=s.sigma_data, num_scales=s.num_scales))
 
 
+WORLDS = ("reference", "random-tiny")
+
+
 def load_world(config):
-  if config.world != "reference":
-    raise ValueError(f"world {config.world!r} is not supported yet: use "
-                     f"'reference' (the shipped reference world)")
+  """'reference': the shipped teacher, codec and style model.
+  'random-tiny': a randomly initialised tiny teacher with the minimal codec
+  and style model (it makes noise; tests and smoke runs only)."""
   from mrt_distill.world import assets
-  return assets.load_reference_world(with_judge=False)
+  if config.world == "reference":
+    return assets.load_reference_world(with_judge=False)
+  if config.world == "random-tiny":
+    from mrt_distill.codec.base import MinimalCodec
+    from mrt_distill.style.base import MinimalStyleModel
+    from mrt_distill.teacher.load import load_teacher_config
+    from mrt_distill.teacher.model import init_params
+    cfg = load_teacher_config("tiny")
+    g = cfg.geometry
+    params = init_params(cfg, jax.random.PRNGKey(int(config.seed)))
+    return assets.ReferenceWorld(g, MinimalCodec(g), MinimalStyleModel(g),
+                                 params, cfg)
+  raise ValueError(f"world {config.world!r} is not supported: use one of "
+                   f"{list(WORLDS)}")
 
 
 def _mesh_shape(config) -> tuple[int, int, int]:

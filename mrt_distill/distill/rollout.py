@@ -126,7 +126,9 @@ class RolloutGenerator:
                     for r, c in zip(self.records, self.session_chunk)])
     style_ids = mixing.style_tokens(system.style_model, g, emb)
     ctx_ids = context_ids(g, self.contexts)
-    tokens = system.sample_codes(self.contexts, emb, seed=self.seed,
+    # Seeds far apart so generators with nearby seeds never share keys.
+    tokens = system.sample_codes(self.contexts, emb,
+                                 seed=self.seed * 1_000_003,
                                  chunk_index=self.calls)
     latents = system.codec.dequantize(tokens)
     example = {
@@ -195,4 +197,6 @@ class ReplayBuffer:
   def set_state(self, state: dict[str, Any], arrays: dict[str, np.ndarray]):
     self.size, self.cursor = int(state["size"]), int(state["cursor"])
     self.rng.bit_generator.state = state["rng"]
-    self.data = {k: np.asarray(v) for k, v in arrays.items()}
+    # A writable copy: restored arrays may be read-only (e.g. views of jax
+    # arrays) and must not alias the caller's.
+    self.data = {k: np.array(v) for k, v in arrays.items()}

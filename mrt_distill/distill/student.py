@@ -172,13 +172,11 @@ class StudentModel(nn.Module):
   def denoise(self, x_BxCxD, sigma_B, cross: list[KV]):
     """The consistency function f(x, sigma) given cached cross KVs."""
     noise = self.cfg.noise
-    s = sigma_B[:, None, None]
     h = self.latent_in(x_BxCxD * noise.c_in(sigma_B)[:, None, None])
     h = h + self.sigma_embedding(sigma_B)[:, None, :]
     h = self.decoder.decoder.temporal_decoder(
         h, cross, causal=False, cross_bias=self.cross_bias())
     out = self.latent_out(self.decoder.decoder_norm(h).astype(jnp.float32))
-    del s
     return (noise.c_skip(sigma_B)[:, None, None] * x_BxCxD
             + noise.c_out(sigma_B)[:, None, None] * out)
 
@@ -264,7 +262,9 @@ def from_teacher(cfg: StudentConfig, teacher_params, rng: jax.Array):
       raise ValueError(
           f"teacher param {'/'.join(path)} has shape {tuple(t.shape)}, the "
           f"student expects {tuple(value.shape)}: teacher config mismatch")
-    out[path] = jnp.asarray(t, jnp.float32)
+    # A copy: the train step donates its state, and the teacher (still
+    # streaming rollouts) must keep its own buffers.
+    out[path] = jnp.array(t, jnp.float32, copy=True)
   return traverse_util.unflatten_dict(out)
 
 
@@ -311,11 +311,17 @@ class LatentScaler:
                np.maximum(np.asarray(stats["std"], np.float32), 1e-3),
                sigma_data)
 
+  def _lift(self, v, x):
+    # Explicit rank (the project runs with rank promotion = 'raise').
+    return v.reshape((1,) * (x.ndim - 1) + (-1,))
+
   def to_student(self, latents):
-    return self.sigma_data * (latents - self.mean) / self.std
+    return (self.sigma_data * (latents - self._lift(self.mean, latents))
+            / self._lift(self.std, latents))
 
   def to_codec(self, x):
-    return x * self.std / self.sigma_data + self.mean
+    return (x * self._lift(self.std, x) / self.sigma_data
+            + self._lift(self.mean, x))
 
 
 def sample(model: StudentModel, params, cross: list[KV], key: jax.Array,

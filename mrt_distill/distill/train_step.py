@@ -142,7 +142,7 @@ def make_train_step(model: StudentModel, optimizer, *, codec,
                                           state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(metrics)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["nonfinite"] = nonfinite_count(opt_state)
     return state.replace(step=state.step + 1, params=params,
                          opt_state=opt_state), metrics

@@ -72,7 +72,7 @@ class Dense(nn.Module):
       b = _param(self, "lora_b", nn.initializers.zeros, (r, self.features),
                  (axes.LORA_RANK, self.names[1]))
       low = jnp.dot(x.astype(self.dtype), a.astype(self.dtype))
-      scale = (self.lora_alpha or r) / r
+      scale = (r if self.lora_alpha is None else self.lora_alpha) / r
       y = y + jnp.dot(low, b.astype(self.dtype)) * scale
     return y
 

@@ -1,0 +1,181 @@
+"""The distillation train step: what trains, NaN guard, sharding parity."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from mrt_distill.distill import train_step as T
+from mrt_distill.distill.losses import LossWeights
+from mrt_distill.distill.tiny import tiny_setup
+
+
+def _optim(**kw):
+  base = dict(name="adamw", learning_rate=3e-3, warmup_steps=0,
+              decay_steps=100, final_lr_fraction=1.0, b1=0.9, b2=0.99,
+              weight_decay=0.0, grad_clip=1.0)
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+@pytest.fixture(scope="module")
+def setup():
+  return tiny_setup()
+
+
+def _run(setup, steps, batch, weights=LossWeights(), optim=None):
+  opt = T.make_optimizer(optim or _optim())
+  state = T.init_state(setup.trainable, setup.frozen, opt)
+  step = jax.jit(setup.train_step(opt, weights))
+  out = []
+  for i in range(steps):
+    state, m = step(state, batch, jax.random.PRNGKey(i % 2))
+    out.append(jax.device_get(m))
+  return state, out
+
+
+def test_only_lora_and_heads_train_and_loss_falls(setup):
+  batch = {k: jnp.asarray(v) for k, v in setup.batch(8).items()}
+  state, metrics = _run(setup, 30, batch)
+  # The teacher backbone is untouched, bit for bit.
+  for a, b in zip(jax.tree.leaves(state.frozen), jax.tree.leaves(setup.frozen)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # Every trainable leaf moved (LoRA B starts at zero and must leave it).
+  flat0 = jax.tree_util.tree_flatten_with_path(setup.trainable)[0]
+  flat1 = jax.tree.leaves(state.params)
+  for (path, a), b in zip(flat0, flat1):
+    assert not np.array_equal(np.asarray(a), np.asarray(b)), path
+  # Overfitting one batch (same two rngs): the total loss falls clearly.
+  first = np.mean([m["loss/total"] for m in metrics[:2]])
+  last = np.mean([m["loss/total"] for m in metrics[-2:]])
+  assert last < 0.8 * first, (first, last)
+  assert set(metrics[0]) >= {"loss/latent", "loss/consistency",
+                             "loss/spectral", "loss/temporal", "loss/onset",
+                             "loss/total", "grad_norm", "nonfinite"}
+  # Optimizer state exists for trainable leaves only.
+  n_opt = sum(x.size for x in jax.tree.leaves(state.opt_state))
+  n_train = sum(x.size for x in jax.tree.leaves(state.params))
+  n_frozen = sum(x.size for x in jax.tree.leaves(state.frozen))
+  assert 2 * n_train <= n_opt < 2 * n_train + 100 < n_frozen
+
+
+def test_zero_weight_drops_a_term(setup):
+  batch = {k: jnp.asarray(v) for k, v in setup.batch(4).items()}
+  w = LossWeights(spectral=0.0, onset=0.0)
+  _, metrics = _run(setup, 1, batch, weights=w)
+  assert "loss/spectral" not in metrics[0]
+  assert "loss/onset" not in metrics[0]
+  total = sum(metrics[0][f"loss/{k}"] * getattr(w, k)
+              for k in ("latent", "consistency", "temporal"))
+  np.testing.assert_allclose(metrics[0]["loss/total"], total, rtol=1e-5)
+
+
+def test_nan_batch_skips_the_update_and_counts_it(setup):
+  good = {k: jnp.asarray(v) for k, v in setup.batch(4).items()}
+  bad = dict(good, latents=good["latents"].at[0, 0, 0].set(jnp.nan))
+  opt = T.make_optimizer(_optim())
+  state = T.init_state(setup.trainable, setup.frozen, opt)
+  step = jax.jit(setup.train_step(opt))
+  before = jax.device_get(state.params)
+  state, m = step(state, bad, jax.random.PRNGKey(0))
+  assert not np.isfinite(float(m["loss/total"]))
+  assert int(m["nonfinite"]) == 1
+  for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(before)):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  state, m = step(state, good, jax.random.PRNGKey(0))
+  assert int(m["nonfinite"]) == 1 and np.isfinite(float(m["loss/total"]))
+
+
+def test_unknown_optimizer_and_indivisible_batch_errors():
+  with pytest.raises(ValueError, match="'adamw' or 'adafactor'"):
+    T.make_optimizer(_optim(name="sgd"))
+  mesh = T.make_mesh((1, 1, 1))
+  T.check_batch_divides(5, mesh)  # one shard divides anything
+  with pytest.raises(ValueError, match=r"needs 8 devices, only 1"):
+    T.make_mesh((2, 2, 2))
+
+
+SHARDING_SCRIPT = textwrap.dedent("""
+    import json
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import PartitionSpec as P
+    import ml_collections
+    from mrt_distill.distill import student as S, train_step as T
+    from mrt_distill.distill.tiny import tiny_setup
+
+    assert len(jax.devices()) == 8, jax.devices()
+    su = tiny_setup()
+    optim = ml_collections.ConfigDict(dict(
+        name="adamw", learning_rate=1e-3, warmup_steps=0, decay_steps=10,
+        final_lr_fraction=1.0, b1=0.9, b2=0.99, weight_decay=0.0,
+        grad_clip=1.0))
+    # Host copies: the step donates its state, and device_put onto the
+    # same device would hand over the very buffers of su.
+    trainable, frozen = jax.device_get((su.trainable, su.frozen))
+    batch = su.batch(8)
+    specs = S.student_partition_spec(su.model.cfg)
+    t_specs, f_specs = S.split_params(specs)
+    out = {}
+    for name, shape in (("single", (1, 1, 1)), ("mesh222", (2, 2, 2))):
+      mesh = T.make_mesh(shape)
+      T.check_batch_divides(8, mesh)
+      t_sh = T.param_shardings(t_specs, mesh)
+      f_sh = T.param_shardings(f_specs, mesh)
+      opt = T.make_optimizer(optim)
+      state = T.init_state(jax.device_put(trainable, t_sh),
+                           jax.device_put(frozen, f_sh), opt)
+      st_sh = T.state_shardings(state, t_sh, f_sh, mesh)
+      state = jax.device_put(state, st_sh)
+      step = T.jit_train_step(su.train_step(opt), st_sh, mesh)
+      b = {k: jax.device_put(jnp.asarray(batch[k]), T.batch_sharding(mesh))
+           for k in T.BATCH_KEYS}
+      state, m = step(state, b, jax.random.PRNGKey(0))
+      out[name] = {k: float(v) for k, v in jax.device_get(m).items()}
+      wi = state.frozen["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]
+      lora = state.params["encoder"]["layers_0"]["mlp"]["wi_0"]["lora_b"]
+      mu = state.opt_state.inner_state[1][0].mu["encoder"]["layers_0"][
+          "mlp"]["wi_0"]["lora_b"]
+      out[name + "_specs"] = {
+          "wi_0": str(wi.sharding.spec), "wi_0_shard": list(
+              wi.addressable_shards[0].data.shape), "wi_0_full": list(wi.shape),
+          "lora_b": str(lora.sharding.spec), "mu": str(mu.sharding.spec),
+          "devices": len(wi.sharding.device_set)}
+    try:
+      T.check_batch_divides(6, T.make_mesh((2, 2, 2)))
+    except ValueError as e:
+      out["indivisible"] = str(e)
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_sharded_step_on_8_fake_devices_matches_single_device():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", SHARDING_SCRIPT], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
+  out = json.loads(line[len("RESULT"):])
+  one, many = out["single"], out["mesh222"]
+  for k in ("loss/total", "loss/latent", "loss/spectral", "grad_norm"):
+    np.testing.assert_allclose(many[k], one[k], rtol=2e-4, err_msg=k)
+  s = out["mesh222_specs"]
+  # (embed, mlp) -> (fsdp, tensor): really split 2 x 2 over 8 devices.
+  assert s["wi_0"] == str(jax.sharding.PartitionSpec("fsdp", "tensor"))
+  assert s["wi_0_shard"] == [s["wi_0_full"][0] // 2, s["wi_0_full"][1] // 2]
+  assert s["devices"] == 8
+  # LoRA B (lora_rank, mlp): the rank is replicated, mlp over tensor; the
+  # Adam moment follows its parameter.
+  assert s["lora_b"] == str(jax.sharding.PartitionSpec(None, "tensor"))
+  assert s["mu"] == s["lora_b"]
+  assert "batch size 6 does not divide" in out["indivisible"]
+  assert "multiple of 4" in out["indivisible"]
