@@ -117,6 +117,12 @@ def load_world(config):
     params = init_params(cfg, jax.random.PRNGKey(int(config.seed)))
     return assets.ReferenceWorld(g, MinimalCodec(g), MinimalStyleModel(g),
                                  params, cfg)
+  if config.world == "magenta_rt":
+    raise ValueError(
+        "world 'magenta_rt' needs the real Magenta RT assets (a teacher "
+        "imported with `mrt-distill import-t5x`, SpectroStream, MusicCoCa); "
+        "their codec and style-model loaders are not in this version: "
+        "distil the shipped reference world (configs/reference_cpu.py)")
   raise ValueError(f"world {config.world!r} is not supported: use one of "
                    f"{list(WORLDS)}")
 

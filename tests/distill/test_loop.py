@@ -98,3 +98,27 @@ def test_distill_cli_reports_a_bad_key_in_one_line(capsys, tmp_path):
   assert "config key 'train.stepz' does not exist" in err
   assert "Traceback" not in err
   assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("name,chips", [("mrt_base_v5e", 16),
+                                        ("mrt_large_v6e", 64)])
+def test_pod_configs_fit_their_slices(name, chips):
+  import jax
+  from mrt_distill.distill import student as S
+  from mrt_distill.teacher.load import load_teacher_config
+
+  cfg = config_io.load_config(name)
+  d, f, t = cfg.mesh_shape
+  assert d * f * t == chips
+  for b in (cfg.train.batch, cfg.rollout.batch):
+    assert b % (d * f) == 0
+  tcfg = load_teacher_config(cfg.magenta_rt.gin)
+  scfg = loop.student_config(cfg, tcfg)
+  assert scfg.context_chunks == 5  # 10 s of 2 s chunks, cacheable
+  shapes = jax.eval_shape(lambda k: S.init_student_params(scfg, k),
+                          jax.random.key(0))
+  train, frozen = S.split_params(shapes)
+  frac = S.count(train) / (S.count(train) + S.count(frozen))
+  assert 0.001 < frac < 0.05, frac
+  with pytest.raises(ValueError, match="needs the real Magenta RT assets"):
+    loop.load_world(cfg)

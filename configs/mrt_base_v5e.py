@@ -1,0 +1,45 @@
+"""Distil Magenta RT v1 *base* (348M teacher) on a Cloud TPU v5e-16 slice.
+
+  # on every worker of the slice (tools/tpu/ runs it on all of them):
+  mrt-distill distill --config configs/mrt_base_v5e.py \
+      --workdir gs://BUCKET/runs/mrt_base \
+      --config.magenta_rt.teacher=/path/to/imported_teacher
+
+Geometry `mrt_v1` (48 kHz stereo, 2 s chunks of 50 frames x 16 levels, 10 s
+coarse context = 5 chunks x 4 levels). Mesh (data 4, fsdp 4, tensor 1) over
+16 chips: the frozen backbone and LoRA are FSDP-sharded along `embed`, the
+batch along data x fsdp (batch 64 = 4 examples per chip).
+
+Needs the real Magenta RT assets (teacher imported with `mrt-distill
+import-t5x`, SpectroStream, MusicCoCa): see docs/real_magenta_rt.md.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from mrt_distill.configs import reference_cpu
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  if arg:
+    raise ValueError(f"configs/mrt_base_v5e.py takes no arg, got {arg!r}")
+  c = reference_cpu.get_config()
+  c.name = "mrt_base_v5e"
+  c.world = "magenta_rt"
+  c.magenta_rt = ml_collections.ConfigDict(dict(
+      gin="base", teacher="", spectrostream="", musiccoca=""))
+  c.sampling = ml_collections.ConfigDict(
+      dict(temperature=1.1, top_k=40, guidance_weight=5.0))
+  c.student.lora_rank = 16
+  c.prompts.update(transition_pairs=200, transition_chunks=15, mix_pairs=200)
+  c.rollout.update(batch=64, session_chunks=30, on_policy_prob=0.25,
+                   replay_capacity=4096, updates_per_rollout=2)
+  c.train.update(steps=20_000, batch=64, log_every=50, eval_every=1000,
+                 checkpoint_every=1000, max_to_keep=3,
+                 time_budget_minutes=7 * 24 * 60.0)
+  c.optim.update(name="adafactor", learning_rate=3e-4, warmup_steps=1000,
+                 decay_steps=20_000)
+  c.mesh_shape = (4, 4, 1)
+  c.report.update(samples_per_prompt=16, seconds=30.0)
+  return c
