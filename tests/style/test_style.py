@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from mrt_distill.codec import rvq_dequantize
-from mrt_distill.geometry import Geometry
 from mrt_distill.geometry import TINY
 from mrt_distill.style import clear_prompt_cache
 from mrt_distill.style import embed_prompt_mix

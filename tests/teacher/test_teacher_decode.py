@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax.traverse_util import flatten_dict, unflatten_dict
 
 from mrt_distill.geometry import MASK_ID, PAD_ID
 from mrt_distill.teacher import decode
@@ -20,7 +19,7 @@ from mrt_distill.teacher.decode import (SamplingParams, cfg_combine,
                                         generate_tokens, reference_decode,
                                         sample_logits)
 from mrt_distill.teacher.load import load_teacher_config
-from mrt_distill.teacher.model import TeacherModel, abstract_params
+from mrt_distill.teacher.model import TeacherModel
 from mrt_distill.teacher.model import numpy_init_params
 
 GUIDED = SamplingParams(guidance_weight=3.0, temperature=1.0, top_k=5)

@@ -5,7 +5,6 @@ checkpoints and the t5x import (reference/magenta_rt_v1.md §2.2, §6.2).
 from __future__ import annotations
 
 import json
-import tokenize
 import pathlib
 
 import flax.serialization
@@ -14,12 +13,12 @@ import numpy as np
 import pytest
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from mrt_distill.geometry import MRT_V1, TINY, GeometryError
+from mrt_distill.geometry import MRT_V1, TINY
 from mrt_distill.teacher import load, t5x_format
 from mrt_distill.teacher.load import (TeacherLoadError, check_params,
                                       import_t5x, load_teacher,
                                       load_teacher_config, save_teacher)
-from mrt_distill.teacher.model import TeacherModel, abstract_params
+from mrt_distill.teacher.model import TeacherModel
 from mrt_distill.teacher.model import numpy_init_params
 
 # Small zarr chunks so every large tiny-model tensor spans several chunk files.

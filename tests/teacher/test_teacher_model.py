@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax.traverse_util import flatten_dict, unflatten_dict
+from flax.traverse_util import flatten_dict
 from jax.sharding import PartitionSpec
 
 from mrt_distill import axes
-from mrt_distill.geometry import MRT_V1, PAD_ID
+from mrt_distill.geometry import PAD_ID
 from mrt_distill.teacher.decode import _zeros_kv
 from mrt_distill.teacher.layers import (RelativePositionBias, relative_buckets,
                                         sinusoidal_positions)

@@ -16,7 +16,6 @@ from mrt_distill.style import mixing
 from mrt_distill.style.base import MinimalStyleModel
 from mrt_distill.teacher.decode import SamplingParams, generate_tokens
 from mrt_distill.teacher.load import TeacherLoadError, load_teacher_config
-from mrt_distill.teacher.model import abstract_params
 from mrt_distill.teacher.system import (StreamState, TeacherSystem,
                                         build_encoder_inputs, equal_power_ramp,
                                         init_state)
