@@ -225,12 +225,21 @@ class MetricWriter:
 # ---- the run -------------------------------------------------------------------------
 def build(config, workdir: pathlib.Path):
   """-> (Run, TrainState, jitted step)."""
+  # Prompts first: a bad prompt file fails before anything slow happens.
+  p = config.prompts
+  if p.file:
+    records = P.read_prompt_file(p.file,
+                                 default_transition_chunks=p.transition_chunks)
+    held_out = list(dict.fromkeys(r.start for r in records))[:10]
+  else:
+    records, held_out = builtin_prompts(int(config.seed), p.transition_pairs,
+                                        p.transition_chunks, p.mix_pairs)
+  mesh = T.make_mesh(_mesh_shape(config))
+  T.check_batch_divides(int(config.train.batch), mesh)
   world = load_world(config)
   g = world.geometry
   scfg = student_config(config, world.teacher_cfg)
   model = S.StudentModel(scfg)
-  mesh = T.make_mesh(_mesh_shape(config))
-  T.check_batch_divides(int(config.train.batch), mesh)
   key = jax.random.PRNGKey(int(config.seed))
   full = S.from_teacher(scfg, world.teacher_params, key)
   trainable, frozen = S.split_params(full)
@@ -251,14 +260,6 @@ def build(config, workdir: pathlib.Path):
       T.make_train_step(model, optimizer, codec=world.codec, scaler=scaler,
                         weights=weights), state_sh, mesh)
 
-  p = config.prompts
-  if p.file:
-    records = P.read_prompt_file(p.file,
-                                 default_transition_chunks=p.transition_chunks)
-    held_out = list(dict.fromkeys(r.start for r in records))[:10]
-  else:
-    records, held_out = builtin_prompts(int(config.seed), p.transition_pairs,
-                                        p.transition_chunks, p.mix_pairs)
   dataset = P.prompt_dataset(records, seed=int(config.seed),
                              process_index=jax.process_index(),
                              process_count=jax.process_count())
@@ -302,9 +303,9 @@ def _eval_batch(run: Run):
 def train(config, workdir) -> dict:
   """Runs (or resumes) a distillation; returns the summary dict."""
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   t_start = time.perf_counter()
   run, state, step_fn = build(config, workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   mngr = _manager(workdir, config)
   latest = mngr.latest_step()

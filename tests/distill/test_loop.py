@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from mrt_distill import main as cli_main
@@ -122,3 +123,53 @@ def test_pod_configs_fit_their_slices(name, chips):
   assert 0.001 < frac < 0.05, frac
   with pytest.raises(ValueError, match="needs the real Magenta RT assets"):
     loop.load_world(cfg)
+
+
+def test_bad_prompt_file_fails_fast_with_its_line(capsys, tmp_path):
+  bad = tmp_path / "prompts.txt"
+  bad.write_text("techno\n# a comment\nfunk:0.5, flute:lots\n")
+  rc = cli_main.main(["distill", "--config", "reference_cpu:tiny",
+                      "--workdir", str(tmp_path / "w"),
+                      f"--config.prompts.file={bad}"])
+  err = capsys.readouterr().err
+  assert rc == 1
+  assert "prompts.txt, line 3" in err and "flute:lots" in err
+  assert not (tmp_path / "w").exists()
+  assert bad.read_text().startswith("techno\n")  # the user's file is intact
+
+
+def test_a_mesh_larger_than_the_machine_is_refused_before_any_work(tmp_path):
+  cfg = _tiny(2)
+  cfg.mesh_shape = (2, 1, 1)
+  with pytest.raises(ValueError, match=r"needs 2 devices, only 1.*mesh_shape"):
+    loop.train(cfg, tmp_path / "w")
+  assert not (tmp_path / "w").exists()
+
+
+def test_nan_rollouts_stop_the_run_and_keep_the_checkpoint(tmp_path,
+                                                           monkeypatch):
+  from mrt_distill.distill import rollout as R
+  real_next = R.RolloutGenerator.next
+  calls = {"n": 0}
+
+  def poisoned(self):
+    out = real_next(self)
+    calls["n"] += 1
+    # Calls 1-2 build the eval batch, 3-4 feed steps 1-2 (checkpointed at
+    # step 2); from step 3 on every example carries NaN latents.
+    if calls["n"] > 4:
+      out["latents"] = out["latents"] * float("nan")
+    return out
+
+  monkeypatch.setattr(R.RolloutGenerator, "next", poisoned)
+  cfg = _tiny(8, **{"train.max_nonfinite": 1, "rollout.replay_capacity": 4,
+                    "rollout.updates_per_rollout": 1})
+  with pytest.raises(loop.NonFiniteError, match=r"NaN/Inf.*last good "
+                                                r"checkpoint"):
+    loop.train(cfg, tmp_path / "w")
+  kept = sorted(int(p.name) for p in (tmp_path / "w" / "checkpoints"
+                                      ).iterdir() if p.name.isdigit())
+  assert kept == [2]
+  rows = _metrics(tmp_path / "w")
+  assert all(np.isfinite(rows[s]["loss/total"]) for s in (1, 2))
+  assert not np.isfinite(rows[3]["loss/total"])
