@@ -29,7 +29,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.student = ml_collections.ConfigDict(dict(
       lora_rank=8, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5,
-      num_scales=18, sample_steps=1))
+      num_scales=18, sample_steps=1,
+      # CFG conditioning dropout (as the teacher's): lets serving guide.
+      style_drop_prob=0.1))
 
   # Prompts: a file (.txt/.csv/.jsonl) or "" for the built-in set (each
   # style word with one descriptor word, two-style mixes and transitions).

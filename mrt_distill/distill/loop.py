@@ -258,7 +258,9 @@ def build(config, workdir: pathlib.Path):
   scaler = S.LatentScaler.for_codec(world.codec, scfg.noise.sigma_data)
   step_fn = T.jit_train_step(
       T.make_train_step(model, optimizer, codec=world.codec, scaler=scaler,
-                        weights=weights), state_sh, mesh)
+                        weights=weights,
+                        style_drop_prob=float(config.student.style_drop_prob)),
+      state_sh, mesh)
 
   dataset = P.prompt_dataset(records, seed=int(config.seed),
                              process_index=jax.process_index(),

@@ -40,6 +40,7 @@ from mrt_distill import axes
 from mrt_distill.distill import losses as L
 from mrt_distill.distill.student import (LatentScaler, StudentModel,
                                          merge_params)
+from mrt_distill.geometry import MASK_ID
 
 BATCH_KEYS = ("ctx_ids", "style_ids", "style_emb", "latents")
 
@@ -81,15 +82,30 @@ def nonfinite_count(opt_state) -> jax.Array:
   return opt_state.total_notfinite
 
 
+def drop_style(batch, rng, prob: float):
+  """CFG conditioning dropout, as the teacher was trained: with probability
+  `prob` an example's style becomes unconditioned (MASK tokens, zero
+  embedding), so serving can combine conditioned and unconditioned calls."""
+  if not prob:
+    return batch["style_ids"], batch["style_emb"]
+  b = batch["style_ids"].shape[0]
+  drop = jax.random.bernoulli(rng, prob, (b,))
+  ids = jnp.where(drop[:, None], MASK_ID, batch["style_ids"])
+  emb = jnp.where(drop[:, None], 0.0, batch["style_emb"])
+  return ids, emb
+
+
 def compute_losses(model: StudentModel, params, batch, rng, *, codec,
-                   scaler: LatentScaler, weights: L.LossWeights):
+                   scaler: LatentScaler, weights: L.LossWeights,
+                   style_drop_prob: float = 0.0):
   """-> (total loss, metrics) for one batch; `params` = full student tree."""
   noise, g = model.cfg.noise, model.cfg.geometry
   b = batch["latents"].shape[0]
   x0 = scaler.to_student(batch["latents"])
-  k_z, k_pair, k_z2 = jax.random.split(rng, 3)
+  k_z, k_pair, k_z2, k_drop = jax.random.split(rng, 4)
   apply = lambda *a, **kw: model.apply({"params": params}, *a, **kw)
-  cross = apply(batch["ctx_ids"], batch["style_ids"], batch["style_emb"],
+  style_ids, style_emb = drop_style(batch, k_drop, style_drop_prob)
+  cross = apply(batch["ctx_ids"], style_ids, style_emb,
                 method=StudentModel.context_kv)
 
   # The serving path: one step from pure noise.
@@ -127,14 +143,16 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
 
 
 def make_train_step(model: StudentModel, optimizer, *, codec,
-                    scaler: LatentScaler, weights: L.LossWeights):
+                    scaler: LatentScaler, weights: L.LossWeights,
+                    style_drop_prob: float = 0.0):
   """The pure step; jit it with `jit_train_step` (shardings, donation)."""
 
   def train_step(state: TrainState, batch, rng):
     def loss_fn(trainable):
       full = merge_params(trainable, state.frozen)
       return compute_losses(model, full, batch, rng, codec=codec,
-                            scaler=scaler, weights=weights)
+                            scaler=scaler, weights=weights,
+                            style_drop_prob=style_drop_prob)
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)

@@ -179,3 +179,17 @@ def test_sharded_step_on_8_fake_devices_matches_single_device():
   assert s["mu"] == s["lora_b"]
   assert "batch size 6 does not divide" in out["indivisible"]
   assert "multiple of 4" in out["indivisible"]
+
+
+def test_style_dropout_masks_tokens_and_embedding():
+  from mrt_distill.geometry import MASK_ID
+  b = {"style_ids": jnp.full((64, 2), 300, jnp.int32),
+       "style_emb": jnp.ones((64, 3), jnp.float32)}
+  ids, emb = T.drop_style(b, jax.random.PRNGKey(0), 0.5)
+  dropped = np.asarray(ids[:, 0] == MASK_ID)
+  assert 10 < dropped.sum() < 54  # about half, per example
+  np.testing.assert_array_equal(np.asarray(ids[:, 1] == MASK_ID), dropped)
+  np.testing.assert_array_equal(np.asarray(emb[:, 0] == 0.0), dropped)
+  np.testing.assert_array_equal(np.asarray(emb[~dropped]), 1.0)
+  same = T.drop_style(b, jax.random.PRNGKey(0), 0.0)
+  assert same[0] is b["style_ids"] and same[1] is b["style_emb"]
