@@ -1,0 +1,152 @@
+"""Serving speed: the student's cached chunk step vs the teacher, per chunk.
+
+  python tools/bench_chunk_step.py --json
+  python tools/bench_chunk_step.py --geometries reference --json
+
+For each geometry, measured side by side in one run at batch 1:
+  * ms per chunk and RTF of the student's jitted cached `chunk_step` (k=1,
+    no CFG and with CFG) and of the teacher's KV-cached decode (+ codec);
+  * sequential network calls per chunk;
+  * encoder FLOPs per chunk, cached (new chunk + style) vs full window (XLA
+    cost analysis of the two encoder calls);
+  * compiles over a session that changes every control.
+
+`reference`: the shipped reference teacher and a student initialised from it.
+`mrt_base`: Magenta RT Base sizes with random weights and the minimal codec
+(SpectroStream is not shipped), so only its timings are meaningful.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from mrt_distill.distill import student as S  # noqa: E402
+from mrt_distill.distill.losses import NoiseSchedule  # noqa: E402
+from mrt_distill.geometry import MASK_ID  # noqa: E402
+from mrt_distill.serve.chunk_step import ChunkStepper, controls  # noqa: E402
+
+
+def _world(name: str):
+  if name == "reference":
+    from mrt_distill.world import assets
+    w = assets.load_reference_world()
+    return w.teacher_cfg, w.teacher_params, w.codec, w.style_model
+  if name == "mrt_base":
+    from mrt_distill.codec.base import MinimalCodec
+    from mrt_distill.style.base import MinimalStyleModel
+    from mrt_distill.teacher.load import load_teacher_config
+    from mrt_distill.teacher.model import numpy_init_params
+    cfg = load_teacher_config("base")
+    g = cfg.geometry
+    return (cfg, numpy_init_params(cfg, 0), MinimalCodec(g),
+            MinimalStyleModel(g))
+  raise ValueError(f"unknown geometry {name!r}: reference | mrt_base")
+
+
+def _time(fn, reps):
+  fn()
+  t0 = time.perf_counter()
+  for _ in range(reps):
+    fn()
+  return (time.perf_counter() - t0) / reps
+
+
+def _flops(fn, *args) -> float:
+  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get("flops", float("nan")))
+
+
+def bench(name: str, reps: int, teacher_reps: int) -> dict:
+  from mrt_distill.teacher.decode import SamplingParams
+  from mrt_distill.teacher.system import TeacherSystem
+
+  tcfg, tparams, codec, style_model = _world(name)
+  g = tcfg.geometry
+  scfg = S.StudentConfig(tcfg, lora_rank=8, noise=NoiseSchedule())
+  model = S.StudentModel(scfg)
+  params = S.from_teacher(scfg, tparams, jax.random.PRNGKey(0))
+  scaler = S.LatentScaler.for_codec(codec, scfg.noise.sigma_data)
+  stepper = ChunkStepper(model, codec, style_model, scaler)
+  emb = style_model.embed_text(["techno"])[:1]
+  holder = {"state": stepper.init_state(params, 1)}
+
+  def student(w=0.0, k=1, emb=emb):
+    a, holder["state"] = stepper.chunk_step(params, holder["state"],
+                                            controls(emb, w, k),
+                                            jax.random.PRNGKey(0))
+    a.block_until_ready()
+
+  s_ms = 1000 * _time(student, reps)
+  s_cfg_ms = 1000 * _time(lambda: student(3.0), reps)
+  compiles_before = stepper.compiles
+  rng = np.random.default_rng(0)
+  for w, k in [(0.0, 1), (2.0, 2), (0.5, 4), (0.0, 3)]:
+    student(w, k, rng.standard_normal(emb.shape).astype(np.float32))
+  recompiles = stepper.compiles - compiles_before
+
+  system = TeacherSystem(tcfg, tparams, codec, style_model,
+                         SamplingParams(guidance_weight=3.0))
+  states = system.init_states(1)
+  t_ms = 1000 * _time(lambda: system.generate_chunks(states, emb, seed=0),
+                      teacher_reps)
+
+  # Encoder FLOPs per chunk: cached = the new chunk + style; full = the
+  # whole window + style, as a non-cached student would run every chunk.
+  ids1 = jnp.full((1, 1, scfg.chunk_tokens), MASK_ID, jnp.int32)
+  idsn = jnp.full((1, scfg.context_chunks, scfg.chunk_tokens), MASK_ID,
+                  jnp.int32)
+  sid = jnp.full((1, g.style_levels), MASK_ID, jnp.int32)
+  e = jnp.asarray(emb)
+
+  def enc(p, ids, sid, e):
+    x = model.apply({"params": p}, ids, method=S.StudentModel.encode_chunks)
+    b, n, l, d = x.shape
+    y = model.apply({"params": p}, sid, e, method=S.StudentModel.encode_style)
+    return model.apply({"params": p}, jnp.concatenate(
+        [x.reshape(b, n * l, d), y], axis=1), method=S.StudentModel.cross_kv)
+
+  f_cached = _flops(enc, params, ids1, sid, e)
+  f_full = _flops(enc, params, idsn, sid, e)
+  return {
+      "geometry": g.name, "chunk_seconds": g.chunk_seconds,
+      "student_ms_per_chunk": s_ms, "student_cfg_ms_per_chunk": s_cfg_ms,
+      "teacher_ms_per_chunk": t_ms, "speedup": t_ms / s_ms,
+      "student_rtf": 1000 * g.chunk_seconds / s_ms,
+      "teacher_rtf": 1000 * g.chunk_seconds / t_ms,
+      "student_calls_per_chunk": 1,
+      "teacher_calls_per_chunk": g.chunk_frames * (1 + g.target_levels),
+      "encoder_flops_cached": f_cached, "encoder_flops_full": f_full,
+      "encoder_flops_ratio": f_cached / f_full,
+      "recompiles": recompiles,
+  }
+
+
+def main(argv=None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--geometries", default="reference,mrt_base")
+  p.add_argument("--reps", type=int, default=5)
+  p.add_argument("--teacher-reps", type=int, default=1)
+  p.add_argument("--json", action="store_true")
+  args = p.parse_args(argv)
+  logging.basicConfig(level=logging.WARNING)
+  out = {"devices": [str(d) for d in jax.devices()], "results": [
+      bench(n, args.reps, args.teacher_reps)
+      for n in args.geometries.split(",")]}
+  print(json.dumps(out, indent=2) if args.json else out)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
