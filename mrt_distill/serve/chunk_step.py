@@ -126,23 +126,28 @@ class ChunkStepper:
                         lambda: cond)
 
   def sample(self, params, cross_c, cross_u, ctl: Controls, rng):
-    """k-step consistency sampling with traced k -> student latents."""
+    """k-step consistency sampling with traced k -> student latents.
+
+    Steps 2..k run in a fori_loop with a traced trip count, so k = 1 costs
+    one network pass and changing k never recompiles.
+    """
     g, noise = self.geometry, self.model.cfg.noise
     b = ctl.style_emb.shape[0]
     shape = (b, g.chunk_frames, g.codec_latent_dim)
-    keys = jax.random.split(rng, self.max_steps)
-    x = jax.random.normal(keys[0], shape) * noise.sigma_max
+    x = jax.random.normal(jax.random.fold_in(rng, 0), shape) * noise.sigma_max
     x0 = self.denoise_guided(params, x, jnp.full((b,), noise.sigma_max),
                              cross_c, cross_u, ctl.cfg_weight)
-    ladder = self._ladders[jnp.clip(ctl.steps, 1, self.max_steps) - 1]
-    for i in range(1, self.max_steps):
+    steps = jnp.clip(ctl.steps, 1, self.max_steps)
+    ladder = self._ladders[steps - 1]
+
+    def body(i, x0):
       s = ladder[i - 1]
       s_noise = jnp.sqrt(jnp.maximum(s * s - noise.sigma_min ** 2, 0.0))
-      xi = x0 + s_noise * jax.random.normal(keys[i], shape)
-      nxt = self.denoise_guided(params, xi, jnp.full((b,), s), cross_c,
-                                cross_u, ctl.cfg_weight)
-      x0 = jnp.where(i < ctl.steps, nxt, x0)
-    return x0
+      xi = x0 + s_noise * jax.random.normal(jax.random.fold_in(rng, i), shape)
+      return self.denoise_guided(params, xi, jnp.full((b,), s), cross_c,
+                                 cross_u, ctl.cfg_weight)
+
+    return jax.lax.fori_loop(1, steps, body, x0)
 
   # ---- the step --------------------------------------------------------------
   def _chunk_step(self, params, state: StepState, ctl: Controls, rng):
