@@ -118,11 +118,15 @@ class ChunkStepper:
         jnp.zeros((), jnp.int32))
 
   def denoise_guided(self, params, x, sigma, cross_c, cross_u, w):
-    """(1 + w) f(x | style) - w f(x | no style); one pass when w == 0."""
+    """(1 + w) f(x | style) - w f(x | no style); one pass when w == 0.
+
+    cross_u: the unconditioned cross KVs, or a function returning them (then
+    they are only computed when w > 0)."""
     den = lambda cross: self._apply(params, x, sigma, cross,
                                     method=S.StudentModel.denoise)
     cond = den(cross_c)
-    return jax.lax.cond(w > 0, lambda: (1 + w) * cond - w * den(cross_u),
+    uncond = lambda: den(cross_u() if callable(cross_u) else cross_u)
+    return jax.lax.cond(w > 0, lambda: (1 + w) * cond - w * uncond(),
                         lambda: cond)
 
   def sample(self, params, cross_c, cross_u, ctl: Controls, rng):
@@ -156,14 +160,14 @@ class ChunkStepper:
     b = ctl.style_emb.shape[0]
     ids = self.style_ids(ctl.style_emb)
     kv_s = self._style_kv(params, ids, ctl.style_emb)
-    kv_u = self._style_kv(params, jnp.full_like(ids, MASK_ID),
-                          jnp.zeros_like(ctl.style_emb))
+    kv_u = lambda: self._style_kv(params, jnp.full_like(ids, MASK_ID),
+                                  jnp.zeros_like(ctl.style_emb))
     layers = state.cross_k.shape[0]
     join = lambda kv_style: [
         KV(jnp.concatenate([state.cross_k[i], kv_style[i].k], axis=1),
            jnp.concatenate([state.cross_v[i], kv_style[i].v], axis=1))
         for i in range(layers)]
-    x0 = self.sample(params, join(kv_s), join(kv_u), ctl, rng)
+    x0 = self.sample(params, join(kv_s), lambda: join(kv_u()), ctl, rng)
     lat = self.scaler.to_codec(x0)  # (B, C, D) codec latents
     # The new chunk enters the context window: quantise, encode it alone,
     # shift the cache by one chunk.
