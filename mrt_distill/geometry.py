@@ -157,6 +157,14 @@ class Geometry:
   def replace(self, **kw) -> "Geometry":
     return dataclasses.replace(self, **kw)
 
+  def differences(self, other: "Geometry", fields=None) -> list[str]:
+    """`field: mine != theirs` for each field (default all but the name)
+    where the two geometries disagree."""
+    names = fields or [f.name for f in dataclasses.fields(self)
+                       if f.name != "name"]
+    return [f"{n}: {getattr(self, n)!r} != {getattr(other, n)!r}"
+            for n in names if getattr(self, n) != getattr(other, n)]
+
   def describe(self) -> dict:
     d = dataclasses.asdict(self)
     for p in ("samples_per_frame", "chunk_samples", "encoder_length",

@@ -66,6 +66,10 @@ from mrt_distill.geometry import GeometryError
 
 REBUILD_HINT = "python tools/build_reference_world.py --stage codec"
 FORMAT_VERSION = 1
+# The sizes a codec file is bound to; the LM-side ones (context and target
+# levels, chunk and context frames, style tokens) may change freely.
+CODEC_FIELDS = ("sample_rate", "channels", "frame_rate", "codec_rvq_depth",
+                "codebook_size", "codec_latent_dim")
 # Magnitudes below this floor carry no audible information; it bounds the log.
 _LOG_FLOOR = 1e-5
 # exp(7) ~ 1100 is ~17 dB above a full-scale sinusoid's peak bin (~160 for a
@@ -570,11 +574,12 @@ class NeuralCodec(Codec):
     stored = Geometry(**meta["geometry"])
     if geometry is None:
       geometry = stored
-    elif geometry != stored:
+    # Only the codec's own sizes must match (CODEC_FIELDS).
+    elif diff := stored.differences(geometry, CODEC_FIELDS):
       raise GeometryError(
-          f"{path} was trained for geometry {stored.name!r}, which differs "
-          f"from the requested {geometry.name!r}; rebuild it with "
-          f"`{REBUILD_HINT}`")
+          f"{path} was trained for geometry {stored.name!r}, whose codec "
+          f"sizes differ from the requested {geometry.name!r} "
+          f"({'; '.join(diff)}); rebuild it with `{REBUILD_HINT}`")
     flat = {k[len("params/"):]: v for k, v in arrays.items()
             if k.startswith("params/")}
     params = traverse_util.unflatten_dict(flat, sep="/")

@@ -23,6 +23,7 @@ from mrt_distill.codec.neural import REBUILD_HINT
 from mrt_distill.codec.neural import TEST_CONFIG
 from mrt_distill.codec.neural import _Stft
 from mrt_distill.codec.neural import metrics_path
+from mrt_distill.geometry import GeometryError
 from mrt_distill.codec.neural import rvq_encode_jnp
 from mrt_distill.codec.neural import rvq_partial_sum
 from mrt_distill.codec.neural import sidecar_path
@@ -134,6 +135,13 @@ def test_save_load_round_trip(codec, tmp_path):
   assert meta["config"] == TEST_CONFIG.to_dict()
   assert meta["weights_dtype"] == "float16"
   assert NeuralCodec.load(path16, G).geometry == G
+  # The LM-side sizes are free; the codec's own sizes are not.
+  lm_side = G.replace(name="fewer_levels", target_levels=2)
+  assert NeuralCodec.load(path16, lm_side).geometry == lm_side
+  other = G.replace(name="wider", codebook_size=2 * G.codebook_size)
+  with pytest.raises(GeometryError, match=r"codebook_size: 256 != 512.*"
+                     r"--stage codec"):
+    NeuralCodec.load(path16, other)
 
 
 def test_checksum_corruption_raises_with_rebuild_hint(codec, tmp_path):
