@@ -33,14 +33,14 @@ FULL = {
     "codec": dict(steps=3000, batch=16, seconds=1.6, budget=25 * 60),
     "style": dict(steps=800, batch=64, budget=12 * 60),
     "judges": dict(steps=1000, batch=64, budget=9 * 60),
-    "teacher": dict(steps=2000, batch=16, budget=35 * 60),
+    "teacher": dict(steps=6000, batch=16, lr=2e-3, pieces=48, budget=60 * 60),
     "evaluate": dict(samples=8, seconds=10, gt_pieces=16),
 }
 QUICK = {
     "codec": dict(steps=30, batch=4, seconds=1.0, budget=120),
     "style": dict(steps=30, batch=16, budget=120),
     "judges": dict(steps=30, batch=16, budget=120),
-    "teacher": dict(steps=30, batch=4, budget=120),
+    "teacher": dict(steps=30, batch=4, lr=2e-3, pieces=2, budget=120),
     "evaluate": dict(samples=2, seconds=6, gt_pieces=2),
 }
 
@@ -82,7 +82,8 @@ def stage_teacher(cfg, seed, quick):
   return train_teacher(
       assets.path("teacher"), tcfg, assets.load_codec(),
       assets.load_style_model(), steps=cfg["steps"], batch=cfg["batch"],
-      pieces_per_style=2 if quick else 24, seconds=8.0 if quick else 24.0,
+      lr=cfg["lr"], pieces_per_style=cfg["pieces"],
+      seconds=8.0 if quick else 24.0,
       seed=seed, log_every=max(1, cfg["steps"] // 40),
       time_budget_s=cfg["budget"], gin_name="reference")
 
