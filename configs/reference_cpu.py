@@ -31,7 +31,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       lora_rank=8, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5,
       num_scales=18, sample_steps=1,
       # CFG conditioning dropout (as the teacher's): lets serving guide.
-      style_drop_prob=0.1))
+      style_drop_prob=0.1,
+      # One-step term: the nearest of K noise draws learns each teacher
+      # chunk (IMLE), against collapse to the conditional mean.
+      imle_samples=4))
 
   # Prompts: a file (.txt/.csv/.jsonl) or "" for the built-in set (each
   # style word with one descriptor word, two-style mixes and transitions).

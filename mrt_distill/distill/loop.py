@@ -259,7 +259,8 @@ def build(config, workdir: pathlib.Path):
   step_fn = T.jit_train_step(
       T.make_train_step(model, optimizer, codec=world.codec, scaler=scaler,
                         weights=weights,
-                        style_drop_prob=float(config.student.style_drop_prob)),
+                        style_drop_prob=float(config.student.style_drop_prob),
+                        imle_samples=int(config.student.imle_samples)),
       state_sh, mesh)
 
   dataset = P.prompt_dataset(records, seed=int(config.seed),

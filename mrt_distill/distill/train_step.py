@@ -8,10 +8,12 @@ backbone weights (passed through unchanged, never checkpointed). The teacher
 itself runs outside this function (rollouts), so no teacher forward is ever
 differentiated.
 
-Per example the step draws one noise z and an adjacent pair of noise levels
-(sigma_n < sigma_n+1) and evaluates the student three times:
+Per example the step draws noise and an adjacent pair of noise levels
+(sigma_n < sigma_n+1) and evaluates the student:
   * one step from pure noise, f(sigma_max z, sigma_max) -> x1 (the serving
-    path): latent loss vs the teacher latents, and the music-aware losses on
+    path; with `imle_samples` K > 1 the nearest of K draws to the teacher's
+    chunk, see `one_step_imle`): latent loss vs the teacher latents, and the
+    music-aware losses on
     x1 -- multi-resolution STFT and onset envelope of the codec-decoded audio
     vs the codec-decoded teacher chunk, and frame-to-frame latent deltas;
   * f(x0 + sigma_n+1 z) and stop_gradient f(x0 + sigma_n z): the latent loss
@@ -95,9 +97,36 @@ def drop_style(batch, rng, prob: float):
   return ids, emb
 
 
+def one_step_imle(apply, cross, x0_BxCxD, rng, sigma_max: float,
+                  samples: int):
+  """The one-step output f(sigma_max z) for the z (of `samples` draws per
+  example) whose output lies nearest the teacher's chunk.
+
+  The teacher is stochastic: a context and a style have many valid chunks.
+  Regressing one noise draw onto one teacher sample teaches the conditional
+  *mean*, which decodes to quiet, blurred audio. Implicit maximum likelihood
+  (Li & Malik 2018, IMLE) pulls only the nearest of K draws to each target,
+  so different noise regions learn different chunks and outputs stay
+  sample-like. samples=1 is plain regression.
+  """
+  b = x0_BxCxD.shape[0]
+  z = jax.random.normal(rng, (samples * b,) + x0_BxCxD.shape[1:])
+  tile = lambda t: jnp.concatenate([t] * samples, axis=0)
+  cross_k = [type(kv)(tile(kv.k), tile(kv.v)) for kv in cross]
+  out = apply(z * sigma_max, jnp.full((samples * b,), sigma_max, jnp.float32),
+              cross_k, method=StudentModel.denoise)
+  out = out.reshape((samples, b) + x0_BxCxD.shape[1:])
+  if samples == 1:
+    return out[0]
+  d = jnp.sum(jnp.square(jax.lax.stop_gradient(out) - x0_BxCxD[None]),
+              axis=(2, 3))  # (K, B)
+  best = jnp.argmin(d, axis=0)
+  return jnp.take_along_axis(out, best[None, :, None, None], axis=0)[0]
+
+
 def compute_losses(model: StudentModel, params, batch, rng, *, codec,
                    scaler: LatentScaler, weights: L.LossWeights,
-                   style_drop_prob: float = 0.0):
+                   style_drop_prob: float = 0.0, imle_samples: int = 1):
   """-> (total loss, metrics) for one batch; `params` = full student tree."""
   noise, g = model.cfg.noise, model.cfg.geometry
   b = batch["latents"].shape[0]
@@ -109,9 +138,7 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
                 method=StudentModel.context_kv)
 
   # The serving path: one step from pure noise.
-  z = jax.random.normal(k_z, x0.shape)
-  s_max = jnp.full((b,), noise.sigma_max, jnp.float32)
-  x1 = apply(z * noise.sigma_max, s_max, cross, method=StudentModel.denoise)
+  x1 = one_step_imle(apply, cross, x0, k_z, noise.sigma_max, imle_samples)
   terms = {"latent": L.latent_loss(x1, x0)}
 
   # Across noise levels: reconstruction at sigma_hi and consistency with the
@@ -144,7 +171,7 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
 
 def make_train_step(model: StudentModel, optimizer, *, codec,
                     scaler: LatentScaler, weights: L.LossWeights,
-                    style_drop_prob: float = 0.0):
+                    style_drop_prob: float = 0.0, imle_samples: int = 1):
   """The pure step; jit it with `jit_train_step` (shardings, donation)."""
 
   def train_step(state: TrainState, batch, rng):
@@ -152,7 +179,8 @@ def make_train_step(model: StudentModel, optimizer, *, codec,
       full = merge_params(trainable, state.frozen)
       return compute_losses(model, full, batch, rng, codec=codec,
                             scaler=scaler, weights=weights,
-                            style_drop_prob=style_drop_prob)
+                            style_drop_prob=style_drop_prob,
+                            imle_samples=imle_samples)
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)

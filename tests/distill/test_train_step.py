@@ -193,3 +193,37 @@ def test_style_dropout_masks_tokens_and_embedding():
   np.testing.assert_array_equal(np.asarray(emb[~dropped]), 1.0)
   same = T.drop_style(b, jax.random.PRNGKey(0), 0.0)
   assert same[0] is b["style_ids"] and same[1] is b["style_emb"]
+
+
+def test_imle_picks_the_draw_nearest_the_teacher_chunk(setup):
+  from mrt_distill.distill import student as S
+  params = S.merge_params(setup.trainable, setup.frozen)
+  # A live output head, so different noise draws give different outputs.
+  params["latent_out"]["kernel"] = jnp.ones_like(
+      params["latent_out"]["kernel"]) * 0.1
+  batch = {k: jnp.asarray(v) for k, v in setup.batch(3).items()}
+  apply = lambda *a, **kw: setup.model.apply({"params": params}, *a, **kw)
+  cross = apply(batch["ctx_ids"], batch["style_ids"], batch["style_emb"],
+                method=S.StudentModel.context_kv)
+  x0 = setup.scaler.to_student(batch["latents"])
+  key, sigma = jax.random.PRNGKey(3), setup.model.cfg.noise.sigma_max
+  best = T.one_step_imle(apply, cross, x0, key, sigma, 5)
+  # Recompute every draw by hand: the chosen one is the nearest per example.
+  z = jax.random.normal(key, (15,) + x0.shape[1:])
+  tile = lambda t: jnp.concatenate([t] * 5, axis=0)
+  all_out = apply(z * sigma, jnp.full((15,), sigma),
+                  [type(kv)(tile(kv.k), tile(kv.v)) for kv in cross],
+                  method=S.StudentModel.denoise).reshape((5,) + x0.shape)
+  d = np.sum((np.asarray(all_out) - np.asarray(x0)[None]) ** 2, axis=(2, 3))
+  for i in range(3):
+    np.testing.assert_allclose(np.asarray(best[i]),
+                               np.asarray(all_out[np.argmin(d[:, i]), i]),
+                               rtol=1e-5, atol=1e-6)
+    assert np.sum((np.asarray(best[i]) - np.asarray(x0[i])) ** 2) <= \
+        d[:, i].min() + 1e-4
+  # K = 1 is plain regression on one draw.
+  one = T.one_step_imle(apply, cross, x0, key, sigma, 1)
+  plain = apply(jax.random.normal(key, x0.shape) * sigma,
+                jnp.full((3,), sigma), cross, method=S.StudentModel.denoise)
+  np.testing.assert_allclose(np.asarray(one), np.asarray(plain), rtol=1e-5,
+                             atol=1e-6)
