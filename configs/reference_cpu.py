@@ -34,7 +34,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       style_drop_prob=0.1,
       # One-step term: the nearest of K noise draws learns each teacher
       # chunk (IMLE), against collapse to the conditional mean.
-      imle_samples=4))
+      imle_samples=4,
+      # Std of the output head's initial kernel (0 = a fresh student is
+      # c_skip x).
+      head_init_scale=0.0))
 
   # Prompts: a file (.txt/.csv/.jsonl) or "" for the built-in set (each
   # style word with one descriptor word, two-style mixes and transitions).

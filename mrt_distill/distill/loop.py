@@ -93,6 +93,7 @@ def student_config(config, teacher_cfg) -> S.StudentConfig:
   s = config.student
   return S.StudentConfig(
       teacher=teacher_cfg, lora_rank=int(s.lora_rank),
+      head_init_scale=float(s.get("head_init_scale", 0.0)),
       noise=NoiseSchedule(sigma_min=s.sigma_min, sigma_max=s.sigma_max,
                           sigma_data=s.sigma_data, num_scales=s.num_scales))
 

@@ -56,6 +56,10 @@ class StudentConfig:
   teacher: TeacherConfig
   lora_rank: int = 8
   sigma_features: int = 32  # Fourier features of log(sigma)
+  # Std of the output head's initial kernel. 0: a fresh student is exactly
+  # c_skip x; > 0: outputs depend on the noise from the first step, which
+  # IMLE needs to tell its draws apart.
+  head_init_scale: float = 0.0
   noise: NoiseSchedule = NoiseSchedule()
 
   def __post_init__(self):
@@ -121,10 +125,12 @@ class StudentModel(nn.Module):
     self.sigma_in = Dense(d, (axes.LATENT, axes.MLP), jnp.float32)
     self.sigma_hidden = Dense(d, (axes.MLP, axes.EMBED), jnp.float32)
     self.style_in = Dense(d, (axes.LATENT, axes.EMBED), jnp.float32)
-    # Zero output head: at init f = c_skip x, the identity at low noise.
+    # Zero output head by default: at init f = c_skip x.
+    init = (nn.initializers.normal(c.head_init_scale) if c.head_init_scale
+            else nn.initializers.zeros)
     self.latent_out = nn.Dense(
         g.codec_latent_dim, use_bias=False, dtype=jnp.float32,
-        kernel_init=nn.with_logical_partitioning(nn.initializers.zeros,
+        kernel_init=nn.with_logical_partitioning(init,
                                                  (axes.EMBED, axes.LATENT)))
     self.cross_slot_bias = self.param(
         "cross_slot_bias", nn.with_logical_partitioning(
