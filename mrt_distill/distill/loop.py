@@ -29,6 +29,7 @@ from mrt_distill.distill import config_io, prompts as P
 from mrt_distill.distill import student as S
 from mrt_distill.distill import train_step as T
 from mrt_distill.distill.losses import LossWeights, NoiseSchedule
+from mrt_distill.distill.plots import plot_loss_curves
 from mrt_distill.distill.rollout import ReplayBuffer, RolloutGenerator
 from mrt_distill.distill.stream import StudentStreamer
 
@@ -416,4 +417,6 @@ def train(config, workdir) -> dict:
       "workdir": str(workdir),
   }
   (workdir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+  if jax.process_index() == 0:
+    plot_loss_curves(workdir)
   return summary, run, state

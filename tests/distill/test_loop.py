@@ -58,6 +58,8 @@ def test_resumed_run_equals_uninterrupted_run(runs):
   assert ckpts[-1] == 5
   summary = json.loads((resumed / "train_summary.json").read_text())
   assert summary["stopped"] == "steps"
+  png = resumed / "loss_curves.png"
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_checkpoint_of_another_config_is_refused_and_kept(runs):
