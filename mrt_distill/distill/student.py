@@ -42,6 +42,7 @@ from mrt_distill.geometry import MASK_ID, Geometry
 from mrt_distill.teacher.config import TeacherConfig
 from mrt_distill.teacher.layers import Dense, RMSNorm
 from mrt_distill.teacher.model import KV, Embed, Encoder, TemporalStack
+from mrt_distill.teacher.system import context_frame_ids
 
 # Top-level parameter scopes that are new in the student (trained in full);
 # every other parameter comes from the teacher and is frozen, except LoRA.
@@ -284,15 +285,11 @@ def context_ids(geometry: Geometry, context_BxFxK) -> np.ndarray:
   encoder ids (B, N, L), chunk by chunk, frame-major inside a chunk, with
   the teacher's id layout (MASK for empty frames)."""
   g = geometry
-  ctx = np.asarray(context_BxFxK)[..., :g.context_levels]
-  b, f = ctx.shape[:2]
+  b, f = np.shape(context_BxFxK)[:2]
   if f % g.chunk_frames:
     raise ValueError(f"context of {f} frames is not a whole number of "
                      f"{g.chunk_frames}-frame chunks")
-  empty = (ctx < 0).any(axis=-1, keepdims=True)
-  lv = np.arange(g.context_levels)
-  ids = g.codec_offset + g.codebook_size * lv + np.maximum(ctx, 0)
-  ids = np.where(empty, MASK_ID, ids)
+  ids = context_frame_ids(g, context_BxFxK)
   return ids.reshape(b, f // g.chunk_frames, -1).astype(np.int32)
 
 

@@ -74,6 +74,18 @@ def check_state(state: StreamState, geometry: Geometry) -> None:
     raise ValueError("state.chunk_index must be >= 0")
 
 
+def context_frame_ids(geometry: Geometry,
+                      context_BxFxK: np.ndarray) -> np.ndarray:
+  """Context codes (B, F, K >= context levels; -1 = no audio yet) -> ids
+  (B, F, context_levels); a frame holding any -1 is MASK on every level."""
+  g = geometry
+  ctx = np.asarray(context_BxFxK)[..., :g.context_levels]
+  empty = (ctx < 0).any(axis=-1, keepdims=True)
+  lv = np.arange(g.context_levels)
+  ids = g.codec_offset + g.codebook_size * lv + np.maximum(ctx, 0)
+  return np.where(empty, MASK_ID, ids)
+
+
 def build_encoder_inputs(geometry: Geometry, context_BxFxK: np.ndarray,
                          style_ids_BxL: np.ndarray | None) -> np.ndarray:
   """Encoder ids (B, Le): coarse context levels frame-major, then style ids.
@@ -83,12 +95,9 @@ def build_encoder_inputs(geometry: Geometry, context_BxFxK: np.ndarray,
   or unconditioned).
   """
   g = geometry
-  ctx = np.asarray(context_BxFxK)[..., :g.context_levels]
-  b = ctx.shape[0]
-  empty = (ctx < 0).any(axis=-1, keepdims=True)
-  lv = np.arange(g.context_levels)
-  ids = g.codec_offset + g.codebook_size * lv + np.maximum(ctx, 0)
-  ids = np.where(empty, MASK_ID, ids).reshape(b, -1)
+  ids = context_frame_ids(g, context_BxFxK)
+  b = ids.shape[0]
+  ids = ids.reshape(b, -1)
   if style_ids_BxL is None:
     style = np.full((b, g.style_levels), MASK_ID, np.int64)
   else:
