@@ -25,7 +25,9 @@ ASSET_DIR = pathlib.Path(os.environ.get(
     pathlib.Path(__file__).resolve().parents[1] / "assets" / "reference"))
 
 FILES = {"codec": "codec.npz", "style": "style.npz", "judges": "judge.npz",
-         "teacher": "teacher.npz"}
+         "teacher": "teacher.npz",
+         # The distilled reference student (trainable params + config).
+         "student": "student.npz"}
 
 
 def path(stage: str) -> pathlib.Path:

@@ -1,0 +1,195 @@
+"""A trained student ready to serve: model, merged params, codec, style model.
+
+  bundle = load_student("reference")        # the student shipped in the package
+  bundle = load_student("runs/reference_cpu")  # a `mrt-distill distill` workdir
+  bundle = load_student("my_student.npz")   # a file written by export_student
+  bundle = load_student("random-tiny")      # untrained tiny student (tests)
+  stepper = bundle.stepper()                # the jitted serving chunk step
+
+A student file holds only the trainable parameters (LoRA factors and the new
+heads, a few % of the model) plus the distillation config as JSON; the frozen
+base weights are the teacher's and are rebuilt from the world the config
+names (`world: reference` = the shipped teacher), never copied.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from flax import traverse_util
+
+from mrt_distill.distill import student as S
+
+FORMAT = "mrt_distill.student/v1"
+SOURCES = ("reference", "random-tiny", "a distill workdir", "a student .npz")
+
+
+class StudentLoadError(ValueError):
+  """A student checkpoint that cannot be served (missing, other geometry)."""
+
+
+@dataclasses.dataclass
+class StudentBundle:
+  model: S.StudentModel
+  params: Any  # merged trainable + frozen
+  codec: Any
+  style_model: Any
+  scaler: S.LatentScaler
+  teacher_params: Any
+  teacher_cfg: Any
+  config: ml_collections.ConfigDict
+  source: str
+
+  @property
+  def geometry(self):
+    return self.model.cfg.geometry
+
+  def stepper(self, max_steps: int = 4):
+    from mrt_distill.serve.chunk_step import ChunkStepper
+    return ChunkStepper(self.model, self.codec, self.style_model, self.scaler,
+                        max_steps=max_steps)
+
+  def teacher_system(self, **sampling):
+    """The teacher this student was distilled from (for comparisons);
+    sampling defaults to the distillation config's."""
+    from mrt_distill.teacher.decode import SamplingParams
+    from mrt_distill.teacher.system import TeacherSystem
+    s = dict(self.config.sampling.to_dict()) if "sampling" in self.config \
+        else {}
+    s.update(sampling)
+    return TeacherSystem(self.teacher_cfg, self.teacher_params, self.codec,
+                         self.style_model, SamplingParams(**s))
+
+
+def _flat(tree) -> dict[str, np.ndarray]:
+  return {"/".join(k): np.asarray(v)
+          for k, v in traverse_util.flatten_dict(jax.device_get(tree)).items()}
+
+
+def _unflat(flat: dict[str, np.ndarray]):
+  return traverse_util.unflatten_dict(
+      {tuple(k.split("/")): v for k, v in flat.items()})
+
+
+def _assemble(config, trainable, source: str) -> StudentBundle:
+  """World from the config + the base student from the teacher + `trainable`
+  (None keeps the fresh heads/LoRA); checks every trained tensor's shape."""
+  from mrt_distill.distill import loop
+  world = loop.load_world(config)
+  scfg = loop.student_config(config, world.teacher_cfg)
+  full = S.from_teacher(scfg, world.teacher_params,
+                        jax.random.PRNGKey(int(config.seed)))
+  fresh, frozen = S.split_params(full)
+  if trainable is not None:
+    want, got = _flat(fresh), _flat(trainable)
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    wrong = sorted(k for k in set(want) & set(got)
+                   if want[k].shape != got[k].shape)
+    if missing or extra or wrong:
+      detail = "; ".join(
+          [f"shape of {k}: file {got[k].shape} vs model {want[k].shape}"
+           for k in wrong[:3]]
+          + ([f"missing {missing[:3]}"] if missing else [])
+          + ([f"unexpected {extra[:3]}"] if extra else []))
+      raise StudentLoadError(
+          f"student {source!r} does not fit the model its config describes "
+          f"(world {config.world!r}, geometry {world.geometry.name}, LoRA "
+          f"rank {scfg.lora_rank}): {detail}. It was trained for another "
+          f"geometry or teacher; load it with the config it was trained "
+          f"with, or distil a new student")
+    fresh = trainable
+  params = S.merge_params(jax.tree.map(np.asarray, fresh), frozen)
+  scaler = S.LatentScaler.for_codec(world.codec, scfg.noise.sigma_data)
+  return StudentBundle(S.StudentModel(scfg), params, world.codec,
+                       world.style_model, scaler, world.teacher_params,
+                       world.teacher_cfg, config, source)
+
+
+def export_student(config, trainable, path, metrics: dict | None = None
+                   ) -> pathlib.Path:
+  """Trainable params + config -> one .npz (config and metrics inside)."""
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  meta = {"format": FORMAT, "config": json.loads(config.to_json()),
+          "metrics": metrics or {}}
+  arrays = {f"params/{k}": v for k, v in _flat(trainable).items()}
+  arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+  tmp = path.with_name(path.name + ".tmp.npz")
+  np.savez(tmp, **arrays)
+  tmp.replace(path)
+  return path
+
+
+def _from_npz(path: pathlib.Path) -> StudentBundle:
+  try:
+    with np.load(path) as z:
+      meta = json.loads(z["__meta__"].tobytes().decode())
+      trainable = _unflat({k[len("params/"):]: z[k] for k in z.files
+                           if k.startswith("params/")})
+  except (KeyError, ValueError, OSError) as e:
+    raise StudentLoadError(
+        f"{path} is not a student file written by export_student ({e}); "
+        f"give a distill workdir or re-export the student") from e
+  if meta.get("format") != FORMAT:
+    raise StudentLoadError(f"{path}: format {meta.get('format')!r}, "
+                           f"expected {FORMAT!r}")
+  config = ml_collections.ConfigDict(meta["config"])
+  return _assemble(config, trainable, str(path))
+
+
+def newest_checkpoint(workdir: pathlib.Path) -> tuple[int, Any]:
+  """-> (step, trainable params) of the newest checkpoint in a workdir."""
+  import orbax.checkpoint as ocp
+  mngr = ocp.CheckpointManager((workdir / "checkpoints").absolute())
+  step = mngr.latest_step()
+  if step is None:
+    raise StudentLoadError(f"{workdir} has no checkpoint yet: train with "
+                           f"`mrt-distill distill --workdir {workdir}`")
+  out = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))
+  return step, out["state"]["params"]
+
+
+def _from_workdir(workdir: pathlib.Path) -> StudentBundle:
+  cfg_path = workdir / "config.json"
+  if not cfg_path.is_file():
+    raise StudentLoadError(f"{workdir} is not a distill workdir (no "
+                           f"config.json); give one written by "
+                           f"`mrt-distill distill --workdir DIR`")
+  config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
+  step, trainable = newest_checkpoint(workdir)
+  return _assemble(config, trainable, f"{workdir}@{step}")
+
+
+def reference_student_path() -> pathlib.Path:
+  from mrt_distill.world import assets
+  return assets.path("student")
+
+
+def load_student(source: str | None = "reference") -> StudentBundle:
+  """'reference' | 'random-tiny' | workdir | student .npz -> StudentBundle."""
+  source = source or "reference"
+  if source == "reference":
+    p = reference_student_path()
+    if not p.is_file():
+      raise StudentLoadError(
+          f"the reference student is not in this install ({p}); train one "
+          f"with `mrt-distill distill` and pass its --workdir")
+    return _from_npz(p)
+  if source == "random-tiny":
+    from mrt_distill.distill.config_io import load_config
+    return _assemble(load_config("reference_cpu:tiny"), None, source)
+  p = pathlib.Path(source)
+  if p.is_dir():
+    return _from_workdir(p)
+  if p.is_file():
+    return _from_npz(p)
+  raise StudentLoadError(f"student {source!r} not found: give one of "
+                         f"{', '.join(SOURCES)}")
