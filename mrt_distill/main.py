@@ -5,6 +5,9 @@ Subcommands:
   import-t5x SRC DST        Magenta RT v1 t5x checkpoint -> teacher checkpoint (orbax)
   teacher-stream            stream a teacher to a wav (default: the reference teacher)
   distill                   distil a one-step student (default: configs/reference_cpu.py)
+  generate                  student (or teacher) audio for a prompt -> wav + spectrogram
+  serve                     local web player + OSC control of a live student stream
+  eval                      student vs teacher evaluation report
 """
 
 from __future__ import annotations
@@ -40,6 +43,25 @@ def _cmd_teacher_stream(args) -> int:
 def _cmd_distill(args) -> int:
   from mrt_distill.distill import cli
   return cli.run(args)
+
+
+# Subcommands whose arguments live next to their code: (name, module, help).
+# Each module has `add_arguments(parser)` and `run(args) -> int`.
+_MODULE_COMMANDS = (
+    ("generate", "mrt_distill.serve.generate",
+     "generate audio with a student (or --teacher) -> wav + spectrogram PNG"),
+    ("serve", "mrt_distill.serve.server",
+     "local web player (WebSocket, 127.0.0.1) and OSC control"),
+    ("eval", "mrt_distill.eval.cli",
+     "student vs teacher report: quality, stability, transitions, speed"),
+)
+
+
+def _module_command(module_name: str):
+  def run(args) -> int:
+    import importlib
+    return importlib.import_module(module_name).run(args)
+  return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,6 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--no-report", action="store_true",
                  help="skip the student-vs-teacher report at the end")
   s.set_defaults(fn=_cmd_distill, config_overrides=[])
+
+  import importlib
+  for name, module_name, help_text in _MODULE_COMMANDS:
+    try:
+      module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+      if not e.name or not e.name.startswith("mrt_distill"):
+        raise
+      continue  # not in this version
+    s = sub.add_parser(name, help=help_text)
+    module.add_arguments(s)
+    s.set_defaults(fn=_module_command(module_name))
   return p
 
 
