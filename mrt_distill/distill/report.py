@@ -21,8 +21,10 @@ import time
 import librosa
 import numpy as np
 
+import jax
+
 from mrt_distill.distill import student as S
-from mrt_distill.distill.stream import StudentStreamer
+from mrt_distill.serve.chunk_step import ChunkStepper, controls
 from mrt_distill.style import mixing
 from mrt_distill.world import evaluate_world as EW
 from mrt_distill.world import music
@@ -47,6 +49,22 @@ def _teacher_stream(system, emb_BxE, chunks, seed):
   return np.concatenate(out, axis=1)
 
 
+def student_stream(stepper: ChunkStepper, params, emb_BxE, chunks: int,
+                   seed: int, cfg_weight: float = 0.0, steps: int = 1
+                   ) -> np.ndarray:
+  """Cold-start student streams through the serving chunk step (cached
+  context, one jitted call per chunk) -> audio (B, chunks * C samples, ch)."""
+  state = stepper.init_state(params, len(emb_BxE))
+  ctl = controls(emb_BxE, cfg_weight, steps)
+  key = jax.random.PRNGKey(seed)
+  out = []
+  for i in range(chunks):
+    audio, state = stepper.chunk_step(params, state, ctl,
+                                      jax.random.fold_in(key, i))
+    out.append(np.asarray(audio))
+  return np.concatenate(out, axis=1)
+
+
 def _ms_per_chunk(fn, repeats: int = 3) -> float:
   fn()  # compile / warm up
   t0 = time.perf_counter()
@@ -64,8 +82,11 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
   system = run.rollout.system
   params = S.merge_params(state.params, state.frozen)
   steps = int(run.config.student.sample_steps)
-  streamer = StudentStreamer(run.model, params, world.codec,
-                             world.style_model, run.scaler, steps=steps)
+  cfg_w = float(run.config.student.get("cfg_weight", 0.0))
+  stepper = ChunkStepper(run.model, world.codec, world.style_model,
+                         run.scaler, max_steps=max(steps, 1))
+  stream = lambda e, c: student_stream(stepper, params, e, c, seed, cfg_w,
+                                       steps)
   chunks = math.ceil(seconds / g.chunk_seconds)
   n = int(round(seconds * g.sample_rate))
   rows = []
@@ -74,7 +95,7 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
     emb = mixing.embed_prompt_mix(world.style_model, prompt)
     embs = np.repeat(emb[None], samples, axis=0)
     teacher = _teacher_stream(system, embs, chunks, seed)[:, :n]
-    student = streamer.stream(embs, chunks, seed)[:, :n]
+    student = stream(embs, chunks)[:, :n]
     style = prompt if prompt in music.STYLES else None
     row = {"prompt": prompt, "samples": samples}
     for name, audio in (("teacher", teacher), ("student", student)):
@@ -98,7 +119,7 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
   one = np.repeat(mixing.embed_prompt_mix(world.style_model,
                                           run.held_out[0])[None], 1, axis=0)
   t_ms = _ms_per_chunk(lambda: _teacher_stream(system, one, 1, seed))
-  s_ms = _ms_per_chunk(lambda: streamer.stream(one, 1, seed))
+  s_ms = _ms_per_chunk(lambda: stream(one, 1))
   calls_t = g.chunk_frames * (1 + g.target_levels)  # temporal + depth steps
   speed = {
       "teacher_ms_per_chunk": t_ms, "student_ms_per_chunk": s_ms,
@@ -123,7 +144,8 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
   return {"rows": rows, "summary": summary, "speed": speed,
           "trainable_fraction": run.trainable_fraction,
           "samples_per_prompt": samples, "seconds": seconds,
-          "student_steps": steps, "eval_seconds": time.perf_counter() - t0}
+          "student_steps": steps, "student_cfg_weight": cfg_w,
+          "eval_seconds": time.perf_counter() - t0}
 
 
 def _f(x, nd=3):
@@ -136,7 +158,9 @@ def to_markdown(report: dict, title: str = "Distillation report") -> str:
       f"# {title}", "",
       f"{report['samples_per_prompt']} cold-start streams of "
       f"{report['seconds']:g} s per held-out prompt, student at "
-      f"{report['student_steps']} step(s); trainable parameters "
+      f"{report['student_steps']} step(s), CFG weight "
+      f"{report.get('student_cfg_weight', 0.0):g} (the guided pass runs inside "
+      f"the same call); trainable parameters "
       f"{100 * report['trainable_fraction']:.2f}%.", "",
       "| | teacher | student | student / teacher |",
       "|---|---|---|---|",
