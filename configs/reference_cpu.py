@@ -38,7 +38,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # Std of the output head's initial kernel (0 = a fresh student is
       # c_skip x). Random draws must differ from step 0 for IMLE: 0.03 took
       # judge accuracy 0.100 -> 0.188 (docs/benchmarks.md, run 3).
-      head_init_scale=0.03))
+      head_init_scale=0.03,
+      # Frames per student chunk (0 = the teacher's 25-frame, 1 s chunk);
+      # any divisor of 25 that divides the 100-frame context, e.g. 5.
+      chunk_frames=0))
 
   # Prompts: a file (.txt/.csv/.jsonl) or "" for the built-in set (each
   # style word with one descriptor word, two-style mixes and transitions).

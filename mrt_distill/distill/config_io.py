@@ -116,8 +116,10 @@ def apply_overrides(cfg: ml_collections.ConfigDict,
 
 # Config fields that fix array shapes in a checkpoint; a run resuming from a
 # checkpoint must agree on all of them.
-SHAPE_KEYS = ("world", "student.lora_rank", "rollout.batch",
-              "rollout.replay_capacity", "optim.name")
+SHAPE_KEYS = ("world", "student.lora_rank", "student.chunk_frames",
+              "rollout.batch", "rollout.replay_capacity", "optim.name")
+# Keys added after the first release, with the value older configs meant.
+SHAPE_DEFAULTS = {"student.chunk_frames": 0}
 
 
 def shape_fingerprint(cfg: ml_collections.ConfigDict) -> dict:
@@ -125,8 +127,10 @@ def shape_fingerprint(cfg: ml_collections.ConfigDict) -> dict:
   for key in SHAPE_KEYS:
     node = cfg
     for part in key.split("."):
-      node = node[part]
-    out[key] = node
+      node = node.get(part) if hasattr(node, "get") else None
+      if node is None:
+        break
+    out[key] = SHAPE_DEFAULTS.get(key) if node is None else node
   out["sha"] = hashlib.sha256(json.dumps(out, sort_keys=True).encode()
                               ).hexdigest()[:16]
   return out

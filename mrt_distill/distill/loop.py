@@ -27,6 +27,7 @@ import orbax.checkpoint as ocp
 
 from mrt_distill.distill import config_io, prompts as P
 from mrt_distill.distill import student as S
+from mrt_distill.distill.subchunks import split_examples
 from mrt_distill.distill import train_step as T
 from mrt_distill.distill.losses import LossWeights, NoiseSchedule
 from mrt_distill.distill.plots import plot_loss_curves
@@ -95,6 +96,7 @@ def student_config(config, teacher_cfg) -> S.StudentConfig:
   return S.StudentConfig(
       teacher=teacher_cfg, lora_rank=int(s.lora_rank),
       head_init_scale=float(s.get("head_init_scale", 0.0)),
+      chunk_frames=int(s.get("chunk_frames", 0)),
       noise=NoiseSchedule(sigma_min=s.sigma_min, sigma_max=s.sigma_max,
                           sigma_data=s.sigma_data, num_scales=s.num_scales))
 
@@ -300,9 +302,15 @@ def _eval_batch(run: Run):
   gen = RolloutGenerator(run.rollout.system, records,
                          batch=min(run.rollout.batch, len(run.held_out)),
                          session_chunks=2, seed=int(run.config.seed) + 99)
-  a, b = gen.next(), gen.next()
+  a, b = (_student_examples(run, gen.next()) for _ in range(2))
   return _batch(run, {k: np.concatenate([a[k], b[k]]) for k in T.BATCH_KEYS},
                 sharded=False)
+
+
+def _student_examples(run: Run, examples: dict[str, np.ndarray]):
+  """Rollout examples at the student's chunk length (subchunks.py)."""
+  return split_examples(examples, run.world.geometry,
+                        run.model.cfg.geometry)
 
 
 def train(config, workdir) -> dict:
@@ -326,6 +334,11 @@ def train(config, workdir) -> dict:
       weights=run.weights)[1])
   holder = {"state": state}
   if config.rollout.on_policy_prob > 0:
+    if run.model.cfg.geometry.chunk_frames != run.world.geometry.chunk_frames:
+      raise ValueError(
+          "rollout.on_policy_prob > 0 needs the student to write whole "
+          "teacher chunks: set student.chunk_frames=0 or on_policy_prob=0")
+
     def student_codes(ctx_ids, style_ids, style_emb):
       s = holder["state"]
       streamer = StudentStreamer(run.model, S.merge_params(s.params, s.frozen),
@@ -356,7 +369,7 @@ def train(config, workdir) -> dict:
     while step < steps:
       if step % upr == 0 or run.replay.size == 0:
         t0 = time.perf_counter()
-        run.replay.add(run.rollout.next())
+        run.replay.add(_student_examples(run, run.rollout.next()))
         rollout_s += time.perf_counter() - t0
         chunks += run.rollout.batch
       batch = _batch(run, run.replay.sample(int(tc.batch)))

@@ -87,7 +87,9 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
                          run.scaler, max_steps=max(steps, 1))
   stream = lambda e, c: student_stream(stepper, params, e, c, seed, cfg_w,
                                        steps)
+  gs = run.model.cfg.geometry  # the student's chunk may be shorter
   chunks = math.ceil(seconds / g.chunk_seconds)
+  s_chunks = math.ceil(seconds / gs.chunk_seconds)
   n = int(round(seconds * g.sample_rate))
   rows = []
   t0 = time.perf_counter()
@@ -95,7 +97,7 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
     emb = mixing.embed_prompt_mix(world.style_model, prompt)
     embs = np.repeat(emb[None], samples, axis=0)
     teacher = _teacher_stream(system, embs, chunks, seed)[:, :n]
-    student = stream(embs, chunks)[:, :n]
+    student = stream(embs, s_chunks)[:, :n]
     style = prompt if prompt in music.STYLES else None
     row = {"prompt": prompt, "samples": samples}
     for name, audio in (("teacher", teacher), ("student", student)):
@@ -124,8 +126,11 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
   speed = {
       "teacher_ms_per_chunk": t_ms, "student_ms_per_chunk": s_ms,
       "teacher_rtf": 1000 * g.chunk_seconds / t_ms,
-      "student_rtf": 1000 * g.chunk_seconds / s_ms,
-      "speedup": t_ms / s_ms,
+      "student_rtf": 1000 * gs.chunk_seconds / s_ms,
+      "student_chunk_seconds": gs.chunk_seconds,
+      "teacher_chunk_seconds": g.chunk_seconds,
+      # Per second of audio, so chunks of different lengths compare.
+      "speedup": (t_ms / g.chunk_seconds) / (s_ms / gs.chunk_seconds),
       "teacher_sequential_calls_per_chunk": calls_t,
       "student_sequential_calls_per_chunk": steps,
   }
@@ -174,7 +179,7 @@ def to_markdown(report: dict, title: str = "Distillation report") -> str:
       f"| sequential calls per chunk | "
       f"{sp['teacher_sequential_calls_per_chunk']} | "
       f"{sp['student_sequential_calls_per_chunk']} | |",
-      f"| ms per chunk (batch 1) | {sp['teacher_ms_per_chunk']:.1f} | "
+      f"| ms per chunk (batch 1; ratio per second of audio) | {sp['teacher_ms_per_chunk']:.1f} | "
       f"{sp['student_ms_per_chunk']:.1f} | {1 / sp['speedup']:.3f} |",
       f"| real-time factor | {sp['teacher_rtf']:.2f} | "
       f"{sp['student_rtf']:.2f} | |", "",

@@ -62,15 +62,35 @@ class StudentConfig:
   # IMLE needs to tell its draws apart.
   head_init_scale: float = 0.0
   noise: NoiseSchedule = NoiseSchedule()
+  # Frames per student chunk; 0 = the teacher's chunk. Shorter chunks cut
+  # the control delay (a control change is heard one chunk sooner) at the
+  # cost of a shorter non-causal window per call (docs/serving.md).
+  chunk_frames: int = 0
 
   def __post_init__(self):
     if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
       raise ValueError(f"lora_rank must be an int >= 1, got "
                        f"{self.lora_rank!r}")
+    g = self.teacher.geometry
+    f = self.chunk_frames
+    if f and (not isinstance(f, int) or f < g.crossfade_frames
+              or g.chunk_frames % f or g.context_frames % f):
+      divisors = [d for d in range(max(1, g.crossfade_frames),
+                                   g.chunk_frames + 1)
+                  if g.chunk_frames % d == 0 and g.context_frames % d == 0]
+      raise ValueError(
+          f"student chunk_frames {f!r} must divide the teacher's chunk "
+          f"({g.chunk_frames} frames) and context ({g.context_frames} "
+          f"frames): use one of {divisors} (0 = the teacher's chunk)")
 
   @property
   def geometry(self) -> Geometry:
-    return self.teacher.geometry
+    """The teacher's geometry with the student's chunk length."""
+    g = self.teacher.geometry
+    if not self.chunk_frames or self.chunk_frames == g.chunk_frames:
+      return g
+    return g.replace(name=f"{g.name}-c{self.chunk_frames}",
+                     chunk_frames=self.chunk_frames)
 
   @property
   def backbone(self) -> TeacherConfig:
