@@ -1,9 +1,16 @@
-"""`mrt-distill teacher-stream`: stream a teacher into a wav, with progress."""
+"""`mrt-distill teacher-stream`: stream a teacher into a wav, with progress.
+
+Also home of the audio-file helpers the other audio commands share
+(`mrt-distill generate`): check the output path before minutes of
+generation, then write it.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import pathlib
 import time
 
 import jax
@@ -34,9 +41,57 @@ def build_system(checkpoint: str | None, seed: int = 0):
   return TeacherSystem(cfg, params, MinimalCodec(g), MinimalStyleModel(g))
 
 
-def run(args) -> None:
+def check_audio_out(out) -> pathlib.Path:
+  """Fails fast, before any generation, on an output file that cannot be
+  written: a missing or unwritable folder, a folder given as the file, or an
+  extension soundfile has no format for.
+
+  Raises:
+    FileNotFoundError: the folder does not exist.
+    ValueError: the other cases; each message names the fix.
+  """
   import soundfile as sf
 
+  out = pathlib.Path(out)
+  if out.is_dir():
+    raise ValueError(f"--out {str(out)!r} is a folder; give a file name "
+                     f"such as {str(out / 'out.wav')!r}")
+  ext = out.suffix.lstrip(".").upper()
+  if ext not in sf.available_formats():
+    raise ValueError(f"--out {str(out)!r}: soundfile cannot write "
+                     f"{out.suffix or 'files without an extension'}; end the "
+                     f"name in .wav (or .flac)")
+  folder = out.parent
+  if not folder.is_dir():
+    raise FileNotFoundError(f"--out {str(out)!r}: the folder {str(folder)!r} "
+                            f"does not exist; create it (mkdir -p) or choose "
+                            f"another --out")
+  if not os.access(folder, os.W_OK | os.X_OK) or (
+      out.exists() and not os.access(out, os.W_OK)):
+    raise ValueError(f"--out {str(out)!r}: no permission to write there; "
+                     f"choose a folder you can write to")
+  return out
+
+
+def write_audio(out, audio, sample_rate: int) -> pathlib.Path:
+  """float audio (N,) or (N, channels) in [-1, 1] -> `out` (format from the
+  extension; 16-bit PCM for .wav)."""
+  import soundfile as sf
+  out = pathlib.Path(out)
+  sf.write(out, np.asarray(audio, np.float32), int(sample_rate))
+  return out
+
+
+def run(args) -> None:
+  if not args.seconds > 0:  # NaN too; 0 or less would write an empty file
+    raise ValueError(f"--seconds must be > 0, got {args.seconds}")
+  # Caller mistakes before any loading (the teacher takes seconds to build).
+  from mrt_distill.style.mixing import parse_prompt_mix
+  from mrt_distill.teacher.decode import SamplingParams
+  parse_prompt_mix(args.prompt)
+  SamplingParams(guidance_weight=args.guidance_weight,
+                 temperature=args.temperature, top_k=args.top_k).check()
+  check_audio_out(args.out)
   system = build_system(args.checkpoint, args.seed)
   g = system.geometry
   n_chunks = max(1, math.ceil(args.seconds / g.chunk_seconds))
@@ -54,7 +109,7 @@ def run(args) -> None:
     log.info("chunk %d/%d: %.1f s of audio in %.1f s (RTF %.2f), ETA %.0f s",
              i + 1, n_chunks, done, wall, done / wall, eta)
   audio = np.concatenate(out)[:int(round(args.seconds * g.sample_rate))]
-  sf.write(args.out, audio, g.sample_rate)
+  write_audio(args.out, audio, g.sample_rate)
   log.info("wrote %s (%.1f s, %d Hz, %d ch); %d stray tokens folded", args.out,
            len(audio) / g.sample_rate, g.sample_rate, g.channels,
            system.stray_tokens)
