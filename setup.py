@@ -32,10 +32,17 @@ CORE = [
     # separately with --no-deps: its wheel declares pyaudio, which only live
     # playback needs and which needs PortAudio headers to build).
     "pretty_midi>=0.2.10",
+    # Live serving: the local web player and OSC control.
+    "websockets>=15",
+    "python-osc>=1.10",
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    # Browser test drives Debian's /usr/bin/chromium (never a downloaded
+    # browser); the notebook test executes colab/ headless.
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "playwright>=1.50",
+             "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+             "ipywidgets>=8.1"],
     # Cloud TPU VMs: the libtpu build that matches jax.
     "tpu": ["jax[tpu]"],
     "gpu": ["jax[cuda12]"],
@@ -57,7 +64,7 @@ setup(
     packages=find_packages(include=["mrt_distill", "mrt_distill.*"])
     + ["mrt_distill.configs"],
     package_dir={"mrt_distill.configs": "configs"},
-    package_data={"mrt_distill": ["gin/*.gin", "assets/**/*"]},
+    package_data={"mrt_distill": ["gin/*.gin", "assets/**/*", "serve/web/*"]},
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,

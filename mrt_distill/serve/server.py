@@ -1,0 +1,1133 @@
+"""`mrt-distill serve`: a local WebSocket server, web player and OSC control
+for one live student stream.
+
+  mrt-distill serve --checkpoint reference            # then open the URL
+  mrt-distill serve --checkpoint runs/ref --osc-port 9000
+
+Why it is shaped this way:
+- One process, one port. The page, its scripts and the audio/control
+  WebSocket share `--port` (the `websockets` package answers plain GETs in
+  `process_request`), so a musician runs one command and opens one URL.
+- One shared stream. Every page (and every OSC sender) steers the same
+  `StreamSession`: it is one instrument, and several pages are several
+  listeners or performers. Play/stop is the server's transport.
+- The server keeps time. A pump thread reads the session at real-time pace
+  (after a short prebuffer) and fans each chunk out to every client. A page
+  never asks for audio, so a page that stalls cannot slow anyone else.
+- Slow clients cannot hurt the others. Each client has a bounded outbox; when
+  its socket stops draining, the oldest queued chunks are dropped (counted)
+  and, after `max_drop_streak` drops without catching up, the client is
+  disconnected (close code 1008). Other clients never wait on it.
+- Controls are validated before they reach the session, and every mistake
+  (bad JSON, unknown type, bad value, a message over 64 KiB) gets an
+  `{"type": "error"}` reply naming it; the connection and the stream go on.
+- Loopback by default. The stream can be steered by anyone who can reach the
+  port, so the server binds 127.0.0.1 unless told otherwise (with a warning),
+  and WebSocket handshakes from other web origins are refused (a page on
+  another site must not be able to drive the local instrument).
+
+The protocol (binary audio frames, JSON control and status messages) is in
+docs/serving.md. The parts that need no network (message parsing, the
+controller, client outboxes, frame encoding) are plain classes, tested
+without a browser. This module's top level imports no JAX: `mrt-distill`
+builds its parser from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import dataclasses
+import ipaddress
+import json
+import logging
+import math
+import mimetypes
+import pathlib
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = pathlib.Path(__file__).with_name("web")
+WS_PATH = "/ws"
+
+# Control messages larger than this get an error reply (the connection
+# stays); `PROTOCOL_MAX_BYTES` is the hard WebSocket limit above which the
+# `websockets` library closes the connection (1009) before we see it.
+MAX_MESSAGE_BYTES = 64 * 1024
+PROTOCOL_MAX_BYTES = 1024 * 1024
+MAX_PROMPTS = 16
+MAX_PROMPT_CHARS = 256
+MAX_TRANSITION_SECONDS = 600.0
+
+# Binary audio frame: a 16-byte little-endian header, then interleaved
+# samples. magic, version, sample format, channels, sample rate, chunk index.
+FRAME_MAGIC = b"MRTA"
+FRAME_VERSION = 1
+FRAME_HEADER = struct.Struct("<4sBBHII")
+FORMATS = {"float32": 1, "int16": 2}
+
+COMMANDS = ("prompt", "weight", "cfg", "steps", "play", "stop", "transition",
+            "status")
+
+
+class ProtocolError(ValueError):
+  """A control message that cannot be applied; the text goes to the client."""
+
+
+# ---- control messages --------------------------------------------------------
+
+Rows = tuple[tuple[str, float], ...]
+
+
+def check_number(value, what: str) -> float:
+  # bool is an int subclass; `true` is never a weight.
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise ProtocolError(f"{what} must be a number, got {value!r}")
+  value = float(value)
+  if not math.isfinite(value):
+    raise ProtocolError(f"{what} must be finite, got {value!r}")
+  return value
+
+
+def check_integer(value, what: str) -> int:
+  # OSC senders (Pd, Max floats) send 2.0 for 2: accept integral floats.
+  v = check_number(value, what)
+  if v != int(v):
+    raise ProtocolError(f"{what} must be a whole number, got {value!r}")
+  return int(v)
+
+
+def check_text(value, what: str) -> str:
+  if not isinstance(value, str):
+    raise ProtocolError(f"{what} must be a string, got {value!r}")
+  text = value.strip()
+  if not text:
+    raise ProtocolError(f"{what} is empty")
+  if len(text) > MAX_PROMPT_CHARS:
+    raise ProtocolError(
+        f"{what} has {len(text)} characters (at most {MAX_PROMPT_CHARS})")
+  return text
+
+
+def check_rows(rows: Sequence[tuple[Any, Any]], what: str = "prompts") -> Rows:
+  """[(text, weight), ...] -> validated rows (stripped text, float weight).
+
+  Raises ProtocolError: no rows, too many, empty or overlong text, weights
+  that are not finite numbers >= 0, or all weights zero.
+  """
+  if not rows:
+    raise ProtocolError(f"{what}: give at least one prompt")
+  if len(rows) > MAX_PROMPTS:
+    raise ProtocolError(f"{what}: {len(rows)} prompts (at most {MAX_PROMPTS})")
+  out = []
+  for i, (text, weight) in enumerate(rows):
+    text = check_text(text, f"{what}[{i}].text")
+    weight = check_number(weight, f"{what}[{i}].weight")
+    if weight < 0:
+      raise ProtocolError(f"{what}[{i}].weight is {weight}; weights must be "
+                          f">= 0")
+    out.append((text, weight))
+  if not any(w > 0 for _, w in out):
+    raise ProtocolError(f"{what}: all weights are zero; give at least one "
+                        f"prompt a positive weight")
+  return tuple(out)
+
+
+def rows_from_mix(mix: str) -> Rows:
+  """'techno:1, flute:0.5' -> rows (the CLI's and mixing's prompt syntax)."""
+  from mrt_distill.style.mixing import parse_prompt_mix
+  try:
+    return check_rows(parse_prompt_mix(mix))
+  except ProtocolError:
+    raise
+  except ValueError as e:
+    raise ProtocolError(str(e)) from None
+
+
+def rows_to_mix(rows: Rows) -> dict[str, float]:
+  """Rows -> {text: weight} for the session; a text given twice adds up
+  (the weighted mean is the same as with the rows apart)."""
+  mix: dict[str, float] = {}
+  for text, weight in rows:
+    mix[text] = mix.get(text, 0.0) + weight
+  return mix
+
+
+def _json_rows(value, what: str) -> Rows:
+  if isinstance(value, str):
+    return rows_from_mix(value)
+  if not isinstance(value, list):
+    raise ProtocolError(
+        f"{what} must be a list of {{\"text\": ..., \"weight\": ...}} objects "
+        f"(or a string like \"techno:1, flute:0.5\"), got "
+        f"{type(value).__name__}")
+  rows = []
+  for i, item in enumerate(value):
+    if not isinstance(item, dict) or "text" not in item:
+      raise ProtocolError(
+          f"{what}[{i}] must be an object with \"text\" and \"weight\", got "
+          f"{item!r:.80}")
+    rows.append((item["text"], item.get("weight", 1.0)))
+  return check_rows(rows, what)
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+  """One validated control: `kind` is one of COMMANDS."""
+  kind: str
+  rows: Rows = ()
+  from_rows: Rows | None = None
+  index: int | None = None
+  value: float | None = None
+  seconds: float | None = None
+
+
+def parse_message(message: str | bytes,
+                  max_bytes: int = MAX_MESSAGE_BYTES) -> Command:
+  """One WebSocket control message -> Command.
+
+  Raises ProtocolError with a message that names the problem: binary or
+  oversized message, malformed JSON, unknown type, missing or bad values.
+  """
+  if isinstance(message, (bytes, bytearray, memoryview)):
+    raise ProtocolError("binary messages are not accepted; send JSON text "
+                        "control messages")
+  size = len(message.encode("utf-8", "surrogatepass"))
+  if size > max_bytes:
+    raise ProtocolError(f"message of {size} bytes is over the {max_bytes} "
+                        f"byte limit")
+  try:
+    msg = json.loads(message)
+  except (json.JSONDecodeError, RecursionError) as e:
+    raise ProtocolError(f"malformed JSON: {e}") from None
+  if not isinstance(msg, dict):
+    raise ProtocolError(f"a control message must be a JSON object, got "
+                        f"{type(msg).__name__}")
+  kind = msg.get("type")
+  if not isinstance(kind, str):
+    raise ProtocolError(
+        f"message has no \"type\" (one of {', '.join(COMMANDS)})")
+  if kind == "prompt":
+    if "prompts" not in msg:
+      raise ProtocolError("prompt message needs \"prompts\": "
+                          "[{\"text\": ..., \"weight\": ...}, ...]")
+    return Command("prompt", rows=_json_rows(msg["prompts"], "prompts"))
+  if kind == "weight":
+    for key in ("index", "weight"):
+      if key not in msg:
+        raise ProtocolError(f"weight message needs \"{key}\"")
+    return Command("weight", index=check_integer(msg["index"], "index"),
+                   value=check_number(msg["weight"], "weight"))
+  if kind == "cfg":
+    if "value" not in msg:
+      raise ProtocolError("cfg message needs \"value\"")
+    return Command("cfg", value=check_number(msg["value"], "cfg value"))
+  if kind == "steps":
+    if "value" not in msg:
+      raise ProtocolError("steps message needs \"value\"")
+    return Command("steps", value=check_integer(msg["value"], "steps value"))
+  if kind in ("play", "stop", "status"):
+    return Command(kind)
+  if kind == "transition":
+    if "to" not in msg or "seconds" not in msg:
+      raise ProtocolError("transition message needs \"to\" (prompts) and "
+                          "\"seconds\"")
+    seconds = check_number(msg["seconds"], "seconds")
+    if not 0 < seconds <= MAX_TRANSITION_SECONDS:
+      raise ProtocolError(f"seconds must be in (0, {MAX_TRANSITION_SECONDS:g}]"
+                          f", got {seconds:g}")
+    src = msg.get("from")
+    return Command("transition", rows=_json_rows(msg["to"], "to"),
+                   from_rows=None if src is None else _json_rows(src, "from"),
+                   seconds=seconds)
+  raise ProtocolError(f"unknown message type {kind!r:.60}; expected one of "
+                      f"{', '.join(COMMANDS)}")
+
+
+# ---- the controller (shared by WebSocket and OSC) ----------------------------
+
+class Controller:
+  """The one way controls reach the session.
+
+  WebSocket and OSC both call it, so they share the prompt rows (OSC's
+  `/mrt/weight 1 0.5` moves the second slider on every page) and the same
+  validation. Methods raise ProtocolError (a ValueError) on bad input; the
+  session's own ValueErrors pass through unchanged. `on_change()` is called
+  after every applied change (from the caller's thread).
+  """
+
+  def __init__(self, session, rows: Rows, *, cfg_weight: float = 0.0,
+               steps: int = 1, transport=None,
+               on_change: Callable[[], None] | None = None):
+    self.session = session
+    self.transport = transport  # .play() / .stop() / .playing
+    self.on_change = on_change
+    self._lock = threading.RLock()
+    self._rows = check_rows(rows)
+    self._cfg = check_number(cfg_weight, "cfg")
+    self._steps = check_integer(steps, "steps")
+    # The session may have been built with other values: this is the truth.
+    session.set_prompt(rows_to_mix(self._rows))
+    session.set_controls(cfg_weight=self._cfg, steps=self._steps)
+
+  def _changed(self):
+    if self.on_change is not None:
+      self.on_change()
+
+  def snapshot(self) -> dict:
+    with self._lock:
+      return {
+          "prompts": [{"text": t, "weight": w} for t, w in self._rows],
+          "cfg": self._cfg,
+          "steps": self._steps,
+          "playing": bool(self.transport and self.transport.playing),
+      }
+
+  @property
+  def rows(self) -> Rows:
+    with self._lock:
+      return self._rows
+
+  def set_prompts(self, rows) -> None:
+    rows = check_rows(rows)
+    with self._lock:
+      self.session.set_prompt(rows_to_mix(rows))
+      self._rows = rows
+    self._changed()
+
+  def set_weight(self, index: int, weight: float) -> None:
+    with self._lock:
+      if not 0 <= index < len(self._rows):
+        n = len(self._rows)
+        raise ProtocolError(f"prompt index {index} out of range (there are "
+                            f"{n} prompts: 0..{n - 1})")
+      rows = list(self._rows)
+      rows[index] = (rows[index][0], weight)
+      self.set_prompts(rows)
+
+  def set_cfg(self, value: float) -> None:
+    value = check_number(value, "cfg")
+    with self._lock:
+      self.session.set_controls(cfg_weight=value)
+      self._cfg = value
+    self._changed()
+
+  def set_steps(self, value: int) -> None:
+    value = check_integer(value, "steps")
+    with self._lock:
+      self.session.set_controls(steps=value)
+      self._steps = value
+    self._changed()
+
+  def transition(self, to_rows, seconds: float, from_rows=None) -> None:
+    to_rows = check_rows(to_rows, "to")
+    seconds = check_number(seconds, "seconds")
+    if not 0 < seconds <= MAX_TRANSITION_SECONDS:
+      raise ProtocolError(f"seconds must be in (0, {MAX_TRANSITION_SECONDS:g}]"
+                          f", got {seconds:g}")
+    with self._lock:
+      src = self._rows if from_rows is None else check_rows(from_rows, "from")
+      self.session.schedule_transition(rows_to_mix(src), rows_to_mix(to_rows),
+                                       seconds)
+      self._rows = to_rows
+    self._changed()
+
+  def play(self) -> None:
+    if self.transport is None:
+      raise ProtocolError("this server has no transport to start")
+    self.transport.play()
+    self._changed()
+
+  def stop(self) -> None:
+    if self.transport is None:
+      raise ProtocolError("this server has no transport to stop")
+    self.transport.stop()
+    self._changed()
+
+  def apply(self, cmd: Command) -> None:
+    """Run one parsed WebSocket command ('status' is the server's job)."""
+    if cmd.kind == "prompt":
+      self.set_prompts(cmd.rows)
+    elif cmd.kind == "weight":
+      self.set_weight(cmd.index, cmd.value)
+    elif cmd.kind == "cfg":
+      self.set_cfg(cmd.value)
+    elif cmd.kind == "steps":
+      self.set_steps(int(cmd.value))
+    elif cmd.kind == "transition":
+      self.transition(cmd.rows, cmd.seconds, cmd.from_rows)
+    elif cmd.kind == "play":
+      self.play()
+    elif cmd.kind == "stop":
+      self.stop()
+    elif cmd.kind != "status":
+      raise ProtocolError(f"unknown command {cmd.kind!r}")
+
+
+# ---- audio frames and client outboxes ----------------------------------------
+
+def encode_frame(audio_TxC: np.ndarray, sample_rate: int, index: int,
+                 fmt: str = "float32") -> bytes:
+  """(T, channels) float audio -> header + interleaved samples."""
+  audio = np.asarray(audio_TxC, np.float32)
+  if audio.ndim != 2:
+    raise ValueError(f"audio of shape {audio.shape}: expected (T, channels)")
+  if fmt == "int16":
+    body = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2")
+  elif fmt == "float32":
+    body = audio.astype("<f4")
+  else:
+    raise ValueError(f"sample format {fmt!r}: expected one of {list(FORMATS)}")
+  header = FRAME_HEADER.pack(FRAME_MAGIC, FRAME_VERSION, FORMATS[fmt],
+                             audio.shape[1], int(sample_rate),
+                             index & 0xFFFFFFFF)
+  return header + np.ascontiguousarray(body).tobytes()
+
+
+def decode_frame(frame: bytes) -> tuple[dict, np.ndarray]:
+  """Inverse of encode_frame -> (header fields, (T, channels) float32)."""
+  if len(frame) < FRAME_HEADER.size:
+    raise ValueError(f"frame of {len(frame)} bytes is shorter than the header")
+  magic, version, code, channels, rate, index = FRAME_HEADER.unpack_from(frame)
+  if magic != FRAME_MAGIC or version != FRAME_VERSION:
+    raise ValueError(f"not an audio frame (magic {magic!r}, version {version})")
+  fmt = {v: k for k, v in FORMATS.items()}.get(code)
+  if fmt is None:
+    raise ValueError(f"unknown sample format code {code}")
+  dtype = "<f4" if fmt == "float32" else "<i2"
+  body = np.frombuffer(frame, dtype, offset=FRAME_HEADER.size)
+  if channels == 0 or body.size % channels:
+    raise ValueError(f"{body.size} samples do not split into {channels} "
+                     f"channels")
+  audio = body.reshape(-1, channels).astype(np.float32)
+  if fmt == "int16":
+    audio /= 32767.0
+  return ({"format": fmt, "channels": channels, "sample_rate": rate,
+           "index": index}, audio)
+
+
+class Outbox:
+  """Bounded queue of one client's outgoing messages (no I/O, no loop).
+
+  Audio is droppable: when `max_audio` frames wait, the oldest goes
+  (counted) so the client hears the freshest audio. `streak` counts drops
+  since the client last emptied its audio queue; `too_slow` says when it
+  reached `max_drop_streak` (a client that stalls briefly and catches up
+  starts again from zero; one that stays behind is disconnected). JSON
+  replies jump the audio queue (the newest `max_control` are kept); a status
+  replaces the one still waiting, since only the newest matters.
+  """
+
+  def __init__(self, max_audio: int = 16, max_drop_streak: int = 64,
+               max_control: int = 64):
+    if max_audio < 1 or max_drop_streak < 1:
+      raise ValueError("max_audio and max_drop_streak must be >= 1")
+    self.max_audio, self.max_drop_streak = max_audio, max_drop_streak
+    self._audio: collections.deque = collections.deque()
+    self._control: collections.deque = collections.deque(maxlen=max_control)
+    self._status: str | None = None
+    self.dropped = 0
+    self.streak = 0
+    self.sent_audio = 0
+
+  def push_audio(self, frame: bytes) -> None:
+    if len(self._audio) >= self.max_audio:
+      self._audio.popleft()
+      self.dropped += 1
+      self.streak += 1
+    self._audio.append(frame)
+
+  def push_control(self, text: str) -> None:
+    self._control.append(text)
+
+  def push_status(self, text: str) -> None:
+    self._status = text
+
+  def pop(self) -> str | bytes | None:
+    if self._control:
+      return self._control.popleft()
+    if self._status is not None:
+      text, self._status = self._status, None
+      return text
+    if self._audio:
+      frame = self._audio.popleft()
+      self.sent_audio += 1
+      if not self._audio:
+        self.streak = 0
+      return frame
+    return None
+
+  @property
+  def too_slow(self) -> bool:
+    return self.streak >= self.max_drop_streak
+
+  def __len__(self) -> int:
+    return (len(self._audio) + len(self._control)
+            + (self._status is not None))
+
+
+# ---- the pump: session -> chunks at real-time pace ---------------------------
+
+def level(audio: np.ndarray) -> dict:
+  """Peak and RMS (dBFS, floor -120) of one chunk."""
+  a = np.asarray(audio, np.float64)
+  if a.size == 0:
+    return {"peak": 0.0, "rms_db": -120.0}
+  rms = float(np.sqrt(np.mean(a * a)))
+  return {"peak": float(np.max(np.abs(a))),
+          "rms_db": round(20 * math.log10(max(rms, 1e-6)), 1)}
+
+
+class Pump:
+  """Reads the session at real-time pace in a thread while playing.
+
+  On the first play it starts the session's producer thread and waits for
+  its lead chunks. Then it reads `prebuffer_chunks` at once (the clients'
+  jitter buffer) and one chunk per chunk duration after that. Each read
+  waits at most the slack the clients still have buffered,
+  (prebuffer_chunks - 1) chunk durations: audio later than that is a gap
+  every listener hears, so the session counts it as an underrun and the
+  chunk goes out padded with silence. If the pump falls further behind (a
+  stalled producer) it restarts its clock instead of bursting a backlog.
+  `sink(audio, index)` runs on the pump thread.
+  """
+
+  def __init__(self, session, sink: Callable[[np.ndarray, int], None], *,
+               prebuffer_chunks: int = 2, start_timeout: float = 120.0):
+    self.session, self.sink = session, sink
+    self.chunk_seconds = session.chunk_samples / session.sample_rate
+    self.prebuffer_chunks = max(1, int(prebuffer_chunks))
+    self.read_timeout = max(0.05,
+                            (self.prebuffer_chunks - 1) * self.chunk_seconds)
+    self.start_timeout = start_timeout
+    self.index = 0
+    self.errors = 0
+    self._play = threading.Event()
+    self._quit = threading.Event()
+    self._started_session = False
+    self._thread = threading.Thread(target=self._run, name="mrt-serve-pump",
+                                    daemon=True)
+    self._thread.start()
+
+  @property
+  def playing(self) -> bool:
+    return self._play.is_set()
+
+  def play(self) -> None:
+    self._play.set()
+
+  def stop(self) -> None:
+    self._play.clear()
+
+  def close(self) -> None:
+    self._quit.set()
+    self._play.set()  # wake the thread so it sees quit
+    self._thread.join(timeout=self.read_timeout + 5)
+    if self._started_session:
+      self.session.stop(timeout=10)
+
+  def _run(self) -> None:
+    while not self._quit.is_set():
+      if not self._play.wait(timeout=0.5) or self._quit.is_set():
+        continue
+      if not self._started_session:
+        self.session.start(wait=True, timeout=self.start_timeout)
+        self._started_session = True
+      # A fresh start: the prebuffer goes out at once.
+      t_next = time.monotonic() - self.prebuffer_chunks * self.chunk_seconds
+      while self._play.is_set() and not self._quit.is_set():
+        now = time.monotonic()
+        if t_next > now:
+          time.sleep(min(t_next - now, 0.05))
+          continue
+        if now - t_next > (self.prebuffer_chunks + 1) * self.chunk_seconds:
+          t_next = now  # fell behind: restart the clock, no burst
+        try:
+          audio = self.session.read(self.session.chunk_samples,
+                                    timeout=self.read_timeout)
+          self.sink(np.asarray(audio, np.float32), self.index)
+        except Exception:  # noqa: BLE001 -- the pump outlives one bad chunk
+          self.errors += 1
+          log.exception("reading the stream failed")
+          time.sleep(self.chunk_seconds)
+          continue
+        self.index += 1
+        t_next += self.chunk_seconds
+
+
+# ---- the server --------------------------------------------------------------
+
+def is_loopback(host: str) -> bool:
+  if host == "localhost":
+    return True
+  try:
+    return ipaddress.ip_address(host.strip("[]")).is_loopback
+  except ValueError:
+    return False
+
+
+def origin_allowed(origin: str | None, host_header: str | None,
+                   bound_host: str, port: int,
+                   allowed: Sequence[str] = ()) -> bool:
+  """May a web page from `origin` open the WebSocket?
+
+  Yes for non-browsers (no Origin), for `allowed` (--allow-origin), and for
+  pages this server served: same port and the bound address (on loopback,
+  any loopback name: localhost and 127.0.0.1 are the same machine). Bound
+  to all interfaces, the page's host must be an IP literal equal to the
+  Host it connects to: a DNS name could be rebound to this machine by
+  another site, so names need --allow-origin.
+  """
+  if origin is None:
+    return True
+  if origin in allowed:
+    return True
+  parts = urlsplit(origin)
+  try:
+    origin_port = parts.port
+  except ValueError:
+    return False
+  if parts.scheme not in ("http", "https") or origin_port != port:
+    return False
+  host = parts.hostname or ""
+  bound = bound_host.strip("[]")
+  if host == bound or (is_loopback(bound) and is_loopback(host)):
+    return True
+  if bound in ("0.0.0.0", "::", ""):
+    try:
+      ipaddress.ip_address(host)
+    except ValueError:
+      return False
+    return urlsplit(f"//{host_header or ''}").hostname == host
+  return False
+
+
+@dataclasses.dataclass(eq=False)
+class _Client:
+  ws: Any
+  fmt: str
+  outbox: Outbox
+  wake: asyncio.Event
+  peer: str
+  errors: int = 0
+  closing: bool = False
+
+
+class StreamServer:
+  """HTTP (static page) + WebSocket (audio out, controls in) + optional OSC
+  around one StreamSession. Use inside an asyncio loop (`start`, `close`,
+  `serve_forever`) or through `ServerThread`."""
+
+  def __init__(self, session, *, prompt: str | Rows = "techno:1.0",
+               cfg_weight: float = 0.0, steps: int = 1,
+               host: str = "127.0.0.1", port: int = 8765,
+               osc_host: str | None = None, osc_port: int | None = None,
+               max_clients: int = 64, queue_seconds: float = 4.0,
+               max_drop_streak: int | None = None,
+               prebuffer_seconds: float = 0.3, status_interval: float = 1.0,
+               allowed_origins: Sequence[str] = (),
+               max_steps: int | None = None,
+               send_buffer_bytes: int | None = 128 * 1024,
+               autoplay: bool = False, web_dir: pathlib.Path = WEB_DIR):
+    self.session = session
+    self.host, self._port = host, port
+    self.osc_host = osc_host if osc_host is not None else host
+    self.osc_port = osc_port
+    self.max_clients = max_clients
+    self.status_interval = status_interval
+    if max_steps is None:  # the compiled step's limit, when it says
+      max_steps = getattr(getattr(session, "stepper", None), "max_steps", None)
+    self.max_steps = max_steps
+    self.send_buffer_bytes = send_buffer_bytes
+    self.autoplay = autoplay
+    self.web_dir = pathlib.Path(web_dir)
+    self.allowed_origins = set(allowed_origins)
+    chunk_s = session.chunk_samples / session.sample_rate
+    self.queue_chunks = max(4, math.ceil(queue_seconds / chunk_s))
+    self.max_drop_streak = (max_drop_streak if max_drop_streak is not None
+                            else 2 * self.queue_chunks)
+    self.prebuffer_chunks = max(2, math.ceil(prebuffer_seconds / chunk_s))
+    rows = rows_from_mix(prompt) if isinstance(prompt, str) else prompt
+    self.pump = Pump(session, self._on_audio,
+                     prebuffer_chunks=self.prebuffer_chunks)
+    self.controller = Controller(session, rows, cfg_weight=cfg_weight,
+                                 steps=steps, transport=self.pump,
+                                 on_change=self._on_change)
+    self.osc = None
+    self._clients: set[_Client] = set()
+    self._loop: asyncio.AbstractEventLoop | None = None
+    self._server = None
+    self._status_task = None
+    self._level = {"peak": 0.0, "rms_db": -120.0}
+    self._status_pending = threading.Event()
+    self.counters = collections.Counter()
+
+  # ---- lifecycle -----------------------------------------------------------
+  @property
+  def port(self) -> int:
+    return self._port
+
+  @property
+  def url(self) -> str:
+    host = f"[{self.host}]" if ":" in self.host else self.host
+    return f"http://{host}:{self._port}/"
+
+  async def start(self) -> None:
+    from websockets.asyncio.server import serve
+    self._loop = asyncio.get_running_loop()
+    self._files = self._static_files()
+    self._server = await serve(
+        self._handler, self.host, self._port,
+        process_request=self._process_request,
+        max_size=PROTOCOL_MAX_BYTES, compression=None,
+        write_limit=64 * 1024, ping_interval=20, ping_timeout=20,
+        close_timeout=2, server_header=None)
+    self._port = self._server.sockets[0].getsockname()[1]
+    if self.osc_port is not None:
+      from mrt_distill.serve.osc import OscServer
+      self.osc = OscServer(self.controller, self.osc_host, self.osc_port)
+      self.osc.start()
+      self.osc_port = self.osc.port
+    self._status_task = asyncio.create_task(self._status_loop())
+    if self.autoplay:
+      self.controller.play()
+
+  async def close(self) -> None:
+    if self._status_task is not None:
+      self._status_task.cancel()
+    if self.osc is not None:
+      self.osc.close()
+    await asyncio.to_thread(self.pump.close)
+    if self._server is not None:
+      self._server.close()
+      await self._server.wait_closed()
+
+  async def serve_forever(self) -> None:
+    await self.start()
+    try:
+      await asyncio.Future()  # until cancelled (Ctrl-C)
+    finally:
+      await self.close()
+
+  # ---- HTTP ----------------------------------------------------------------
+  def _static_files(self) -> dict[str, pathlib.Path]:
+    """URL path -> file: exactly the files in web/, nothing else."""
+    files = {"/" + p.name: p for p in sorted(self.web_dir.iterdir())
+             if p.is_file() and not p.name.startswith(".")}
+    if "/index.html" in files:
+      files["/"] = files["/index.html"]
+    return files
+
+  def _process_request(self, connection, request):
+    from websockets.datastructures import Headers
+    from websockets.http11 import Response
+    path = urlsplit(request.path).path
+    if path == WS_PATH:
+      if not origin_allowed(request.headers.get("Origin"),
+                            request.headers.get("Host"), self.host,
+                            self._port, self.allowed_origins):
+        self.counters["rejected_origin"] += 1
+        log.warning("refused a WebSocket from origin %r",
+                    request.headers.get("Origin"))
+        return connection.respond(403, "WebSocket origin not allowed\n")
+      if len(self._clients) >= self.max_clients:
+        self.counters["rejected_full"] += 1
+        return connection.respond(
+            503, f"server full ({self.max_clients} clients)\n")
+      return None  # the WebSocket handshake
+    f = self._files.get(path)
+    if f is None:
+      return connection.respond(404, f"not found: {path}\n")
+    ctype = mimetypes.guess_type(f.name)[0] or "application/octet-stream"
+    if ctype.startswith("text/") or ctype.endswith("javascript"):
+      ctype += "; charset=utf-8"
+    body = f.read_bytes()
+    return Response(200, "OK", Headers([
+        ("Content-Type", ctype), ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff"),
+        ("Connection", "close")]), body)
+
+  # ---- WebSocket -----------------------------------------------------------
+  def hello(self, fmt: str) -> dict:
+    s = self.session
+    return {"type": "hello", "protocol": FRAME_VERSION,
+            "sample_rate": int(s.sample_rate), "channels": int(s.channels),
+            "chunk_samples": int(s.chunk_samples), "format": fmt,
+            "header_bytes": FRAME_HEADER.size,
+            "prebuffer_chunks": self.prebuffer_chunks,
+            "max_message_bytes": MAX_MESSAGE_BYTES,
+            "max_prompts": MAX_PROMPTS, "max_steps": self.max_steps,
+            **self.controller.snapshot()}
+
+  async def _handler(self, ws) -> None:
+    query = parse_qs(urlsplit(ws.request.path).query)
+    fmt = query.get("format", ["float32"])[0]
+    peer = "%s:%s" % tuple(ws.remote_address[:2]) if ws.remote_address else "?"
+    client = _Client(ws, fmt if fmt in FORMATS else "float32",
+                     Outbox(self.queue_chunks, self.max_drop_streak),
+                     asyncio.Event(), peer)
+    self._bound_send_buffer(ws)
+    self._clients.add(client)
+    self.counters["connected"] += 1
+    log.info("client %s connected (%d now)", peer, len(self._clients))
+    self._send_json(client, self.hello(client.fmt))
+    if fmt not in FORMATS:
+      self._send_json(client, _error(f"format {fmt!r} is not one of "
+                                     f"{list(FORMATS)}; sending float32"))
+    sender = asyncio.create_task(self._sender(client))
+    try:
+      async for message in ws:
+        await self._on_message(client, message)
+    except Exception as e:  # noqa: BLE001 -- any failure ends this client only
+      from websockets.exceptions import ConnectionClosed
+      if not isinstance(e, ConnectionClosed):
+        log.exception("client %s failed", peer)
+    finally:
+      self._clients.discard(client)
+      sender.cancel()
+      log.info("client %s left (%d now)", peer, len(self._clients))
+
+  def _bound_send_buffer(self, ws) -> None:
+    """Cap the kernel's send buffer for this socket.
+
+    Left alone, Linux grows it to megabytes for a peer that stops reading:
+    seconds of stale audio piled up where the outbox cannot drop it, and a
+    stalled client noticed only much later. Audio needs little bandwidth,
+    so a small fixed buffer costs nothing."""
+    sock = ws.transport.get_extra_info("socket") if ws.transport else None
+    if sock is None or not self.send_buffer_bytes:
+      return
+    try:
+      sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF,
+                      int(self.send_buffer_bytes))
+    except OSError as e:
+      log.debug("could not set SO_SNDBUF: %s", e)
+
+  async def _on_message(self, client: _Client, message) -> None:
+    try:
+      cmd = parse_message(message)
+      if cmd.kind != "status":
+        # Embedding a new prompt may take a while: keep the loop free.
+        await asyncio.to_thread(self.controller.apply, cmd)
+    except ValueError as e:  # ProtocolError, or the session's own check
+      client.errors += 1
+      self.counters["errors"] += 1
+      self._send_json(client, _error(str(e)))
+      return
+    self._send_json(client, {"type": "ack", "request": cmd.kind})
+    if cmd.kind == "status":
+      client.outbox.push_status(json.dumps(self.status(client)))
+      client.wake.set()
+
+  async def _sender(self, client: _Client) -> None:
+    try:
+      while True:
+        msg = client.outbox.pop()
+        if msg is None:
+          client.wake.clear()
+          await client.wake.wait()
+          continue
+        await client.ws.send(msg)
+    except asyncio.CancelledError:
+      raise
+    except Exception:  # noqa: BLE001 -- a closed socket ends the sender
+      pass
+
+  def _send_json(self, client: _Client, msg: dict) -> None:
+    client.outbox.push_control(json.dumps(msg))
+    client.wake.set()
+
+  async def _drop_slow(self, client: _Client) -> None:
+    self.counters["disconnected_slow"] += 1
+    log.warning("client %s is too slow (%d chunks dropped); disconnecting",
+                client.peer, client.outbox.dropped)
+    self._clients.discard(client)
+    reason = f"too slow: {client.outbox.dropped} audio chunks dropped"
+    try:
+      await asyncio.wait_for(client.ws.close(1008, reason), timeout=2.0)
+    except Exception:  # noqa: BLE001 -- a stuck socket is cut instead
+      pass
+    if client.ws.transport is not None and not client.ws.transport.is_closing():
+      client.ws.transport.abort()
+
+  # ---- fan-out (pump thread -> loop) ----------------------------------------
+  def _on_audio(self, audio: np.ndarray, index: int) -> None:
+    lvl = level(audio)
+    sr = self.session.sample_rate
+    frames = {fmt: encode_frame(audio, sr, index, fmt) for fmt in FORMATS}
+    loop = self._loop
+    if loop is not None and not loop.is_closed():
+      loop.call_soon_threadsafe(self._fan_out, frames, lvl)
+
+  def _fan_out(self, frames: dict[str, bytes], lvl: dict) -> None:
+    self._level = lvl
+    self.counters["chunks"] += 1
+    for client in list(self._clients):
+      if client.closing:
+        continue
+      client.outbox.push_audio(frames[client.fmt])
+      client.wake.set()
+      if client.outbox.too_slow:
+        client.closing = True
+        asyncio.ensure_future(self._drop_slow(client))
+
+  def _on_change(self) -> None:
+    """A control changed (any thread): one status broadcast soon, however
+    many changes a moving slider makes in the meantime."""
+    loop = self._loop
+    if loop is None or loop.is_closed() or self._status_pending.is_set():
+      return
+    self._status_pending.set()
+    loop.call_soon_threadsafe(loop.call_later, 0.05, self._broadcast_status)
+
+  # ---- status --------------------------------------------------------------
+  def stats(self) -> dict:
+    """Server-side numbers: clients, drops, errors, the session's stats."""
+    try:
+      session = dict(self.session.stats())
+    except Exception as e:  # noqa: BLE001 -- status must not kill the loop
+      session = {"error": str(e)}
+    return {"clients": len(self._clients), **dict(self.counters),
+            "pump_errors": self.pump.errors,
+            "osc": self.osc.stats() if self.osc is not None else None,
+            "session": _jsonable(session)}
+
+  def status(self, client: _Client | None = None,
+             base: dict | None = None) -> dict:
+    """The status message (for `client`: with its own numbers)."""
+    if base is None:
+      st = self.stats()
+      base = {"type": "status", **self.controller.snapshot(),
+              "level": self._level, "clients": st["clients"],
+              "underruns": st["session"].get("underruns"),
+              "session": st["session"]}
+    if client is None:
+      return base
+    return {**base, "you": {"dropped": client.outbox.dropped,
+                            "errors": client.errors,
+                            "queued": len(client.outbox)}}
+
+  def _broadcast_status(self) -> None:
+    self._status_pending.clear()
+    base = self.status()
+    for client in list(self._clients):
+      if not client.closing:
+        client.outbox.push_status(json.dumps(self.status(client, base)))
+        client.wake.set()
+
+  async def _status_loop(self) -> None:
+    while True:
+      await asyncio.sleep(self.status_interval)
+      try:
+        self._broadcast_status()
+      except Exception:  # noqa: BLE001
+        log.exception("status broadcast failed")
+
+
+def _error(message: str) -> dict:
+  return {"type": "error", "message": message}
+
+
+def _jsonable(x):
+  if isinstance(x, dict):
+    return {str(k): _jsonable(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return _jsonable(x.tolist())
+  if isinstance(x, np.generic):
+    x = x.item()
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  if x is None or isinstance(x, (bool, int, float, str)):
+    return x
+  return str(x)
+
+
+class ServerThread:
+  """A StreamServer on its own event loop in a daemon thread (tests, notebooks).
+
+    with ServerThread(StreamServer(session, port=0)) as srv:
+      print(srv.server.url)
+  """
+
+  def __init__(self, server: StreamServer):
+    self.server = server
+    self._loop = asyncio.new_event_loop()
+    self._ready = threading.Event()
+    self._error: BaseException | None = None
+    self._thread = threading.Thread(target=self._run, name="mrt-serve-loop",
+                                    daemon=True)
+
+  def _run(self) -> None:
+    asyncio.set_event_loop(self._loop)
+    try:
+      self._loop.run_until_complete(self.server.start())
+    except BaseException as e:  # noqa: BLE001 -- reported to start()
+      self._error = e
+      self._ready.set()
+      return
+    self._ready.set()
+    self._loop.run_forever()
+    self._loop.run_until_complete(self.server.close())
+    self._loop.close()
+
+  def start(self, timeout: float = 30.0) -> "ServerThread":
+    self._thread.start()
+    if not self._ready.wait(timeout):
+      raise TimeoutError("the server did not start in time")
+    if self._error is not None:
+      raise self._error
+    return self
+
+  def call(self, fn: Callable[[], Any], timeout: float = 10.0):
+    """Run fn() on the server's loop and return its result."""
+    async def wrap():
+      return fn()
+    return asyncio.run_coroutine_threadsafe(wrap(), self._loop).result(timeout)
+
+  def stop(self) -> None:
+    if self._thread.is_alive():
+      self._loop.call_soon_threadsafe(self._loop.stop)
+      self._thread.join(timeout=15)
+
+  def __enter__(self) -> "ServerThread":
+    return self.start()
+
+  def __exit__(self, *exc) -> None:
+    self.stop()
+
+
+# ---- command line ------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+  p.add_argument("--checkpoint", default="reference",
+                 help="'reference' (the shipped student, default), "
+                      "'random-tiny', a distill workdir or a student .npz")
+  p.add_argument("--host", default="127.0.0.1",
+                 help="address to bind (default 127.0.0.1: this machine "
+                      "only; anything else exposes the stream, with a warning)")
+  p.add_argument("--port", type=int, default=8765,
+                 help="HTTP + WebSocket port (default 8765)")
+  p.add_argument("--osc-port", type=int, default=None,
+                 help="UDP port for OSC control, e.g. 9000 (default: no OSC)")
+  p.add_argument("--osc-host", default=None,
+                 help="address for OSC to bind (default: --host)")
+  p.add_argument("--max-clients", type=int, default=64,
+                 help="WebSocket clients at once (default 64)")
+  p.add_argument("--prompt", default="techno:1.0",
+                 help='initial weighted prompt mix, e.g. "techno:1, flute:0.5"')
+  p.add_argument("--cfg", type=float, default=0.0,
+                 help="initial classifier-free guidance weight (default 0)")
+  p.add_argument("--steps", type=int, default=1,
+                 help="initial student steps per chunk (default 1)")
+  p.add_argument("--max-steps", type=int, default=4,
+                 help="largest --steps the page may choose (compiled once)")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--lead-chunks", type=int, default=2,
+                 help="chunks the producer keeps ready ahead of playback")
+  p.add_argument("--allow-origin", action="append", default=[],
+                 help="extra web origin allowed to open the WebSocket "
+                      "(repeatable), e.g. http://mybox.local:8080")
+  p.add_argument("--play", action="store_true",
+                 help="start playing at once (for OSC-only use)")
+
+
+def _warn_exposed(what: str, host: str) -> None:
+  if not is_loopback(host):
+    log.warning("%s binds %s, not loopback: anyone who can reach this "
+                "address can hear and steer the stream (there is no "
+                "authentication). Use --host 127.0.0.1 unless you mean it.",
+                what, host)
+
+
+def _check_bindable(host: str, port: int, what: str,
+                    kind: int = socket.SOCK_STREAM) -> None:
+  """Fail in a second, not after loading the student, on a busy port."""
+  if not port:
+    return
+  try:
+    infos = socket.getaddrinfo(host, port, type=kind)
+  except socket.gaierror as e:
+    raise ValueError(f"{what}: cannot resolve host {host!r}: {e}") from None
+  family, _, _, _, addr = infos[0]
+  with socket.socket(family, kind) as s:
+    if kind == socket.SOCK_STREAM:  # as asyncio's create_server does
+      s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+      s.bind(addr)
+    except OSError as e:
+      raise ValueError(f"{what}: cannot listen on {host}:{port} "
+                       f"({e.strerror}); is another server running? Pick "
+                       f"another port") from None
+
+
+def run(args) -> int:
+  logging.getLogger("websockets").setLevel(logging.WARNING)
+  _warn_exposed("the web server", args.host)
+  osc_host = args.osc_host if args.osc_host is not None else args.host
+  if args.osc_port is not None:
+    _warn_exposed("OSC", osc_host)
+  if not 1 <= args.steps <= args.max_steps:
+    raise ValueError(f"--steps {args.steps} must be in 1..--max-steps "
+                     f"{args.max_steps}")
+  rows = rows_from_mix(args.prompt)  # fail on a bad prompt before loading
+  _check_bindable(args.host, args.port, "--port")
+  if args.osc_port is not None:
+    _check_bindable(osc_host, args.osc_port, "--osc-port", socket.SOCK_DGRAM)
+  from mrt_distill.serve.bundle import load_student
+  from mrt_distill.serve.session import StreamSession
+  print(f"loading student {args.checkpoint!r} ...", flush=True)
+  bundle = load_student(args.checkpoint)
+  session = StreamSession(bundle.stepper(max_steps=args.max_steps),
+                          bundle.params, bundle.style_model,
+                          lead_chunks=args.lead_chunks, cfg_weight=args.cfg,
+                          steps=args.steps, seed=args.seed,
+                          prompt=rows_to_mix(rows))
+  print("compiling the chunk step ...", flush=True)
+  session.next_chunk()  # compile now, not when the first listener presses play
+  server = StreamServer(session, prompt=rows, cfg_weight=args.cfg,
+                        steps=args.steps, host=args.host, port=args.port,
+                        osc_host=osc_host, osc_port=args.osc_port,
+                        max_clients=args.max_clients, max_steps=args.max_steps,
+                        allowed_origins=args.allow_origin, autoplay=args.play)
+
+  async def main():
+    try:
+      await server.start()
+    except OSError as e:  # lost a race for the port since the check
+      await server.close()
+      raise ValueError(f"cannot start the server: {e}") from None
+    print(f"mrt-distill serve: open {server.url}  (WebSocket {WS_PATH}"
+          + (f", OSC udp {server.osc_host}:{server.osc_port}"
+             if server.osc is not None else "") + ")  Ctrl-C to quit",
+          flush=True)
+    quit_ = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        loop.add_signal_handler(sig, quit_.set)
+      except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises
+        pass
+    try:
+      await quit_.wait()
+    finally:
+      await server.close()
+
+  try:
+    asyncio.run(main())
+  except KeyboardInterrupt:
+    pass
+  print("stopped", flush=True)
+  return 0
