@@ -9,7 +9,11 @@ For each geometry, measured side by side in one run at batch 1:
   * sequential network calls per chunk;
   * encoder FLOPs per chunk, cached (new chunk + style) vs full window (XLA
     cost analysis of the two encoder calls);
-  * compiles over a session that changes every control.
+  * compiles over a session that changes every control;
+  * control delay (`StreamSession`): a consumer reads at real-time pace
+    with `lead_chunks` = 2 while the prompt changes every 2 chunks; the delay
+    runs from `set_prompt` to the first *played* sample produced with it
+    (p50/p95 over the changes; `--delay-seconds 0` skips it).
 
 `reference`: the shipped reference teacher and a student initialised from it.
 `mrt_base`: Magenta RT Base sizes with random weights and the minimal codec
@@ -35,6 +39,10 @@ from mrt_distill.distill import student as S  # noqa: E402
 from mrt_distill.distill.losses import NoiseSchedule  # noqa: E402
 from mrt_distill.geometry import MASK_ID  # noqa: E402
 from mrt_distill.serve.chunk_step import ChunkStepper, controls  # noqa: E402
+from mrt_distill.serve.session import StreamSession  # noqa: E402
+
+# Prompts the control-delay run cycles through (reference-vocabulary words).
+DELAY_PROMPTS = ("techno", "jazz", "rock", "funk")
 
 
 def _world(name: str):
@@ -68,7 +76,33 @@ def _flops(fn, *args) -> float:
   return float(cost.get("flops", float("nan")))
 
 
-def bench(name: str, reps: int, teacher_reps: int) -> dict:
+def control_delay(stepper, params, style_model, seconds: float,
+                  lead_chunks: int = 2, every_chunks: int = 2) -> dict:
+  """Real-time playback of `seconds` of audio with a prompt change every
+  `every_chunks` chunks -> the session's control delay and underruns."""
+  session = StreamSession(stepper, params, style_model,
+                          lead_chunks=lead_chunks, prompt=DELAY_PROMPTS[0])
+  session.next_chunk()  # compile outside the clock
+  session.start(wait=True, timeout=600)
+  chunk_s = session.chunk_seconds
+  t_next = time.monotonic()
+  for i in range(max(1, round(seconds / chunk_s))):
+    if i % every_chunks == every_chunks - 1:
+      session.set_prompt(DELAY_PROMPTS[(i // every_chunks + 1)
+                                       % len(DELAY_PROMPTS)])
+    time.sleep(max(0.0, t_next - time.monotonic()))
+    session.read(session.chunk_samples, timeout=chunk_s)
+    t_next += chunk_s
+  session.stop()
+  st = session.stats()
+  return {"control_delay_ms_p50": st["control_delay_ms_p50"],
+          "control_delay_ms_p95": st["control_delay_ms_p95"],
+          "control_delay_lead_chunks": lead_chunks,
+          "session_underruns": st["underruns"]}
+
+
+def bench(name: str, reps: int, teacher_reps: int,
+          delay_seconds: float = 8.0) -> dict:
   from mrt_distill.teacher.decode import SamplingParams
   from mrt_distill.teacher.system import TeacherSystem
 
@@ -82,19 +116,24 @@ def bench(name: str, reps: int, teacher_reps: int) -> dict:
   emb = style_model.embed_text(["techno"])[:1]
   holder = {"state": stepper.init_state(params, 1)}
 
-  def student(w=0.0, k=1, emb=emb):
-    a, holder["state"] = stepper.chunk_step(params, holder["state"],
-                                            controls(emb, w, k),
-                                            jax.random.PRNGKey(0))
+  def student(w=0.0, k=1, emb=emb, gain=0.0):
+    inj = np.full((1, g.chunk_samples, g.channels), 0.1, np.float32)
+    a, holder["state"] = stepper.chunk_step(
+        params, holder["state"], controls(emb, w, k, inj, gain),
+        jax.random.PRNGKey(0))
     a.block_until_ready()
 
   s_ms = 1000 * _time(student, reps)
   s_cfg_ms = 1000 * _time(lambda: student(3.0), reps)
   compiles_before = stepper.compiles
   rng = np.random.default_rng(0)
-  for w, k in [(0.0, 1), (2.0, 2), (0.5, 4), (0.0, 3)]:
-    student(w, k, rng.standard_normal(emb.shape).astype(np.float32))
+  for w, k, gain in [(0.0, 1, 0.0), (2.0, 2, 1.0), (0.5, 4, 0.0),
+                     (0.0, 3, 0.5)]:
+    student(w, k, rng.standard_normal(emb.shape).astype(np.float32), gain)
   recompiles = stepper.compiles - compiles_before
+  delay = (control_delay(stepper, params, style_model, delay_seconds)
+           if delay_seconds > 0 else {"control_delay_ms_p50": None,
+                                      "control_delay_ms_p95": None})
 
   system = TeacherSystem(tcfg, tparams, codec, style_model,
                          SamplingParams(guidance_weight=3.0))
@@ -129,7 +168,7 @@ def bench(name: str, reps: int, teacher_reps: int) -> dict:
       "teacher_calls_per_chunk": g.chunk_frames * (1 + g.target_levels),
       "encoder_flops_cached": f_cached, "encoder_flops_full": f_full,
       "encoder_flops_ratio": f_cached / f_full,
-      "recompiles": recompiles,
+      "recompiles": recompiles, **delay,
   }
 
 
@@ -138,11 +177,14 @@ def main(argv=None) -> int:
   p.add_argument("--geometries", default="reference,mrt_base")
   p.add_argument("--reps", type=int, default=5)
   p.add_argument("--teacher-reps", type=int, default=1)
+  p.add_argument("--delay-seconds", type=float, default=8.0,
+                 help="real-time playback per geometry for the control "
+                 "delay (0 skips it)")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
   out = {"devices": [str(d) for d in jax.devices()], "results": [
-      bench(n, args.reps, args.teacher_reps)
+      bench(n, args.reps, args.teacher_reps, args.delay_seconds)
       for n in args.geometries.split(",")]}
   print(json.dumps(out, indent=2) if args.json else out)
   return 0

@@ -273,6 +273,42 @@ class Codec(abc.ABC):
     audio = frames.reshape(b, t * spf, c)
     return audio[0] if unbatched else audio
 
+  def encode_latents_jnp(self, audio: jax.Array) -> jax.Array:
+    """Audio -> unquantised latents as a pure jax function (safe under jit).
+
+    The traceable twin of `encode_latents`, for encoders inside a jitted
+    step (audio injection in `serve/chunk_step.py`). No value checks, no
+    resampling, no padding: give whole frames at the codec's rate.
+
+    Args:
+      audio: float (B, T * spf, C) audio.
+
+    Returns:
+      float32 (B, T, D) jax latents (`encode_latents` up to float32
+      rounding).
+    """
+    g = self._geometry
+    spf = g.samples_per_frame
+    if (audio.ndim != 3 or audio.shape[1] % spf
+        or audio.shape[2] != g.channels):
+      raise ValueError(
+          f"audio of shape {audio.shape}: expected (B, T * {spf}, "
+          f"{g.channels}), whole frames of {spf} samples at {g.sample_rate} "
+          f"Hz (geometry {g.name!r})")
+    b, s, c = audio.shape
+    frames = jnp.asarray(audio, jnp.float32).reshape(b, s // spf, spf, c)
+    return self._analyse_jnp(frames)
+
+  def _analyse_jnp(self, frames: jax.Array) -> jax.Array:
+    """(B, T, spf, C) audio frames -> (B, T, D) latents, jnp-traceable.
+
+    Codecs whose analysis only exists in numpy (or outside jax) keep this
+    default; everything else works, only audio injection needs it.
+    """
+    raise NotImplementedError(
+        f"{type(self).__name__} has no traceable encoder (_analyse_jnp), "
+        "which audio injection needs; implement it in jax.numpy")
+
   # ---- input checks ---------------------------------------------------------
   def _check_audio(self, audio, sample_rate, resample) -> np.ndarray:
     """Validate and normalise audio to float32 (B, S, C) at the codec rate."""
@@ -313,7 +349,7 @@ class Codec(abc.ABC):
           "channel", stacklevel=4)
       return np.repeat(batch, want, axis=2)
     hint = ""
-    if batch.shape[1] == want:
+    if batch.shape[1] == want or batch.shape[1] < have:
       hint = "; it looks like (C, S): transpose to (S, C)"
     raise ValueError(
         f"audio of shape {shape} has {have} channels; the codec expects "
@@ -376,6 +412,7 @@ class MinimalCodec(Codec):
         seed, "mrt_distill.codec.MinimalCodec", g.codec_rvq_depth,
         g.codebook_size, width, scale)
     self._synthesis = jnp.asarray(self._projection.T, jnp.float32)
+    self._analysis = jnp.asarray(self._projection, jnp.float32)
 
   @staticmethod
   def _build_projection(spf, chans, width):
@@ -400,6 +437,11 @@ class MinimalCodec(Codec):
     b, t, spf, c = frames.shape
     flat = frames.reshape(b, t, spf * c).astype(np.float64)
     return (flat @ self._projection).astype(np.float32)
+
+  def _analyse_jnp(self, frames):
+    b, t, spf, c = frames.shape
+    return jnp.matmul(frames.reshape(b, t, spf * c), self._analysis,
+                      precision=jax.lax.Precision.HIGHEST)
 
   def _synthesise(self, latents):
     b, t, _ = latents.shape

@@ -484,6 +484,12 @@ class NeuralCodec(Codec):
     audio = jnp.asarray(frames, jnp.float32).reshape(b, t * spf, c)
     return np.asarray(self._encode_jit(self._params, audio))
 
+  def _analyse_jnp(self, frames: jax.Array) -> jax.Array:
+    b, t, spf, c = frames.shape
+    return self._model.apply({"params": self._params},
+                             frames.reshape(b, t * spf, c),
+                             method=CodecModel.encode)
+
   def _synthesise(self, latents: jax.Array) -> jax.Array:
     audio = self._decode_jit(self._params, latents)
     b, s, c = audio.shape

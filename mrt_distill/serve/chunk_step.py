@@ -16,10 +16,27 @@ Controls are traced arrays, so changing them never recompiles:
   cfg_weight ()     classifier-free guidance w: (1 + w) f(cond) - w f(uncond)
                     (one network pass when w == 0, via lax.cond);
   steps ()          student steps k in 1..max_steps (fixed-size loop, the
-                    extra steps masked off).
+                    extra steps masked off);
+  inject_audio (B, Sc, channels), inject_gain ()
+                    audio injection (Magenta RT paper, section 4.2 and
+                    appendix E): when gain > 0 the chunk that enters the
+                    context window is the codec encoding of (the chunk's own
+                    audio + gain * inject_audio), quantised to context
+                    tokens, instead of the student's own latents. The played
+                    audio never contains the injected audio; the model hears
+                    it in its context and continues from it. At gain 0 a
+                    lax.cond skips the encoder entirely.
+
+Audio injection into the whole window (`inject_context`, a second jitted
+function): the state keeps the last W = context samples of the student's own
+decoded audio, so the host can re-encode any window chunks from (own audio +
+gain * given audio) in one call. The streaming session uses it for "looper"
+mode (the previous loop's input over the whole window) and for "free" mode
+input that arrives after its chunk already entered the window.
 
 Shapes: B streams, N context chunks, L tokens per chunk, H heads, Hd head
-dim, C chunk frames, D latent width, E style width, X crossfade samples.
+dim, C chunk frames, D latent width, E style width, X crossfade samples,
+Sc chunk samples, W context samples.
 """
 
 from __future__ import annotations
@@ -44,24 +61,43 @@ class StepState(NamedTuple):
   lead: jax.Array  # (B, crossfade_frames, D) codec latents of the last frames
   tail: jax.Array  # (B, X, channels) the previous chunk's crossfade tail
   index: jax.Array  # () int32, chunks produced so far
+  # (B, W, channels) the student's own audio of the window's chunks (codec
+  # decode of each chunk's latents, before crossfading), oldest first; what
+  # injected audio is mixed into.
+  ctx_audio: jax.Array
 
 
 class Controls(NamedTuple):
   style_emb: jax.Array  # (B, E) float32
   cfg_weight: jax.Array  # () float32
   steps: jax.Array  # () int32, 1..max_steps
+  # (B, Sc, channels) float32, user audio at the new chunk's time (silence
+  # where none arrived); any shape that broadcasts to it (zeros by default).
+  inject_audio: jax.Array
+  inject_gain: jax.Array  # () float32, 0 = no injection
 
 
-def controls(style_emb, cfg_weight: float = 0.0, steps: int = 1) -> Controls:
+def controls(style_emb, cfg_weight: float = 0.0, steps: int = 1,
+             inject_audio=None, inject_gain: float = 0.0) -> Controls:
+  """Controls from host values; `inject_audio` None = silence (a (B, 1, 1)
+  zero that `ChunkStepper.chunk_step` broadcasts to a whole chunk)."""
   emb = jnp.asarray(style_emb, jnp.float32)
-  return Controls(emb if emb.ndim == 2 else emb[None],
-                  jnp.asarray(cfg_weight, jnp.float32),
-                  jnp.asarray(steps, jnp.int32))
+  emb = emb if emb.ndim == 2 else emb[None]
+  inj = (jnp.zeros((emb.shape[0], 1, 1), jnp.float32) if inject_audio is None
+         else jnp.asarray(inject_audio, jnp.float32))
+  return Controls(emb, jnp.asarray(cfg_weight, jnp.float32),
+                  jnp.asarray(steps, jnp.int32), inj,
+                  jnp.asarray(inject_gain, jnp.float32))
 
 
 class ChunkStepper:
-  """Builds `init_state` and the jitted `chunk_step` for one student
-  (model, geometry, chunk length); `compiles` counts traces."""
+  """Builds `init_state`, the jitted `chunk_step` and `inject_context` for
+  one student (model, geometry, chunk length); `compiles` counts traces of
+  the chunk step, `context_compiles` those of `inject_context`."""
+
+  # Frames of the previous chunk's audio the codec encoder sees on the left
+  # of an injected chunk (the reference codec's encoder reaches ~3 frames).
+  INJECT_LEFT_FRAMES = 4
 
   def __init__(self, model: S.StudentModel, codec, style_model,
                scaler: S.LatentScaler, max_steps: int = 4):
@@ -78,8 +114,31 @@ class ChunkStepper:
       ladders[k - 1, :k - 1] = model.cfg.noise.sampling_ladder(k)
     self._ladders = jnp.asarray(ladders)
     self._ramp = jnp.asarray(equal_power_ramp(g.crossfade_samples))
+    self.can_inject = self._has_traceable_encoder(codec, g)
     self.compiles = 0
-    self.chunk_step = jax.jit(self._chunk_step, donate_argnums=(1,))
+    self.context_compiles = 0
+    self._step_jit = jax.jit(self._chunk_step, donate_argnums=(1,))
+    self._context_jit = jax.jit(self._inject_context, donate_argnums=(1,))
+    self._init_jit = jax.jit(self._init_state, static_argnums=(1,))
+
+  @staticmethod
+  def _has_traceable_encoder(codec, g) -> bool:
+    """Audio injection needs `codec.encode_latents_jnp`; without it the step
+    is built without the injection branch (and refuses gain > 0)."""
+    audio = jax.ShapeDtypeStruct((1, g.samples_per_frame, g.channels),
+                                 jnp.float32)
+    try:
+      jax.eval_shape(codec.encode_latents_jnp, audio)
+    except (AttributeError, NotImplementedError):
+      return False
+    return True
+
+  def require_injection(self) -> None:
+    """Raises ValueError when this stepper cannot inject audio."""
+    if not self.can_inject:
+      raise ValueError(
+          f"audio injection needs a codec with a traceable encoder "
+          f"(encode_latents_jnp); {type(self.codec).__name__} has none")
 
   # ---- pieces --------------------------------------------------------------
   def _apply(self, params, *args, method):
@@ -105,8 +164,30 @@ class ChunkStepper:
     enc = self._apply(params, ids, emb, method=S.StudentModel.encode_style)
     return self._apply(params, enc, method=S.StudentModel.cross_kv)
 
+  def context_ids(self, codes_BxCxK):
+    """Codes (B, C, K >= context levels) -> context ids (B, C * levels)."""
+    g = self.geometry
+    b = codes_BxCxK.shape[0]
+    lv = jnp.arange(g.context_levels, dtype=jnp.int32)
+    return (g.codec_offset + g.codebook_size * lv[None, None, :]
+            + codes_BxCxK[..., :g.context_levels]).reshape(b, -1)
+
+  def audio_context_ids(self, audio_BxSxC):
+    """Audio (B, F * spf, channels) -> context ids (B, F * levels): codec
+    encoder, then the first context levels of its RVQ."""
+    g = self.geometry
+    lat = self.codec.encode_latents_jnp(audio_BxSxC)  # (B, F, D)
+    b, f, d = lat.shape
+    codes, _, _ = rvq_encode_jnp(lat.reshape(-1, d),
+                                 self._codec_books[:g.context_levels])
+    return self.context_ids(codes.T.reshape(b, f, g.context_levels))
+
   def init_state(self, params, batch: int = 1) -> StepState:
-    """Cold start: every context chunk is an all-MASK chunk."""
+    """Cold start: every context chunk is an all-MASK chunk (jitted, one
+    compile per batch size)."""
+    return self._init_jit(params, int(batch))
+
+  def _init_state(self, params, batch: int) -> StepState:
     g, c = self.geometry, self.model.cfg
     ids = jnp.full((batch, c.chunk_tokens), MASK_ID, jnp.int32)
     k, v = self.chunk_kv(params, ids)
@@ -115,7 +196,8 @@ class ChunkStepper:
         jnp.concatenate([k] * n, axis=2), jnp.concatenate([v] * n, axis=2),
         jnp.zeros((batch, g.crossfade_frames, g.codec_latent_dim)),
         jnp.zeros((batch, g.crossfade_samples, g.channels)),
-        jnp.zeros((), jnp.int32))
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((batch, g.context_samples, g.channels)))
 
   def denoise_guided(self, params, x, sigma, cross_c, cross_u, w):
     """(1 + w) f(x | style) - w f(x | no style); one pass when w == 0.
@@ -154,6 +236,28 @@ class ChunkStepper:
     return jax.lax.fori_loop(1, steps, body, x0)
 
   # ---- the step --------------------------------------------------------------
+  def chunk_step(self, params, state: StepState, ctl: Controls, rng):
+    """One chunk for B streams -> (audio (B, Sc, channels), new state).
+
+    `state` is donated. `ctl.inject_audio` is broadcast to (B, Sc, channels)
+    here, outside jit, so the compiled step always sees one shape.
+    """
+    g = self.geometry
+    b = ctl.style_emb.shape[0]
+    want = (b, g.chunk_samples, g.channels)
+    inj = jnp.asarray(ctl.inject_audio, jnp.float32)
+    if inj.shape != want:
+      try:
+        inj = jnp.broadcast_to(inj, want)
+      except ValueError:
+        raise ValueError(
+            f"inject_audio of shape {inj.shape}: expected {want} (streams, "
+            f"chunk samples, channels) or a shape that broadcasts to it"
+        ) from None
+    if not self.can_inject and float(np.asarray(ctl.inject_gain)) > 0:
+      self.require_injection()
+    return self._step_jit(params, state, ctl._replace(inject_audio=inj), rng)
+
   def _chunk_step(self, params, state: StepState, ctl: Controls, rng):
     self.compiles += 1  # runs at trace time only
     g = self.geometry
@@ -169,25 +273,93 @@ class ChunkStepper:
         for i in range(layers)]
     x0 = self.sample(params, join(kv_s), lambda: join(kv_u()), ctl, rng)
     lat = self.scaler.to_codec(x0)  # (B, C, D) codec latents
-    # The new chunk enters the context window: quantise, encode it alone,
-    # shift the cache by one chunk.
-    codes, _, _ = rvq_encode_jnp(lat.reshape(-1, g.codec_latent_dim),
-                                 self._codec_books)
-    codes = codes.T.reshape(b, g.chunk_frames, g.target_levels)
-    lv = jnp.arange(g.context_levels, dtype=jnp.int32)
-    ctx = (g.codec_offset + g.codebook_size * lv[None, None, :]
-           + codes[..., :g.context_levels]).reshape(b, -1)
+    # Decode [lead frame(s), chunk]; audio[:, n:] is the chunk's own audio.
+    audio = self.codec.decode_latents(jnp.concatenate([state.lead, lat],
+                                                      axis=1))
+    n = g.crossfade_samples
+    own_audio = audio[:, n:]  # (B, Sc, channels)
+
+    # The new chunk enters the context window: its tokens are the student's
+    # own latents quantised, or (injection) the codec encoding of its audio
+    # mixed with the user's. Encoded alone, then the cache shifts one chunk.
+    def own_ids():
+      codes, _, _ = rvq_encode_jnp(lat.reshape(-1, g.codec_latent_dim),
+                                   self._codec_books)
+      return self.context_ids(
+          codes.T.reshape(b, g.chunk_frames, g.target_levels))
+
+    def injected_ids():
+      left = min(self.INJECT_LEFT_FRAMES, g.context_frames)
+      left_s = left * g.samples_per_frame
+      mix = jnp.concatenate([state.ctx_audio[:, -left_s:],
+                             own_audio + ctl.inject_gain * ctl.inject_audio],
+                            axis=1)
+      return self.audio_context_ids(mix)[:, left * g.context_levels:]
+
+    ctx = (jax.lax.cond(ctl.inject_gain > 0, injected_ids, own_ids)
+           if self.can_inject else own_ids())
     k_new, v_new = self.chunk_kv(params, ctx)
     l_tok = self.model.cfg.chunk_tokens
     cross_k = jnp.concatenate([state.cross_k[:, :, l_tok:], k_new], axis=2)
     cross_v = jnp.concatenate([state.cross_v[:, :, l_tok:], v_new], axis=2)
-    # Decode [lead frame(s), chunk] and crossfade onto the previous tail.
-    audio = self.codec.decode_latents(jnp.concatenate([state.lead, lat],
-                                                      axis=1))
-    n = g.crossfade_samples
+    ctx_audio = jnp.concatenate(
+        [state.ctx_audio[:, g.chunk_samples:], own_audio], axis=1)
+    # Crossfade onto the previous tail.
     ramp = self._ramp.reshape(1, n, 1)
     out = audio[:, :g.chunk_samples]
     out = out.at[:, :n].set(out[:, :n] * ramp + state.tail * ramp[:, ::-1])
     new = StepState(cross_k, cross_v, lat[:, -g.crossfade_frames:],
-                    audio[:, -n:], state.index + 1)
+                    audio[:, -n:], state.index + 1, ctx_audio)
     return out, new
+
+  # ---- injection into the whole window ---------------------------------------
+  def inject_context(self, params, state: StepState, audio, gain,
+                     chunks) -> StepState:
+    """Re-encode window chunks from (own audio + gain * audio).
+
+    Args:
+      params: student params.
+      state: the stream state (donated).
+      audio: float (B, W, channels) audio aligned with `state.ctx_audio`
+        (oldest chunk first), silence where there is none.
+      gain: () float gain of `audio`.
+      chunks: bool (N,) which window chunks to re-encode (oldest first); the
+        others keep their cached keys/values untouched, so a window that
+        never saw injected audio keeps the student's own tokens.
+
+    Returns:
+      The new state; only cross_k and cross_v change. Control values never
+      recompile (one compile per batch size).
+    """
+    self.require_injection()
+    g = self.geometry
+    b = state.ctx_audio.shape[0]
+    want = (b, g.context_samples, g.channels)
+    audio = jnp.asarray(audio, jnp.float32)
+    if audio.shape != want:
+      raise ValueError(f"window audio of shape {audio.shape}: expected "
+                       f"{want} (streams, context samples, channels)")
+    n = self.model.cfg.context_chunks
+    chunks = jnp.asarray(chunks, bool)
+    if chunks.shape != (n,):
+      raise ValueError(f"chunks of shape {chunks.shape}: expected ({n},), "
+                       f"one flag per window chunk")
+    return self._context_jit(params, state, audio,
+                             jnp.asarray(gain, jnp.float32), chunks)
+
+  def _inject_context(self, params, state: StepState, audio_BxWxC, gain,
+                      chunks_N):
+    self.context_compiles += 1  # trace time only
+    c = self.model.cfg
+    n, l_tok = c.context_chunks, c.chunk_tokens
+    b = audio_BxWxC.shape[0]
+    ids = self.audio_context_ids(state.ctx_audio + gain * audio_BxWxC)
+    enc = self._apply(params, ids.reshape(b, n, l_tok),
+                      method=S.StudentModel.encode_chunks)
+    kvs = self._apply(params, enc.reshape(b, n * l_tok, -1),
+                      method=S.StudentModel.cross_kv)
+    k = jnp.stack([kv.k for kv in kvs])  # (layers, B, N*L, H, Hd)
+    v = jnp.stack([kv.v for kv in kvs])
+    sel = jnp.repeat(chunks_N, l_tok).reshape(1, 1, n * l_tok, 1, 1)
+    return state._replace(cross_k=jnp.where(sel, k, state.cross_k),
+                          cross_v=jnp.where(sel, v, state.cross_v))

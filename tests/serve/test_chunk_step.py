@@ -126,3 +126,136 @@ def test_controls_never_recompile_and_state_is_donated(world):
   assert stepper.compiles - before <= 1
   # The controls really act: different settings give different audio.
   assert not np.allclose(outs[0], outs[1])
+
+
+# ---- audio injection ---------------------------------------------------------
+def _fork(state):
+  """An independent copy of a state (the step donates its input)."""
+  return jax.tree.map(jnp.copy, state)
+
+
+def _noise(shape, seed, scale=0.3):
+  rng = np.random.default_rng(seed)
+  return (scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+def test_codec_jnp_encode_matches_the_numpy_encoder():
+  from mrt_distill.codec.base import MinimalCodec
+  from mrt_distill.codec.neural import TEST_CONFIG, NeuralCodec
+  from mrt_distill.geometry import TINY
+  audio = _noise((2, 3 * TINY.samples_per_frame, TINY.channels), 0)
+  for codec in (MinimalCodec(TINY), NeuralCodec.init_random(TINY, TEST_CONFIG)):
+    got = np.asarray(jax.jit(codec.encode_latents_jnp)(audio))
+    want = codec.encode_latents(audio, TINY.sample_rate)
+    assert got.shape == want.shape == (2, 3, TINY.codec_latent_dim)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="whole frames"):
+      codec.encode_latents_jnp(audio[:, 1:])
+
+
+def test_injection_changes_only_the_context_never_the_played_chunk(world):
+  su, params, stepper = world
+  g = su.geometry
+  styles = _styles(su, 2, 3)
+  inj = _noise((2, g.chunk_samples, g.channels), 1)
+  state = stepper.init_state(params, 2)
+  _, state = stepper.chunk_step(params, state, controls(styles),
+                                jax.random.PRNGKey(0))
+  before = stepper.compiles
+  key = jax.random.PRNGKey(1)
+  runs = {}
+  for name, ctl in [("none", controls(styles)),
+                    ("gain0", controls(styles, 0.0, 1, inj, 0.0)),
+                    ("loud", controls(styles, 0.0, 1, inj, 1.0)),
+                    ("silence", controls(styles, 0.0, 1, 0 * inj, 1.0))]:
+    a, s = stepper.chunk_step(params, _fork(state), ctl, key)
+    runs[name] = (np.asarray(a), jax.tree.map(np.asarray, s))
+  none_a, none_s = runs["none"]
+  # Gain 0 is bitwise no injection, audio and every state leaf.
+  np.testing.assert_array_equal(runs["gain0"][0], none_a)
+  for x, y in zip(runs["gain0"][1], none_s):
+    np.testing.assert_array_equal(x, y)
+  # Injecting never changes the played chunk or the student's own audio.
+  loud_a, loud_s = runs["loud"]
+  np.testing.assert_array_equal(loud_a, none_a)
+  np.testing.assert_array_equal(loud_s.lead, none_s.lead)
+  np.testing.assert_array_equal(loud_s.ctx_audio, none_s.ctx_audio)
+  # It changes the newest context chunk's keys, and only that chunk's.
+  l_tok = su.model.cfg.chunk_tokens
+  np.testing.assert_array_equal(loud_s.cross_k[:, :, :-l_tok],
+                                none_s.cross_k[:, :, :-l_tok])
+  assert np.abs(loud_s.cross_k[:, :, -l_tok:]
+                - none_s.cross_k[:, :, -l_tok:]).max() > 1e-2
+  # The minimal codec inverts its decoder exactly, so encoding the chunk's
+  # own audio (silence injected) gives back the student's own tokens.
+  np.testing.assert_allclose(runs["silence"][1].cross_k, none_s.cross_k,
+                             rtol=1e-5, atol=1e-5)
+  # ... and the changed context changes the following chunk.
+  nxt = [np.asarray(stepper.chunk_step(params, jax.tree.map(jnp.asarray, s),
+                                       controls(styles), key)[0])
+         for s in (none_s, loud_s)]
+  assert np.abs(nxt[0] - nxt[1]).max() > 1e-3
+  # Gains, audio and the other controls are values: one compile at most.
+  for w, k, gain in [(2.0, 2, 0.5), (0.0, 3, 2.0), (1.0, 1, 0.0)]:
+    _, state = stepper.chunk_step(params, state,
+                                  controls(styles, w, k, inj * gain, gain),
+                                  key)
+  assert stepper.compiles - before <= 1
+  with pytest.raises(ValueError, match="inject_audio of shape"):
+    stepper.chunk_step(params, state, controls(styles, 0.0, 1, inj[:, :5]),
+                       key)
+
+
+def test_inject_context_reencodes_only_the_chosen_window_chunks(world):
+  su, params, stepper = world
+  g = su.geometry
+  n, l_tok = su.model.cfg.context_chunks, su.model.cfg.chunk_tokens
+  styles = _styles(su, 2, 4)
+  state = stepper.init_state(params, 2)
+  for i in range(n + 1):  # a full window of generated chunks
+    _, state = stepper.chunk_step(params, state, controls(styles),
+                                  jax.random.PRNGKey(i))
+  ref = jax.tree.map(np.asarray, state)
+  loud = _noise((2, g.context_samples, g.channels), 5)
+  before = stepper.context_compiles
+  none = stepper.inject_context(params, _fork(state), loud, 1.0,
+                                np.zeros(n, bool))
+  np.testing.assert_array_equal(np.asarray(none.cross_k), ref.cross_k)
+  # Own audio re-encoded (silence injected) == the student's own tokens.
+  quiet = stepper.inject_context(params, _fork(state), loud, 0.0,
+                                 np.ones(n, bool))
+  np.testing.assert_allclose(np.asarray(quiet.cross_k), ref.cross_k,
+                             rtol=1e-5, atol=1e-5)
+  first = stepper.inject_context(params, _fork(state), loud, 1.0,
+                                 np.arange(n) == 0)
+  k = np.asarray(first.cross_k)
+  assert np.abs(k[:, :, :l_tok] - ref.cross_k[:, :, :l_tok]).max() > 1e-2
+  np.testing.assert_array_equal(k[:, :, l_tok:], ref.cross_k[:, :, l_tok:])
+  np.testing.assert_array_equal(np.asarray(first.ctx_audio), ref.ctx_audio)
+  assert stepper.context_compiles - before <= 1
+  key = jax.random.PRNGKey(99)
+  a_ref, _ = stepper.chunk_step(params, _fork(state), controls(styles), key)
+  a_inj, _ = stepper.chunk_step(params, first, controls(styles), key)
+  assert np.abs(np.asarray(a_ref) - np.asarray(a_inj)).max() > 1e-3
+  with pytest.raises(ValueError, match="window audio of shape"):
+    stepper.inject_context(params, state, loud[:, 1:], 1.0, np.ones(n, bool))
+
+
+def test_a_codec_without_a_traceable_encoder_serves_but_refuses_injection(
+    world):
+  from mrt_distill.codec.base import Codec, MinimalCodec
+
+  class NumpyOnlyCodec(MinimalCodec):
+    _analyse_jnp = Codec._analyse_jnp
+
+  su, params, stepper = world
+  assert stepper.can_inject
+  plain = ChunkStepper(su.model, NumpyOnlyCodec(su.geometry), su.style_model,
+                       su.scaler)
+  assert not plain.can_inject
+  state = stepper.init_state(params, 2)
+  with pytest.raises(ValueError, match="traceable encoder"):
+    plain.chunk_step(params, state, controls(_styles(su, 2, 0), 0.0, 1,
+                                             None, 1.0), jax.random.PRNGKey(0))
+  with pytest.raises(ValueError, match="traceable encoder"):
+    plain.inject_context(params, state, 0.0, 1.0, [True, True])
