@@ -200,16 +200,25 @@ class ChunkStepper:
         jnp.zeros((batch, g.context_samples, g.channels)))
 
   def denoise_guided(self, params, x, sigma, cross_c, cross_u, w):
-    """(1 + w) f(x | style) - w f(x | no style); one pass when w == 0.
+    """(1 + w) f(x | style) - w f(x | no style).
 
-    cross_u: the unconditioned cross KVs, or a function returning them (then
-    they are only computed when w > 0)."""
-    den = lambda cross: self._apply(params, x, sigma, cross,
-                                    method=S.StudentModel.denoise)
-    cond = den(cross_c)
-    uncond = lambda: den(cross_u() if callable(cross_u) else cross_u)
-    return jax.lax.cond(w > 0, lambda: (1 + w) * cond - w * uncond(),
-                        lambda: cond)
+    w == 0: one pass at batch B. w > 0: still one pass, at batch 2B (the
+    conditioned and unconditioned halves side by side), so guidance adds
+    work but no sequential network call. cross_u: the unconditioned cross
+    KVs, or a function returning them (then only computed when w > 0)."""
+    den = lambda xx, ss, cross: self._apply(params, xx, ss, cross,
+                                            method=S.StudentModel.denoise)
+
+    def guided():
+      unc = cross_u() if callable(cross_u) else cross_u
+      both = [KV(jnp.concatenate([c.k, u.k]), jnp.concatenate([c.v, u.v]))
+              for c, u in zip(cross_c, unc)]
+      out = den(jnp.concatenate([x, x]), jnp.concatenate([sigma, sigma]),
+                both)
+      cond, uncond = jnp.split(out, 2)
+      return (1 + w) * cond - w * uncond
+
+    return jax.lax.cond(w > 0, guided, lambda: den(x, sigma, cross_c))
 
   def sample(self, params, cross_c, cross_u, ctl: Controls, rng):
     """k-step consistency sampling with traced k -> student latents.
