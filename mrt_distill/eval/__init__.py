@@ -1,0 +1,14 @@
+"""The student-vs-teacher evaluation harness (`mrt-distill eval`).
+
+  metrics.py    pure metric functions on audio and embeddings (numpy/librosa)
+  embedders.py  the audio embedders the metrics look through: the reference
+                judge (default) or any style model (MusicCoCa's role)
+  streams.py    teacher and student streams from the same prompts, seeds and
+                contexts; speed and memory per chunk
+  harness.py    runs every section and builds the report dict
+  figures.py    the PNG figures
+  report.py     report.md / report.json
+  cli.py        `mrt-distill eval` (no JAX import at module level)
+
+Nothing is imported here, so `mrt-distill --help` stays fast.
+"""
