@@ -1028,8 +1028,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                  help="WebSocket clients at once (default 64)")
   p.add_argument("--prompt", default="techno:1.0",
                  help='initial weighted prompt mix, e.g. "techno:1, flute:0.5"')
-  p.add_argument("--cfg", type=float, default=0.0,
-                 help="initial classifier-free guidance weight (default 0)")
+  p.add_argument("--cfg", type=float, default=None,
+                 help="initial classifier-free guidance weight (default: "
+                      "the student's config, student.cfg_weight)")
   p.add_argument("--steps", type=int, default=1,
                  help="initial student steps per chunk (default 1)")
   p.add_argument("--max-steps", type=int, default=4,
@@ -1090,6 +1091,10 @@ def run(args) -> int:
   from mrt_distill.serve.session import StreamSession
   print(f"loading student {args.checkpoint!r} ...", flush=True)
   bundle = load_student(args.checkpoint)
+  if args.cfg is None:
+    args.cfg = float(bundle.config.student.get("cfg_weight", 0.0))
+  if args.cfg < 0:
+    raise ValueError(f"--cfg {args.cfg}: the guidance weight must be >= 0")
   session = StreamSession(bundle.stepper(max_steps=args.max_steps),
                           bundle.params, bundle.style_model,
                           lead_chunks=args.lead_chunks, cfg_weight=args.cfg,
