@@ -136,7 +136,9 @@ def main(argv=None) -> int:
                if u.startswith("--config.")]
   rest = [u for u in unknown if not u.startswith("--config.")]
   if rest or (overrides and args.command != "distill"):
-    parser.error(f"unrecognized arguments: {' '.join(rest or unknown)}")
+    hint = ("; config values are set as --config.KEY=VALUE, e.g. "
+            "--config.train.steps=100" if args.command == "distill" else "")
+    parser.error(f"unrecognized arguments: {' '.join(rest or unknown)}{hint}")
   if overrides:
     args.config_overrides = overrides
   logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

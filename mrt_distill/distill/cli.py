@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from mrt_distill.distill import config_io, loop, report
 
@@ -12,7 +13,15 @@ log = logging.getLogger("mrt_distill.distill")
 def run(args) -> int:
   config = config_io.load_config(args.config)
   config = config_io.apply_overrides(config, list(args.config_overrides))
-  summary, r, state = loop.train(config, args.workdir)
+  try:
+    summary, r, state = loop.train(config, args.workdir)
+  except loop.NonFiniteError as e:
+    # A diverged run is an outcome, not a crash: one line (step, terms,
+    # the checkpoint kept), as main() prints caller mistakes.
+    if getattr(args, "verbose", False):
+      raise
+    print(f"mrt-distill distill: error: {e}", file=sys.stderr)
+    return 1
   log.info("trained %d steps in %.0f s (stopped: %s); trainable %.2f%%",
            summary["steps"], summary["train_seconds"], summary["stopped"],
            100 * summary["trainable_fraction"])

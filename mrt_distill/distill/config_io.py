@@ -33,8 +33,9 @@ def load_config(spec: str | None = None) -> ml_collections.ConfigDict:
   """'path/to/x.py[:arg]' or 'name[:arg]' -> the ConfigDict.
 
   Raises:
-    ValueError: the file does not exist or has no get_config, naming the
-      shipped configs.
+    ValueError: the file does not exist (naming the shipped configs), does
+      not run (a syntax or import error, named with its line), or has no
+      get_config.
   """
   spec = spec or DEFAULT_CONFIG
   path_text, _, arg = spec.partition(":")
@@ -52,9 +53,17 @@ def load_config(spec: str | None = None) -> ml_collections.ConfigDict:
   mod_spec = importlib.util.spec_from_file_location(
       f"_mrt_config_{path.stem}", path)
   module = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(module)
+  try:
+    mod_spec.loader.exec_module(module)
+  except Exception as e:  # the user's file: any error, one line
+    raise ValueError(f"config {path} cannot be loaded: {type(e).__name__}: "
+                     f"{e}; fix the file (`python {path}` shows the "
+                     f"traceback)") from e
   if not hasattr(module, "get_config"):
-    raise ValueError(f"{path} has no get_config(arg) function")
+    raise ValueError(f"{path} has no get_config(arg) function; define "
+                     f"`def get_config(arg=None)` returning an "
+                     f"ml_collections.ConfigDict (see "
+                     f"configs/reference_cpu.py)")
   cfg = module.get_config(arg or None)
   cfg.config_source = f"{path}{':' + arg if arg else ''}"
   return cfg
@@ -65,6 +74,10 @@ def _parse_value(text: str):
     return ast.literal_eval(text)
   except (ValueError, SyntaxError):
     return text  # a bare string
+
+
+def _a(noun: str) -> str:
+  return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
 
 
 def _all_keys(cfg, prefix="") -> list[str]:
@@ -93,6 +106,11 @@ def apply_overrides(cfg: ml_collections.ConfigDict,
     parts = key.split(".")
     node = cfg
     for i, part in enumerate(parts):
+      if not isinstance(node, ml_collections.ConfigDict):
+        raise ValueError(
+            f"config key {'.'.join(parts[:i])!r} is "
+            f"{_a(type(node).__name__)}, not a group: {key!r} does not "
+            f"exist")
       if part not in node:
         close = difflib.get_close_matches(key, _all_keys(cfg), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -107,9 +125,10 @@ def apply_overrides(cfg: ml_collections.ConfigDict,
     if isinstance(old, tuple) and isinstance(value, list):
       value = tuple(value)
     if old is not None and type(value) is not type(old):
+      want, got = _a(type(old).__name__), _a(type(value).__name__)
       raise ValueError(
-          f"config key {key!r} is a {type(old).__name__} "
-          f"({old!r}); {value_text!r} is a {type(value).__name__}")
+          f"config key {key!r} is {want} ({old!r}); {value_text!r} is "
+          f"{got}: give {want}, e.g. --config.{key}={old!r}")
     node[parts[-1]] = value
   return cfg
 

@@ -7,7 +7,16 @@
 Resume is automatic: a workdir with checkpoints continues from the newest
 one, and the data order continues exactly (prompt iterator, rollout sessions
 and RNGs, replay buffer are all in the checkpoint), so a resumed run's
-metrics equal an uninterrupted run's on CPU.
+metrics equal an uninterrupted run's on CPU, after SIGTERM (a checkpoint at
+the next step) or SIGKILL (the steps since the last checkpoint are redone
+identically). A newest checkpoint that cannot be read is skipped, with a
+warning naming its step, for the one before it, and moved aside rather than
+deleted (`_resume`); a checkpoint of another config is refused before the
+slow build (`check_resume_config`).
+
+NaN/Inf: the train step skips such updates and counts them; the loop names
+each skipped step and its non-finite loss terms (`describe_nonfinite`) and
+stops after `train.max_nonfinite`, leaving the last checkpoint intact.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import dataclasses
 import json
 import logging
 import pathlib
+import re
 import signal
 import time
 from typing import Any
@@ -39,6 +49,10 @@ log = logging.getLogger("mrt_distill.distill")
 
 class CheckpointMismatchError(ValueError):
   """The workdir's checkpoint was written by another config."""
+
+
+class CheckpointUnreadableError(ValueError):
+  """Checkpoints exist in the workdir but none of them can be read."""
 
 
 class NonFiniteError(RuntimeError):
@@ -168,17 +182,132 @@ def _save(mngr, state: T.TrainState, run: Run, step: int, it_state: str):
   mngr.wait_until_finished()
 
 
-def _restore(mngr, state: T.TrainState, run: Run, step: int):
-  meta = mngr.restore(step, args=ocp.args.Composite(
+def _read_meta(mngr, step: int) -> dict:
+  return mngr.restore(step, args=ocp.args.Composite(
       meta=ocp.args.JsonRestore()))["meta"]
-  want = config_io.shape_fingerprint(run.config)
+
+
+def _check_fingerprint(meta: dict, config, step: int, directory) -> None:
+  want = config_io.shape_fingerprint(config)
   if meta["fingerprint"] != want:
     diff = {k: (meta["fingerprint"].get(k), v) for k, v in want.items()
             if meta["fingerprint"].get(k) != v and k != "sha"}
     raise CheckpointMismatchError(
-        f"the checkpoint at step {step} in {mngr.directory} was written by "
+        f"the checkpoint at step {step} in {directory} was written by "
         f"another config (checkpoint vs this run: {diff}); use a fresh "
         f"--workdir or the original config")
+
+
+def check_resume_config(workdir: pathlib.Path, config) -> None:
+  """Refuses, before anything slow, a workdir whose newest readable
+  checkpoint was written by a config of other shapes. Reads only the small
+  JSON item and writes nothing; unreadable checkpoints are left to
+  `_resume`, which reports them."""
+  directory = workdir / "checkpoints"
+  if not directory.is_dir():
+    return
+  mngr = ocp.CheckpointManager(
+      directory.absolute(),
+      options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    for step in sorted(mngr.all_steps(), reverse=True):
+      try:
+        meta = _read_meta(mngr, step)
+      except Exception:  # damaged: _resume names it and falls back
+        continue
+      _check_fingerprint(meta, config, step, mngr.directory)
+      return
+  finally:
+    mngr.close()
+
+
+# An orbax save writes `<step>.orbax-checkpoint-tmp-<time>` and renames it to
+# `<step>` when complete; a run killed in between leaves the tmp folder.
+_UNFINISHED = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+UNREADABLE_DIR = "checkpoints_unreadable"
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+  text = (str(e).strip().splitlines() or [""])[0]
+  return f"{type(e).__name__}: {text[:limit]}"
+
+
+def _move_aside(workdir: pathlib.Path, directory: pathlib.Path,
+                steps: list[int]) -> pathlib.Path:
+  """Moves unreadable step folders out of the manager's sight (so the run
+  can save those steps again), keeping every byte: nothing is deleted."""
+  aside = workdir / UNREADABLE_DIR
+  if jax.process_index() == 0:
+    aside.mkdir(exist_ok=True)
+    for step in steps:
+      dst, n = aside / str(step), 0
+      while dst.exists():
+        n += 1
+        dst = aside / f"{step}-{n}"
+      (directory / str(step)).rename(dst)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("mrt_distill_checkpoint_fallback")
+  return aside
+
+
+def _resume(mngr, workdir: pathlib.Path, restore_one):
+  """Restores the newest checkpoint that can be read, falling back to older
+  ones: -> (restore_one(step), step), or (None, None) with no checkpoints.
+
+  A damaged newest checkpoint (a file lost or truncated: disk full, a host
+  crash) must not cost the whole run, and must not be deleted either: each
+  one that fails is logged with its step and error, and once an older one
+  restores they are moved to `workdir/checkpoints_unreadable/`. Unfinished
+  orbax writes (tmp folders) are never listed as steps; they are logged and
+  left alone. A checkpoint of another config is a user error, not damage:
+  CheckpointMismatchError propagates without any fallback.
+
+  Raises:
+    CheckpointUnreadableError: checkpoints exist but none can be read (all
+      left in place).
+  """
+  directory = pathlib.Path(str(mngr.directory))
+  steps = sorted(mngr.all_steps(), reverse=True)
+  for p in sorted(directory.iterdir()):
+    m = _UNFINISHED.match(p.name)
+    if m and (not steps or int(m.group(1)) > steps[0]):
+      log.warning(
+          "ignoring the unfinished checkpoint write for step %s (%s: the "
+          "run stopped while saving it; left in place); %s", m.group(1),
+          p.name, f"resuming from step {steps[0]}" if steps
+          else "no finished checkpoint, starting fresh")
+  failures = []
+  for step in steps:
+    try:
+      restored = restore_one(step)
+    except CheckpointMismatchError:
+      raise
+    except Exception as e:  # damage shows up as many error types
+      failures.append((step, _first_line(e)))
+      log.warning("the checkpoint at step %d in %s cannot be read (%s); "
+                  "trying the one before it", step, directory, failures[-1][1])
+      continue
+    if failures:
+      bad = [s for s, _ in failures]
+      aside = _move_aside(workdir, directory, bad)
+      mngr.reload()
+      log.warning("skipped the unreadable checkpoint(s) at step(s) %s and "
+                  "resumed from step %d; moved them to %s (nothing deleted)",
+                  ", ".join(map(str, bad)), step, aside)
+    return restored, step
+  if failures:
+    detail = "; ".join(f"step {s}: {msg}" for s, msg in failures)
+    raise CheckpointUnreadableError(
+        f"no checkpoint in {directory} can be read ({detail}); they were "
+        f"left in place: move that folder aside to start over in this "
+        f"--workdir, or use a fresh --workdir")
+  return None, None
+
+
+def _restore(mngr, state: T.TrainState, run: Run, step: int):
+  meta = _read_meta(mngr, step)
+  _check_fingerprint(meta, run.config, step, mngr.directory)
   target = {"step": state.step, "params": state.params,
             "opt_state": state.opt_state}
   out = mngr.restore(step, args=ocp.args.Composite(
@@ -240,6 +369,9 @@ def build(config, workdir: pathlib.Path):
                                         p.transition_chunks, p.mix_pairs)
   mesh = T.make_mesh(_mesh_shape(config))
   T.check_batch_divides(int(config.train.batch), mesh)
+  # Config mistakes before the world loads (seconds on CPU, minutes on pods).
+  optimizer = T.make_optimizer(config.optim)
+  weights = LossWeights(**config.losses.to_dict())
   world = load_world(config)
   g = world.geometry
   scfg = student_config(config, world.teacher_cfg)
@@ -254,11 +386,9 @@ def build(config, workdir: pathlib.Path):
   f_sh = T.param_shardings(f_specs, mesh)
   trainable = jax.device_put(trainable, t_sh)
   frozen = jax.device_put(frozen, f_sh)
-  optimizer = T.make_optimizer(config.optim)
   state = T.init_state(trainable, frozen, optimizer)
   state_sh = T.state_shardings(state, t_sh, f_sh, mesh)
   state = jax.device_put(state, state_sh)
-  weights = LossWeights(**config.losses.to_dict())
   scaler = S.LatentScaler.for_codec(world.codec, scfg.noise.sigma_data)
   step_fn = T.jit_train_step(
       T.make_train_step(model, optimizer, codec=world.codec, scaler=scaler,
@@ -290,6 +420,31 @@ def _host_metrics(metrics) -> dict[str, float]:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
+def describe_nonfinite(step: int, metrics: dict[str, float],
+                       weights: LossWeights) -> str:
+  """Why a step's update was skipped, from that step's metrics: the loss
+  terms that were NaN/Inf (terms with weight 0 never reach the loss and are
+  named apart), or the gradients when every term was finite (e.g. a sqrt
+  at 0 inside a term)."""
+  def weight(key):
+    name = key[len("loss/"):]
+    return 1.0 if name == "total" else float(getattr(weights, name, 1.0))
+
+  bad = sorted((k for k, v in metrics.items()
+                if k.startswith("loss/") and not np.isfinite(v)),
+               key=lambda k: (k == "loss/total", k))
+  counted = [f"{k}={metrics[k]}" for k in bad if weight(k)]
+  ignored = [f"{k}={metrics[k]}" for k in bad if not weight(k)]
+  if counted:
+    what = f"non-finite {', '.join(counted)}"
+  else:
+    what = (f"non-finite gradients (grad_norm={metrics.get('grad_norm')}) "
+            f"with every weighted loss term finite")
+  if ignored:
+    what += f" (also {', '.join(ignored)}, weight 0, ignored)"
+  return f"step {step}: update skipped: {what}"
+
+
 def _batch(run: Run, examples: dict[str, np.ndarray], sharded: bool = True):
   sh = T.batch_sharding(run.mesh) if sharded else T.replicated(run.mesh)
   return {k: jax.device_put(jnp.asarray(examples[k]), sh)
@@ -317,15 +472,25 @@ def train(config, workdir) -> dict:
   """Runs (or resumes) a distillation; returns the summary dict."""
   workdir = pathlib.Path(workdir)
   t_start = time.perf_counter()
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"workdir {str(workdir)!r} is a file; give a folder "
+                     f"(it holds checkpoints/, metrics.jsonl and the report)")
+  check_resume_config(workdir, config)  # before the slow build
   run, state, step_fn = build(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
   mngr = _manager(workdir, config)
-  latest = mngr.latest_step()
-  if latest is not None:
-    state = _restore(mngr, state, run, latest)
+  try:
+    restored, latest = _resume(mngr, workdir,
+                               lambda s: _restore(mngr, state, run, s))
+  except BaseException:
+    mngr.close()
+    raise
+  if restored is not None:
+    state = restored
     log.info("resumed from the checkpoint at step %d in %s", latest,
              mngr.directory)
+  # After the resume: a refused workdir keeps the config.json it had.
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
 
   eval_batch = _eval_batch(run)
   eval_fn = jax.jit(lambda st, b: T.compute_losses(
@@ -365,6 +530,12 @@ def train(config, workdir) -> dict:
   rollout_s, chunks = 0.0, 0
   last: dict[str, float] = {}
   stopped = "steps"
+  # Each step's metrics stay on device until the next log line; then one
+  # transfer brings them all, so a skipped update is reported with its own
+  # step and terms without a host sync per step.
+  pending: list[tuple[int, Any]] = []
+  skipped = int(jax.device_get(T.nonfinite_count(state.opt_state)))
+  last_skip = ""
   try:
     while step < steps:
       if step % upr == 0 or run.replay.size == 0:
@@ -377,7 +548,16 @@ def train(config, workdir) -> dict:
       state, metrics = step_fn(state, batch, rng)
       holder["state"] = state
       step += 1
+      pending.append((step, metrics))
       if step % int(tc.log_every) == 0 or step == steps:
+        for s, m in jax.device_get(pending):
+          m = {k: float(v) for k, v in m.items()}
+          if m["nonfinite"] > skipped:
+            last_skip = describe_nonfinite(s, m, run.weights)
+            log.warning("%s [%d skipped so far, max_nonfinite=%s]",
+                        last_skip, int(m["nonfinite"]), tc.max_nonfinite)
+          skipped = int(m["nonfinite"])
+        pending = []
         last = _host_metrics(metrics)
         el = time.perf_counter() - t_loop
         rate = (step - first) / el
@@ -392,11 +572,16 @@ def train(config, workdir) -> dict:
                  terms, rate, last["perf/rollout_chunks_per_s"],
                  (steps - step) / max(rate, 1e-9))
         if last["nonfinite"] > int(tc.max_nonfinite):
+          good = mngr.latest_step()
+          kept = (f"the last good checkpoint (step {good}) in "
+                  f"{mngr.directory} is intact (skipped updates never reach "
+                  f"the parameters) and a rerun resumes from it"
+                  if good is not None else "no checkpoint was written yet")
           raise NonFiniteError(
-              f"{int(last['nonfinite'])} steps had NaN/Inf losses or "
-              f"gradients (max_nonfinite={tc.max_nonfinite}); the last good "
-              f"checkpoint in {mngr.directory} is intact. Lower "
-              f"optim.learning_rate or check the inputs")
+              f"stopped at step {step}: {int(last['nonfinite'])} steps had "
+              f"NaN/Inf losses or gradients (max_nonfinite="
+              f"{tc.max_nonfinite}; latest: {last_skip or 'in an earlier run'}"
+              f"); {kept}. Lower optim.learning_rate or check the inputs")
       if step % int(tc.eval_every) == 0 or step == steps:
         ev = {f"eval/{k}": v for k, v in _host_metrics(
             eval_fn(state, eval_batch)).items()}

@@ -119,7 +119,8 @@ def check_style_audio(audio, sample_rate) -> np.ndarray:
   audio = np.asarray(audio)
   if not np.issubdtype(audio.dtype, np.floating):
     raise ValueError(
-        f"audio has dtype {audio.dtype}: expected float samples in [-1, 1]")
+        f"audio has dtype {audio.dtype}: expected float samples in [-1, 1]; "
+        "convert integer PCM first, e.g. audio / 32768.0")
   if audio.ndim == 1:
     audio = audio[:, None]
   if audio.ndim == 2:

@@ -41,17 +41,26 @@ class SamplingParams(NamedTuple):
   top_k: int = 40
   max_decode_frames: int = -1  # -1: the whole chunk
 
+  def check(self) -> "SamplingParams":
+    """Raises ValueError naming a knob out of range (callers run it before
+    loading a model); returns self."""
+    if not self.temperature >= 0:  # NaN too
+      raise ValueError(f"temperature must be >= 0 (0 = greedy), got "
+                       f"{self.temperature}")
+    if self.top_k < 0:
+      raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
+    if not self.guidance_weight >= 0:
+      raise ValueError(f"guidance_weight must be >= 0, got "
+                       f"{self.guidance_weight}")
+    return self
+
   def as_arrays(self, chunk_frames: int):
     n = chunk_frames if self.max_decode_frames == -1 else self.max_decode_frames
     if not 0 < n <= chunk_frames:
       raise ValueError(
           f"max_decode_frames={self.max_decode_frames} must be in "
           f"1..{chunk_frames} (or -1 for the whole chunk)")
-    if self.top_k < 0:
-      raise ValueError(f"top_k must be >= 0 (0 disables it), got {self.top_k}")
-    if self.guidance_weight < 0:
-      raise ValueError(f"guidance_weight must be >= 0, got "
-                       f"{self.guidance_weight}")
+    self.check()
     return (jnp.float32(self.guidance_weight), jnp.float32(self.temperature),
             jnp.int32(self.top_k), jnp.int32(n))
 

@@ -211,10 +211,23 @@ def load_teacher(path: str | os.PathLike, cfg: TeacherConfig | None = None):
   path = pathlib.Path(path).resolve()
   meta_path = path / _META
   if not meta_path.exists():
+    if not path.exists():
+      problem = "does not exist"
+    elif (path / "config.json").is_file() and (path / "checkpoints").is_dir():
+      problem = ("is a `mrt-distill distill` workdir (a student, not a "
+                 "teacher: play it with `mrt-distill generate --checkpoint "
+                 f"{path}`)")
+    else:
+      problem = f"is not a teacher checkpoint (no {_META})"
     raise TeacherLoadError(
-        f"{path} is not a teacher checkpoint (no {_META}); write one with "
-        f"`mrt-distill import-t5x` or save_teacher()")
-  meta = json.loads(meta_path.read_text())
+        f"{path} {problem}; write a teacher checkpoint with `mrt-distill "
+        f"import-t5x` or save_teacher()")
+  try:
+    meta = json.loads(meta_path.read_text())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise TeacherLoadError(
+        f"{meta_path} is not valid JSON ({e}); re-import the teacher with "
+        f"`mrt-distill import-t5x`") from None
   if cfg is None:
     cfg = load_teacher_config(meta["gin"])
   elif meta.get("geometry") != cfg.geometry.name:

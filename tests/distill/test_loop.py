@@ -82,8 +82,8 @@ def test_config_overrides_and_errors():
   with pytest.raises(ValueError, match=r"'train.stepz' does not exist; did "
                                        r"you mean train.steps"):
     config_io.apply_overrides(cfg, ["train.stepz=3"])
-  with pytest.raises(ValueError, match=r"'train.steps' is a int \(7\); "
-                                       r"'many' is a str"):
+  with pytest.raises(ValueError, match=r"'train.steps' is an int \(7\); "
+                                       r"'many' is a str: give an int"):
     config_io.apply_overrides(cfg, ["train.steps=many"])
   with pytest.raises(ValueError, match="must look like"):
     config_io.apply_overrides(cfg, ["train.steps"])
@@ -148,8 +148,14 @@ def test_a_mesh_larger_than_the_machine_is_refused_before_any_work(tmp_path):
   assert not (tmp_path / "w").exists()
 
 
-def test_nan_rollouts_stop_the_run_and_keep_the_checkpoint(tmp_path,
-                                                           monkeypatch):
+@pytest.mark.filterwarnings("ignore:Sharding info not provided")
+def test_nan_rollouts_stop_the_run_and_keep_the_checkpoint(
+    tmp_path, monkeypatch, capsys, caplog):
+  import hashlib
+  import logging
+
+  import jax
+  import orbax.checkpoint as ocp
   from mrt_distill.distill import rollout as R
   real_next = R.RolloutGenerator.next
   calls = {"n": 0}
@@ -163,15 +169,75 @@ def test_nan_rollouts_stop_the_run_and_keep_the_checkpoint(tmp_path,
       out["latents"] = out["latents"] * float("nan")
     return out
 
+  def digest(step_dir):
+    return {str(p.relative_to(step_dir)): hashlib.sha256(
+        p.read_bytes()).hexdigest() for p in sorted(step_dir.rglob("*"))
+            if p.is_file()}
+
+  saved = {}
+  real_save = loop._save
+
+  def recording_save(mngr, state, run, step, it_state):
+    real_save(mngr, state, run, step, it_state)
+    saved[step] = digest(workdir / "checkpoints" / str(step))
+
   monkeypatch.setattr(R.RolloutGenerator, "next", poisoned)
-  cfg = _tiny(8, **{"train.max_nonfinite": 1, "rollout.replay_capacity": 4,
-                    "rollout.updates_per_rollout": 1})
-  with pytest.raises(loop.NonFiniteError, match=r"NaN/Inf.*last good "
-                                                r"checkpoint"):
-    loop.train(cfg, tmp_path / "w")
-  kept = sorted(int(p.name) for p in (tmp_path / "w" / "checkpoints"
-                                      ).iterdir() if p.name.isdigit())
-  assert kept == [2]
-  rows = _metrics(tmp_path / "w")
+  monkeypatch.setattr(loop, "_save", recording_save)
+  workdir = tmp_path / "w"
+  overrides = {"train.steps": 8, "train.log_every": 1,
+               "train.eval_every": 1000, "train.checkpoint_every": 2,
+               "optim.decay_steps": 10, "train.max_nonfinite": 1,
+               "rollout.replay_capacity": 4,
+               "rollout.updates_per_rollout": 1}
+  with caplog.at_level(logging.WARNING, logger="mrt_distill.distill"):
+    rc = cli_main.main(["distill", "--config", "reference_cpu:tiny",
+                        "--workdir", str(workdir), "--no-report",
+                        *(f"--config.{k}={v!r}" for k, v in overrides.items())])
+  err = capsys.readouterr().err
+  assert rc == 1 and "Traceback" not in err
+  # The step and the offending terms, per skipped step and in the error.
+  warned = [r.getMessage() for r in caplog.records
+            if "update skipped" in r.getMessage()]
+  assert len(warned) == 2, warned
+  assert warned[0].startswith("step 3: update skipped: non-finite ")
+  assert warned[1].startswith("step 4: update skipped: non-finite ")
+  for term in ("loss/latent=nan", "loss/consistency=nan", "loss/total=nan"):
+    assert term in warned[0]
+  assert "[1 skipped so far, max_nonfinite=1]" in warned[0]
+  assert err.startswith("mrt-distill distill: error: stopped at step 4: 2 "
+                        "steps had NaN/Inf losses or gradients "
+                        "(max_nonfinite=1; latest: step 4: update skipped: "
+                        "non-finite ")
+  assert "the last good checkpoint (step 2)" in err
+  # The last good checkpoint: the only one, byte for byte as written, and
+  # finite with no skipped update recorded in it.
+  kept = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                if p.name.isdigit())
+  assert kept == [2] and sorted(saved) == [2]
+  assert digest(workdir / "checkpoints" / "2") == saved[2]
+  state = ocp.PyTreeCheckpointer().restore(
+      (workdir / "checkpoints" / "2" / "state").absolute())
+  leaves = [np.asarray(x) for x in jax.tree.leaves(state["params"])]
+  assert leaves and all(np.isfinite(x).all() for x in leaves)
+  rows = _metrics(workdir)
   assert all(np.isfinite(rows[s]["loss/total"]) for s in (1, 2))
   assert not np.isfinite(rows[3]["loss/total"])
+
+
+def test_a_skipped_update_names_its_step_and_terms():
+  from mrt_distill.distill.losses import LossWeights
+  nan, inf = float("nan"), float("inf")
+  m = {"loss/latent": 0.3, "loss/onset": nan, "loss/spectral": inf,
+       "loss/total": nan, "grad_norm": nan, "nonfinite": 1.0}
+  msg = loop.describe_nonfinite(7, m, LossWeights())
+  assert msg == ("step 7: update skipped: non-finite loss/onset=nan, "
+                 "loss/spectral=inf, loss/total=nan")
+  # A NaN in a term of weight 0 never reaches the loss: named apart.
+  msg = loop.describe_nonfinite(7, m, LossWeights(onset=0.0))
+  assert msg == ("step 7: update skipped: non-finite loss/spectral=inf, "
+                 "loss/total=nan (also loss/onset=nan, weight 0, ignored)")
+  # Finite terms, NaN gradients (a sqrt at 0 inside a term).
+  m = {"loss/latent": 0.3, "loss/total": 0.3, "grad_norm": nan}
+  assert loop.describe_nonfinite(2, m, LossWeights()) == (
+      "step 2: update skipped: non-finite gradients (grad_norm=nan) with "
+      "every weighted loss term finite")
