@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import pathlib
 import sys
+
+import jax
 
 from mrt_distill.distill import config_io, loop, report
 
@@ -29,6 +32,7 @@ def run(args) -> int:
     log.warning("stopped by SIGTERM after a checkpoint; rerun the same "
                 "command to resume")
     return 0
+  student_file = _export(config, state, args.workdir, summary)
   if args.no_report or not config.report.enabled:
     return 0
   rep = report.evaluate(r, state, samples=int(config.report.samples_per_prompt),
@@ -37,6 +41,28 @@ def run(args) -> int:
                         seed=int(config.seed))
   rep["train"] = summary
   md = report.write(rep, args.workdir)
+  if student_file is not None:  # the report's figures travel with it
+    _export(config, state, args.workdir, summary,
+            {"report": rep["summary"], "speed": rep["speed"]})
   print(md.read_text())
   print(f"report: {md}")
+  if student_file is not None:
+    print(f"student: {student_file} (play it: mrt-distill generate "
+          f"--checkpoint {student_file} --prompt funk --out funk.wav)")
   return 0
+
+
+def _export(config, state, workdir, summary, extra=None):
+  """workdir/student.npz: the trainable parameters and the config, what
+  `generate`, `serve`, `eval` and Colab load (serve/bundle.py)."""
+  params = state.params
+  if jax.process_count() > 1:  # a collective: every process takes part
+    from jax.experimental import multihost_utils
+    params = multihost_utils.process_allgather(params, tiled=True)
+  if jax.process_index() != 0:
+    return None
+  from mrt_distill.serve.bundle import export_student
+  metrics = {"steps": summary["steps"], "stopped": summary["stopped"],
+             **(extra or {})}
+  return export_student(config, jax.device_get(params),
+                        pathlib.Path(workdir) / "student.npz", metrics)
