@@ -112,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
                  help="checkpoints, metrics, report (resumes if present)")
   s.add_argument("--no-report", action="store_true",
                  help="skip the student-vs-teacher report at the end")
+  g = s.add_argument_group(
+      "multi-host", "one process per host; automatic on Cloud TPU pods, "
+      "else these flags or MRT_COORDINATOR / MRT_NUM_PROCESSES / "
+      "MRT_PROCESS_ID (docs/scale_out.md)")
+  g.add_argument("--coordinator", default=None, help="host:port of process 0")
+  g.add_argument("--num-processes", default=None,
+                 help="number of processes (or 'auto': JAX's cluster "
+                      "detection)")
+  g.add_argument("--process-id", type=int, default=None)
   s.set_defaults(fn=_cmd_distill, config_overrides=[])
 
   import importlib

@@ -14,6 +14,19 @@ log = logging.getLogger("mrt_distill.distill")
 
 
 def run(args) -> int:
+  # Before anything creates JAX devices: a no-op for one process.
+  from mrt_distill import distributed
+  num = getattr(args, "num_processes", None)
+  if num not in (None, "auto"):
+    try:
+      num = int(num)
+    except ValueError:
+      raise ValueError(f"--num-processes {num!r}: give a whole number or "
+                       f"'auto'") from None
+  distributed.initialize(getattr(args, "coordinator", None), num,
+                         getattr(args, "process_id", None))
+  if jax.process_count() > 1 and not distributed.is_main():
+    logging.getLogger("mrt_distill").setLevel(logging.WARNING)
   config = config_io.load_config(args.config)
   config = config_io.apply_overrides(config, list(args.config_overrides))
   try:

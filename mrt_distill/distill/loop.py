@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mrt_distill import distributed
 from mrt_distill.distill import config_io, prompts as P
 from mrt_distill.distill import student as S
 from mrt_distill.distill.subchunks import split_examples
@@ -168,14 +169,21 @@ def _manager(workdir: pathlib.Path, config) -> ocp.CheckpointManager:
 def _save(mngr, state: T.TrainState, run: Run, step: int, it_state: str):
   saved = {"step": state.step, "params": state.params,
            "opt_state": state.opt_state}
+  host = {"rollout": run.rollout.get_state(),
+          "replay": run.replay.get_state(), "prompt_iterator": it_state}
   meta = {
       "fingerprint": config_io.shape_fingerprint(run.config),
       "teacher": {"world": run.config.world},  # referenced, not copied
-      "rollout": run.rollout.get_state(),
-      "replay": run.replay.get_state(),
-      "prompt_iterator": it_state,
+      **host,
   }
   replay = run.replay.arrays() or {"empty": np.zeros((1,), np.int32)}
+  if jax.process_count() > 1:
+    # orbax writes JSON from process 0 only: every process's data state
+    # (prompt iterator, rollout sessions) goes in, gathered. The replay
+    # buffer is host-local and refills after a multi-host resume.
+    meta["hosts"] = distributed.allgather_json(
+        {"rollout": host["rollout"], "prompt_iterator": it_state})
+    replay = {"empty": np.zeros((1,), np.int32)}
   mngr.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(saved), meta=ocp.args.JsonSave(meta),
       replay=ocp.args.StandardSave(replay)), force=True)
@@ -314,10 +322,19 @@ def _restore(mngr, state: T.TrainState, run: Run, step: int):
       state=ocp.args.StandardRestore(target),
       replay=ocp.args.StandardRestore()))
   saved = out["state"]
+  if jax.process_count() > 1:
+    hosts = meta.get("hosts") or []
+    if len(hosts) != jax.process_count():
+      raise CheckpointMismatchError(
+          f"the checkpoint at step {step} in {mngr.directory} was written by "
+          f"{len(hosts) or 1} process(es), this run has "
+          f"{jax.process_count()}: resume with the same number of processes")
+    meta.update(hosts[jax.process_index()])
+  else:
+    arrays = {k: np.asarray(v) for k, v in out["replay"].items()
+              if k != "empty"}
+    run.replay.set_state(meta["replay"], arrays)
   run.rollout.set_state(meta["rollout"])
-  arrays = {k: np.asarray(v) for k, v in out["replay"].items()
-            if k != "empty"}
-  run.replay.set_state(meta["replay"], arrays)
   run.prompt_iter = P.restore_iterator(run.dataset, meta["prompt_iterator"])
   run.rollout.prompts = run.prompt_iter
   return state.replace(step=saved["step"], params=saved["params"],
@@ -446,7 +463,12 @@ def describe_nonfinite(step: int, metrics: dict[str, float],
 
 
 def _batch(run: Run, examples: dict[str, np.ndarray], sharded: bool = True):
+  """Host examples -> global arrays. Sharded: `examples` are this process's
+  rows of the global batch (all of it on one process)."""
   sh = T.batch_sharding(run.mesh) if sharded else T.replicated(run.mesh)
+  if sharded:
+    return distributed.global_batch(
+        {k: np.asarray(examples[k]) for k in T.BATCH_KEYS}, sh)
   return {k: jax.device_put(jnp.asarray(examples[k]), sh)
           for k in T.BATCH_KEYS}
 
@@ -466,6 +488,17 @@ def _student_examples(run: Run, examples: dict[str, np.ndarray]):
   """Rollout examples at the student's chunk length (subchunks.py)."""
   return split_examples(examples, run.world.geometry,
                         run.model.cfg.geometry)
+
+
+def _stop_reason(sigterm: bool, over_budget: bool) -> int:
+  """0 go on, 1 SIGTERM, 2 time budget -- agreed by every process (the
+  largest wins), since a process that stops alone deadlocks the others in
+  the next collective."""
+  reason = 1 if sigterm else 2 if over_budget else 0
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    reason = int(np.max(multihost_utils.process_allgather(np.int32(reason))))
+  return reason
 
 
 def train(config, workdir) -> dict:
@@ -490,7 +523,9 @@ def train(config, workdir) -> dict:
     log.info("resumed from the checkpoint at step %d in %s", latest,
              mngr.directory)
   # After the resume: a refused workdir keeps the config.json it had.
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+  if distributed.is_main():
+    (workdir / "config.json").write_text(
+        config.to_json_best_effort(indent=2))
 
   eval_batch = _eval_batch(run)
   eval_fn = jax.jit(lambda st, b: T.compute_losses(
@@ -522,6 +557,10 @@ def train(config, workdir) -> dict:
   writer = MetricWriter(workdir)
   tc = config.train
   steps, budget = int(tc.steps), float(tc.time_budget_minutes) * 60
+  # This process's share of the global batch (all of it on one process).
+  start, stop_row = distributed.local_slice(int(tc.batch),
+                                            T.batch_sharding(run.mesh))
+  local_rows = stop_row - start
   upr = int(config.rollout.updates_per_rollout)
   base_key = jax.random.PRNGKey(int(config.seed) + 17)
   step = int(state.step)
@@ -543,7 +582,7 @@ def train(config, workdir) -> dict:
         run.replay.add(_student_examples(run, run.rollout.next()))
         rollout_s += time.perf_counter() - t0
         chunks += run.rollout.batch
-      batch = _batch(run, run.replay.sample(int(tc.batch)))
+      batch = _batch(run, run.replay.sample(local_rows))
       rng = jax.random.fold_in(base_key, step)
       state, metrics = step_fn(state, batch, rng)
       holder["state"] = state
@@ -592,10 +631,12 @@ def train(config, workdir) -> dict:
       if step % int(tc.checkpoint_every) == 0 or step == steps:
         _save(mngr, state, run, step,
               P.iterator_state_to_json(run.prompt_iter))
-      if stop["signal"] is not None:
+      reason = _stop_reason(stop["signal"] is not None,
+                            time.perf_counter() - t_start > budget)
+      if reason == 1:
         stopped = "sigterm"
         break
-      if time.perf_counter() - t_start > budget:
+      if reason == 2:
         stopped = "time_budget"
         log.warning("time budget of %.1f min reached at step %d",
                     budget / 60, step)
@@ -614,7 +655,9 @@ def train(config, workdir) -> dict:
       "final_metrics": last,
       "workdir": str(workdir),
   }
-  (workdir / "train_summary.json").write_text(json.dumps(summary, indent=2))
+  if distributed.is_main():
+    (workdir / "train_summary.json").write_text(json.dumps(summary,
+                                                           indent=2))
   if jax.process_index() == 0:
     plot_loss_curves(workdir)
   return summary, run, state
