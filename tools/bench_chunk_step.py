@@ -2,6 +2,7 @@
 
   python tools/bench_chunk_step.py --json
   python tools/bench_chunk_step.py --geometries reference --json
+  python tools/bench_chunk_step.py --geometries reference --chunk-frames 25,5,1 --json
 
 For each geometry, measured side by side in one run at batch 1:
   * ms per chunk and RTF of the student's jitted cached `chunk_step` (k=1,
@@ -13,7 +14,15 @@ For each geometry, measured side by side in one run at batch 1:
   * control delay (`StreamSession`): a consumer reads at real-time pace
     with `lead_chunks` = 2 while the prompt changes every 2 chunks; the delay
     runs from `set_prompt` to the first *played* sample produced with it
-    (p50/p95 over the changes; `--delay-seconds 0` skips it).
+    (p50/p95 over the changes; `--delay-seconds 0` skips it);
+  * with `--chunk-frames 25,5,1`: the same control delay for students with
+    shorter chunks (`StudentConfig.chunk_frames`; same backbone, random
+    heads, which is enough for timing) at `lead_chunks` = 1, under
+    "short_chunks". The delay is between `lead` and `lead + 1` chunks (it
+    depends on whether a change lands before or after the producer snapshots
+    the controls for its next chunk), so shorter chunks are the way to a
+    shorter delay, as long as the step still keeps up with the shorter
+    chunk (`session_underruns` says).
 
 `reference`: the shipped reference teacher and a student initialised from it.
 `mrt_base`: Magenta RT Base sizes with random weights and the minimal codec
@@ -101,8 +110,41 @@ def control_delay(stepper, params, style_model, seconds: float,
           "session_underruns": st["underruns"]}
 
 
+def short_chunk_delay(tcfg, tparams, codec, style_model, chunk_frames: int,
+                      seconds: float, reps: int = 5) -> dict:
+  """Control delay of a student with `chunk_frames`-frame chunks, played in
+  real time at lead_chunks = 1, prompt changes every max(2 chunks, 1 s)."""
+  scfg = S.StudentConfig(tcfg, lora_rank=8, noise=NoiseSchedule(),
+                         chunk_frames=chunk_frames)
+  g = scfg.geometry
+  model = S.StudentModel(scfg)
+  params = S.from_teacher(scfg, tparams, jax.random.PRNGKey(0))
+  scaler = S.LatentScaler.for_codec(codec, scfg.noise.sigma_data)
+  stepper = ChunkStepper(model, codec, style_model, scaler)
+  emb = style_model.embed_text([DELAY_PROMPTS[0]])[:1]
+  holder = {"state": stepper.init_state(params, 1)}
+  silence = np.zeros((1, g.chunk_samples, g.channels), np.float32)
+
+  def step():
+    a, holder["state"] = stepper.chunk_step(
+        params, holder["state"], controls(emb, 0.0, 1, silence, 0.0),
+        jax.random.PRNGKey(0))
+    a.block_until_ready()
+
+  ms = 1000 * _time(step, reps)
+  every = max(2, round(1.0 / g.chunk_seconds))
+  delay = control_delay(stepper, params, style_model, seconds,
+                        lead_chunks=1, every_chunks=every)
+  return {"chunk_frames": g.chunk_frames, "chunk_seconds": g.chunk_seconds,
+          "context_chunks": scfg.context_chunks,
+          "student_ms_per_chunk": ms,
+          "student_rtf": 1000 * g.chunk_seconds / ms,
+          "prompt_change_every_chunks": every, **delay}
+
+
 def bench(name: str, reps: int, teacher_reps: int,
-          delay_seconds: float = 8.0) -> dict:
+          delay_seconds: float = 8.0,
+          chunk_frames: tuple[int, ...] = ()) -> dict:
   from mrt_distill.teacher.decode import SamplingParams
   from mrt_distill.teacher.system import TeacherSystem
 
@@ -169,6 +211,10 @@ def bench(name: str, reps: int, teacher_reps: int,
       "encoder_flops_cached": f_cached, "encoder_flops_full": f_full,
       "encoder_flops_ratio": f_cached / f_full,
       "recompiles": recompiles, **delay,
+      **({"short_chunks": [
+          short_chunk_delay(tcfg, tparams, codec, style_model, f,
+                            delay_seconds, reps)
+          for f in chunk_frames]} if chunk_frames else {}),
   }
 
 
@@ -180,11 +226,20 @@ def main(argv=None) -> int:
   p.add_argument("--delay-seconds", type=float, default=8.0,
                  help="real-time playback per geometry for the control "
                  "delay (0 skips it)")
+  p.add_argument("--chunk-frames", default="",
+                 help="comma-separated student chunk lengths in frames, e.g. "
+                 "25,5,1: the control delay of each at lead_chunks 1 (each "
+                 "must divide the teacher's chunk and context)")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
+  chunk_frames = tuple(int(f) for f in args.chunk_frames.split(",") if f)
+  if chunk_frames and args.delay_seconds <= 0:
+    p.error("--chunk-frames measures a control delay: give --delay-seconds "
+            "> 0")
   logging.basicConfig(level=logging.WARNING)
   out = {"devices": [str(d) for d in jax.devices()], "results": [
-      bench(n, args.reps, args.teacher_reps, args.delay_seconds)
+      bench(n, args.reps, args.teacher_reps, args.delay_seconds,
+            chunk_frames)
       for n in args.geometries.split(",")]}
   print(json.dumps(out, indent=2) if args.json else out)
   return 0

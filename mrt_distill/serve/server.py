@@ -94,7 +94,11 @@ def check_number(value, what: str) -> float:
   # bool is an int subclass; `true` is never a weight.
   if isinstance(value, bool) or not isinstance(value, (int, float)):
     raise ProtocolError(f"{what} must be a number, got {value!r}")
-  value = float(value)
+  try:
+    value = float(value)
+  except OverflowError:  # a JSON integer beyond any float, e.g. 10**400
+    raise ProtocolError(f"{what} must be finite, got an integer of "
+                        f"{len(str(abs(value)))} digits") from None
   if not math.isfinite(value):
     raise ProtocolError(f"{what} must be finite, got {value!r}")
   return value

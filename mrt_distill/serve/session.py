@@ -270,12 +270,14 @@ class StreamSession:
     if cfg_weight is not None:
       try:
         w = float(cfg_weight)
-      except (TypeError, ValueError):
+      except (TypeError, ValueError, OverflowError):
         raise ValueError(f"cfg_weight {cfg_weight!r} is not a number") \
             from None
-      if not math.isfinite(w) or w < 0:
-        raise ValueError(f"cfg_weight {cfg_weight!r}: must be finite and "
-                         f">= 0 (0 turns guidance off)")
+      # The step takes float32: 1e39 is finite here but inf there (NaN
+      # audio for every listener).
+      if not 0 <= w <= float(np.finfo(np.float32).max):  # and not NaN
+        raise ValueError(f"cfg_weight {cfg_weight!r}: must be finite (as "
+                         f"float32) and >= 0 (0 turns guidance off)")
     if steps is not None:
       top = self.stepper.max_steps
       if (isinstance(steps, bool)
