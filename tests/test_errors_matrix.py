@@ -482,6 +482,30 @@ def _(tmp):
   return lambda: _reference("style").embed_audio(audio, rate, resample=False)
 
 
+def _server_error():
+  from mrt_distill.serve.server import ProtocolError
+  return ProtocolError
+
+
+def _server_case(row_id, message):
+  @case(row_id, error=_server_error)
+  def _(tmp):
+    from mrt_distill.serve.server import parse_message
+    return lambda: parse_message(message)
+
+
+for _row, _message in (
+    ("server-binary", b"\x00\x01"),
+    ("server-not-json", "{nope"),
+    ("server-unknown-type", '{"type": "volume"}'),
+    ("server-oversized", '{"type": "cfg", "value": 1}' + " " * 69999),
+    ("server-negative-weight",
+     '{"type": "prompt", "prompts": [{"text": "techno", "weight": -1}]}'),
+    ("server-nan-cfg", '{"type": "cfg", "value": NaN}'),
+    ("server-fractional-steps", '{"type": "steps", "value": 1.5}')):
+  _server_case(_row, _message)
+
+
 # ---- the tests ------------------------------------------------------------------------
 def test_every_documented_row_has_a_case():
   assert len(ROWS) >= 20
