@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import pathlib
 import sys
 import tempfile
@@ -36,7 +35,6 @@ from mrt_distill.serve import colab_player as cp
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "colab" / "mrt_distill_live.ipynb"
-CHROMIUM = pathlib.Path("/usr/bin/chromium")
 
 
 # ---- the wire format ---------------------------------------------------------
@@ -329,25 +327,8 @@ class _SineSession:
     return {"lead_seconds": 10.0}
 
 
-def _playwright_or_skip():
-  missing = []
-  if not CHROMIUM.exists():
-    missing.append(f"{CHROMIUM} (apt-get install chromium)")
-  try:
-    from playwright.sync_api import sync_playwright
-  except ImportError:
-    sync_playwright = None
-    missing.append("the playwright package (pip install playwright)")
-  if missing:
-    msg = "browser test needs " + " and ".join(missing)
-    if os.environ.get("CI"):
-      pytest.fail(msg + "; CI must provide it")
-    pytest.skip(msg)
-  return sync_playwright
-
-
-def test_page_plays_pushed_chunks_through_the_worklet():
-  sync_playwright = _playwright_or_skip()
+def test_page_plays_pushed_chunks_through_the_worklet(chromium):
+  sync_playwright, exe, args = chromium
   sr, n, lead = 16000, 4000, 0.6  # 0.25 s chunks
   mgr = _FakeCommManager()
   sink = cp.BrowserSink(lead_seconds=lead, comm_manager=mgr)
@@ -357,9 +338,7 @@ def test_page_plays_pushed_chunks_through_the_worklet():
   errors = []
   with sync_playwright() as pw:
     browser = pw.chromium.launch(
-        executable_path=str(CHROMIUM), headless=True,
-        args=["--headless", "--no-sandbox", "--disable-gpu",
-              "--autoplay-policy=no-user-gesture-required"])
+        executable_path=exe, headless=True, args=args)
     loop = None
     try:
       page = browser.new_page()

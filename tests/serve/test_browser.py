@@ -14,40 +14,14 @@ set), where that is a failure: CI must install both.
 
 from __future__ import annotations
 
-import os
-import pathlib
 import time
 
 import numpy as np
 import pytest
 
-CHROMIUM = pathlib.Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-proxy-server",
-        "--autoplay-policy=no-user-gesture-required"]
-
-
-def _browser_or_skip():
-  missing = []
-  if not CHROMIUM.exists():
-    missing.append(f"{CHROMIUM} (apt-get install chromium)")
-  try:
-    from playwright.sync_api import sync_playwright
-  except ImportError:
-    sync_playwright = None
-    missing.append("the playwright package (pip install playwright)")
-  if missing:
-    msg = "browser test needs " + " and ".join(missing)
-    if os.environ.get("CI"):
-      pytest.fail(msg + "; CI must provide it")
-    pytest.skip(msg)
-  return sync_playwright
-
-
 @pytest.fixture(scope="module")
-def served():
-  sync_playwright = _browser_or_skip()
+def served(chromium):
+  sync_playwright, exe, args = chromium
   from mrt_distill.serve import server as srv
   from mrt_distill.serve.bundle import load_student
   from mrt_distill.serve.session import StreamSession
@@ -59,15 +33,15 @@ def served():
   server = srv.StreamServer(session, prompt="techno:1.0, jazz:0.0", port=0,
                             max_steps=2, status_interval=0.3)
   with srv.ServerThread(server):
-    yield sync_playwright, bundle, session, server
+    yield sync_playwright, exe, args, bundle, session, server
 
 
 def test_page_plays_and_steers(served):
-  sync_playwright, bundle, session, server = served
+  sync_playwright, exe, args, bundle, session, server = served
   from mrt_distill.style.mixing import embed_prompt_mix
   errors = []
   with sync_playwright() as pw:
-    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS,
+    browser = pw.chromium.launch(executable_path=exe, args=args,
                                  headless=True)
     try:
       page = browser.new_page()
