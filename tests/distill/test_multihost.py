@@ -117,7 +117,9 @@ def _run_all(jobs: dict[str, tuple[list[str], dict]], logdir: pathlib.Path):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   missing = _gloo_missing()
-  if missing:
+  if missing:  # CI must run the 2-process test (the scale-out issue)
+    if os.environ.get("CI"):
+      pytest.fail(missing + "; CI must provide gloo CPU collectives")
     pytest.skip(missing)
   root = tmp_path_factory.mktemp("multihost")
   multi, single = root / "multi", root / "single"
