@@ -46,8 +46,12 @@ EXTRAS = {
     # Cloud TPU VMs: the libtpu build that matches jax.
     "tpu": ["jax[tpu]"],
     "gpu": ["jax[cuda12]"],
-    # seqio / TFDS interop for prompt sets (pulls TensorFlow; never in core).
-    "interop": ["seqio", "tensorflow-datasets"],
+    # TensorFlow-side interop, never in core: seqio / TFDS prompt sets, and
+    # the real Magenta RT assets (SpectroStream and MusicCoCa are TF
+    # SavedModels; tf2jax makes the codec a JAX function; MusicCoCa's text
+    # tokeniser is SentencePiece).
+    "interop": ["seqio", "tensorflow-datasets", "tensorflow>=2.18",
+                "tf2jax>=0.3.8", "sentencepiece>=0.2"],
 }
 
 setup(

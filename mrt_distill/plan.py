@@ -181,9 +181,10 @@ def teacher_config_for(config):
 
 def codec_for(config, geometry):
   """The codec the train step decodes through. The reference world's codec
-  is its trained one; Magenta RT's SpectroStream has no JAX decoder here, so
-  its plan uses the linear MinimalCodec (its decoder activations are not in
-  the plan, see the notes)."""
+  is its trained one. Planning Magenta RT does not load SpectroStream (its
+  SavedModels need TensorFlow and are not needed to plan), so its plan uses
+  the linear MinimalCodec (the real decoder's activations are not in the
+  plan, see the notes)."""
   if config.world == "reference":
     from mrt_distill.world import assets
     return assets.load_codec()
@@ -684,7 +685,7 @@ def estimate(config, accel: Accelerator | None = None, *,
       f"({'x2 CFG rows' if cfg_rows else 'no CFG'}) per decoding chip",
   ]
   if config.world == "magenta_rt":
-    notes.append("codec: SpectroStream has no JAX decoder here; the audio "
+    notes.append("codec: the plan does not load SpectroStream; the audio "
                  "losses are planned through the linear stand-in codec "
                  "(the real decoder's activations are not counted)")
   plan = Plan(str(config.name), accel, mesh,

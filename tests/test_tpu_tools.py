@@ -134,6 +134,18 @@ def test_install_from_a_pip_spec(capsys):
           'git+https://example.org/mrt_distill"') in out[0][-1]
 
 
+def test_install_extras_for_real_assets(capsys):
+  out = dry(capsys, "install", "mrt", "--type", "v5litepod-16", "--wheel",
+            "dist/mrt_distill-0.1.0-py3-none-any.whl", "--extras",
+            "tpu,interop")
+  assert ('install -c /tmp/mrt_distill_install/constraints.txt '
+          '"/tmp/mrt_distill_install/mrt_distill-0.1.0-py3-none-any.whl'
+          '[tpu,interop]"') in out[-1][-1]
+  assert tpu.main(["--dry-run", "install", "mrt", "--type", "v5litepod-16",
+                   "--wheel", "x.whl", "--extras", "tpu,tf"]) == 2
+  assert "unknown extra(s) ['tf']" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("bad", ["v7-8", "v5litepod-12", "v6e", "v4-32",
                                  "tpu-v6e-64"])
 def test_unknown_type_is_a_clear_error(capsys, bad):

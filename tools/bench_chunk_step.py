@@ -54,11 +54,15 @@ from mrt_distill.serve.session import StreamSession  # noqa: E402
 DELAY_PROMPTS = ("techno", "jazz", "rock", "funk")
 
 
-def _world(name: str):
+def _world(name: str, dtype: str = "auto"):
+  """-> (teacher config in the dtype to run, params, codec, style model).
+  Student and teacher run in the same dtype (`for_backend`: f32 on CPU)."""
+  from mrt_distill.teacher.config import for_backend
   if name == "reference":
     from mrt_distill.world import assets
     w = assets.load_reference_world()
-    return w.teacher_cfg, w.teacher_params, w.codec, w.style_model
+    return (for_backend(w.teacher_cfg, dtype), w.teacher_params, w.codec,
+            w.style_model)
   if name == "mrt_base":
     from mrt_distill.codec.base import MinimalCodec
     from mrt_distill.style.base import MinimalStyleModel
@@ -66,8 +70,8 @@ def _world(name: str):
     from mrt_distill.teacher.model import numpy_init_params
     cfg = load_teacher_config("base")
     g = cfg.geometry
-    return (cfg, numpy_init_params(cfg, 0), MinimalCodec(g),
-            MinimalStyleModel(g))
+    return (for_backend(cfg, dtype), numpy_init_params(cfg, 0),
+            MinimalCodec(g), MinimalStyleModel(g))
   raise ValueError(f"unknown geometry {name!r}: reference | mrt_base")
 
 
@@ -144,11 +148,11 @@ def short_chunk_delay(tcfg, tparams, codec, style_model, chunk_frames: int,
 
 def bench(name: str, reps: int, teacher_reps: int,
           delay_seconds: float = 8.0,
-          chunk_frames: tuple[int, ...] = ()) -> dict:
+          chunk_frames: tuple[int, ...] = (), dtype: str = "auto") -> dict:
   from mrt_distill.teacher.decode import SamplingParams
   from mrt_distill.teacher.system import TeacherSystem
 
-  tcfg, tparams, codec, style_model = _world(name)
+  tcfg, tparams, codec, style_model = _world(name, dtype)
   g = tcfg.geometry
   scfg = S.StudentConfig(tcfg, lora_rank=8, noise=NoiseSchedule())
   model = S.StudentModel(scfg)
@@ -202,6 +206,7 @@ def bench(name: str, reps: int, teacher_reps: int,
   f_full = _flops(enc, params, idsn, sid, e)
   return {
       "geometry": g.name, "chunk_seconds": g.chunk_seconds,
+      "activation_dtype": tcfg.activation_dtype,
       "student_ms_per_chunk": s_ms, "student_cfg_ms_per_chunk": s_cfg_ms,
       "teacher_ms_per_chunk": t_ms, "speedup": t_ms / s_ms,
       "student_rtf": 1000 * g.chunk_seconds / s_ms,
@@ -230,6 +235,10 @@ def main(argv=None) -> int:
                  help="comma-separated student chunk lengths in frames, e.g. "
                  "25,5,1: the control delay of each at lead_chunks 1 (each "
                  "must divide the teacher's chunk and context)")
+  p.add_argument("--dtype", default="auto",
+                 choices=("auto", "float32", "bfloat16"),
+                 help="activation dtype of student and teacher (auto: "
+                 "float32 on CPU, the config's elsewhere)")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
   chunk_frames = tuple(int(f) for f in args.chunk_frames.split(",") if f)
@@ -239,7 +248,7 @@ def main(argv=None) -> int:
   logging.basicConfig(level=logging.WARNING)
   out = {"devices": [str(d) for d in jax.devices()], "results": [
       bench(n, args.reps, args.teacher_reps, args.delay_seconds,
-            chunk_frames)
+            chunk_frames, args.dtype)
       for n in args.geometries.split(",")]}
   print(json.dumps(out, indent=2) if args.json else out)
   return 0

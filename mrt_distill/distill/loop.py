@@ -137,11 +137,9 @@ def load_world(config):
     return assets.ReferenceWorld(g, MinimalCodec(g), MinimalStyleModel(g),
                                  params, cfg)
   if config.world == "magenta_rt":
-    raise ValueError(
-        "world 'magenta_rt' needs the real Magenta RT assets (a teacher "
-        "imported with `mrt-distill import-t5x`, SpectroStream, MusicCoCa); "
-        "their codec and style-model loaders are not in this version: "
-        "distil the shipped reference world (configs/reference_cpu.py)")
+    # The real teacher, SpectroStream and MusicCoCa (docs/real_magenta_rt.md).
+    from mrt_distill.world.magenta_rt import load_magenta_rt_world
+    return load_magenta_rt_world(config.get("magenta_rt"))
   raise ValueError(f"world {config.world!r} is not supported: use one of "
                    f"{list(WORLDS)}")
 
@@ -378,8 +376,8 @@ def build(config, workdir: pathlib.Path):
   # Prompts first: a bad prompt file fails before anything slow happens.
   p = config.prompts
   if p.file:
-    records = P.read_prompt_file(p.file,
-                                 default_transition_chunks=p.transition_chunks)
+    records = P.load_prompt_source(p.file,
+                                   default_transition_chunks=p.transition_chunks)
     held_out = list(dict.fromkeys(r.start for r in records))[:10]
   else:
     records, held_out = builtin_prompts(int(config.seed), p.transition_pairs,

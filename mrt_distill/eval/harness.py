@@ -237,7 +237,7 @@ def load_prompts(cfg: EvalConfig) -> tuple[list[str], list[tuple[str, str]]]:
   """-> (held-out prompts, transition pairs (A, B))."""
   from mrt_distill.distill import prompts as P
   if cfg.prompts:
-    records = P.read_prompt_file(cfg.prompts)
+    records = P.load_prompt_source(cfg.prompts)
     plain = list(dict.fromkeys(r.start for r in records
                                if not r.is_transition))
     pairs = [(r.start, r.end) for r in records if r.is_transition]
@@ -262,7 +262,7 @@ def training_overlap(bundle, prompts: Sequence[str]) -> list[str] | None:
   try:
     if c.prompts.file:
       from mrt_distill.distill import prompts as P
-      records = P.read_prompt_file(c.prompts.file)
+      records = P.load_prompt_source(c.prompts.file)
     else:
       from mrt_distill.distill import loop
       records, _ = loop.builtin_prompts(

@@ -25,6 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from mrt_distill.distill import student as S
+from mrt_distill.teacher.config import for_backend
 
 FORMAT = "mrt_distill.student/v1"
 SOURCES = ("reference", "random-tiny", "a distill workdir", "a student .npz")
@@ -82,7 +83,9 @@ def _assemble(config, trainable, source: str) -> StudentBundle:
   (None keeps the fresh heads/LoRA); checks every trained tensor's shape."""
   from mrt_distill.distill import loop
   world = loop.load_world(config)
-  scfg = loop.student_config(config, world.teacher_cfg)
+  # Serve in the backend's fast dtype (f32 on CPU); params are f32 anyway.
+  tcfg = for_backend(world.teacher_cfg)
+  scfg = loop.student_config(config, tcfg)
   full = S.from_teacher(scfg, world.teacher_params,
                         jax.random.PRNGKey(int(config.seed)))
   fresh, frozen = S.split_params(full)
@@ -109,7 +112,7 @@ def _assemble(config, trainable, source: str) -> StudentBundle:
   scaler = S.LatentScaler.for_codec(world.codec, scfg.noise.sigma_data)
   return StudentBundle(S.StudentModel(scfg), params, world.codec,
                        world.style_model, scaler, world.teacher_params,
-                       world.teacher_cfg, config, source)
+                       tcfg, config, source)
 
 
 def export_student(config, trainable, path, metrics: dict | None = None

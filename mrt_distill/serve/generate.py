@@ -206,9 +206,9 @@ def style_schedule(style_model, n_chunks: int, chunk_seconds: float, *,
   if n_chunks < 1:
     raise ValueError(f"n_chunks={n_chunks}: must be >= 1")
   if not getattr(style_model, "vocab", None):
-    log.warning("the %s style model has no vocabulary (every word gets its "
-                "own hashed embedding), so misspelt prompt words cannot be "
-                "caught", type(style_model).__name__)
+    log.warning("the %s style model has no closed word list (it embeds "
+                "any text), so misspelt prompt words cannot be caught",
+                type(style_model).__name__)
   if transition is None:
     emb_S = embed_mix(style_model, prompt, "--prompt")
     return np.repeat(emb_S[None], n_chunks, axis=0).astype(np.float32)

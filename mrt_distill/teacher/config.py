@@ -77,3 +77,23 @@ class TeacherConfig:
 
   def replace(self, **kw) -> "TeacherConfig":
     return dataclasses.replace(self, **kw)
+
+
+def for_backend(cfg: TeacherConfig, dtype: str = "auto") -> TeacherConfig:
+  """`cfg` with the activation dtype to *run* it in on this JAX backend.
+
+  "auto" keeps the config's dtype on TPU/GPU and uses float32 on CPU: XLA:CPU
+  has no fast bfloat16 matmul, so the Magenta RT Base student's chunk step is
+  about 2x slower in bf16 than in f32 there, and its 4-token context-chunk
+  encode 8x slower (docs/benchmarks.md, "Serving chunk step"). Parameters are
+  float32 either way, so a student trained in bf16 serves in f32 unchanged.
+  """
+  if dtype == "auto":
+    import jax
+    dtype = ("float32" if jax.default_backend() == "cpu"
+             else cfg.activation_dtype)
+  if dtype not in _DTYPES:
+    raise ValueError(f"dtype {dtype!r}: use 'auto' or one of "
+                     f"{sorted(_DTYPES)}")
+  return cfg if dtype == cfg.activation_dtype else cfg.replace(
+      activation_dtype=dtype)

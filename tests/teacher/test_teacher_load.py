@@ -346,3 +346,19 @@ def test_save_teacher_rejects_wrong_tree(tmp_path, cfg, params):
   with pytest.raises(TeacherLoadError, match="encoder.encoder_norm.scale"):
     save_teacher(tmp_path / "x", unflatten_dict(flat, sep="."), cfg)
   assert not (tmp_path / "x").exists()
+
+
+def test_for_backend_serves_f32_on_cpu_and_keeps_params_compatible():
+  from mrt_distill.teacher.config import for_backend
+  base = load.load_teacher_config("base")
+  assert base.activation_dtype == "bfloat16"
+  assert jax.default_backend() == "cpu"
+  run = for_backend(base)
+  assert run.activation_dtype == "float32"
+  # Only the compute dtype changes: same architecture, same param tree.
+  assert run.replace(activation_dtype="bfloat16") == base
+  assert for_backend(base, "bfloat16") is base
+  ref = load.load_teacher_config("tiny")
+  assert for_backend(ref) is ref  # already f32: untouched
+  with pytest.raises(ValueError, match="dtype 'fp16'.*'auto'"):
+    for_backend(base, "fp16")

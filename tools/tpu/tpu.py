@@ -77,6 +77,8 @@ LOG_PATH = "$HOME/mrt_distill.log"
 VENV = "$HOME/mrt_venv"
 ENTRY = f"{VENV}/bin/mrt-distill"
 REMOTE_DIR = "/tmp/mrt_distill_install"
+# Extras `install --extras` accepts (setup.py).
+EXTRAS = ("tpu", "interop", "gpu")
 # Where `mount` puts the bucket on every worker (an absolute path, so it can
 # be passed quoted, as --workdir, without relying on shell expansion).
 MOUNT = "/mnt/mrt"
@@ -136,7 +138,8 @@ def cmd_create(args) -> list[list[str]]:
 
 def cmd_install(args) -> list[list[str]]:
   """Copies a wheel (and the constraints) to every worker, pip-installs it
-  with the [tpu] extra (jax[tpu] and its matching libtpu)."""
+  with its extras: [tpu] (jax[tpu] and its matching libtpu), plus [interop]
+  for the real Magenta RT assets (TensorFlow, tf2jax, SentencePiece)."""
   _, zone = resolve(args)
   if bool(args.wheel) == bool(args.pip):
     raise ToolError("install: pass exactly one of --wheel PATH (built with "
@@ -160,7 +163,12 @@ def cmd_install(args) -> list[list[str]]:
     cmds.append(gcloud("compute", "tpus", "tpu-vm", "scp", *files,
                        f"{args.name}:{REMOTE_DIR}/", f"--zone={zone}",
                        "--worker=all", project=args.project))
-    spec = f'"{REMOTE_DIR}/{wheel.name}[tpu]"'
+    extras = [e.strip() for e in args.extras.split(",") if e.strip()]
+    bad = sorted(set(extras) - set(EXTRAS))
+    if bad:
+      raise ToolError(f"install: unknown extra(s) {bad}: use a comma list "
+                      f"of {', '.join(EXTRAS)}")
+    spec = f'"{REMOTE_DIR}/{wheel.name}[{",".join(extras)}]"'
   else:
     if '"' in args.pip:
       raise ToolError("install: --pip SPEC must not contain double quotes")
@@ -310,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
   s.add_argument("--wheel", help="a locally built mrt_distill wheel")
   s.add_argument("--pip", help="a pip requirement instead, e.g. "
                  "'mrt_distill[tpu] @ git+https://...'")
+  s.add_argument("--extras", default="tpu",
+                 help="extras of the wheel, comma separated (tpu,interop "
+                 "for the real Magenta RT assets)")
   s.add_argument("--constraints", default="constraints.txt",
                  help="pins installed with the wheel ('' for none)")
   s.add_argument("--python", default="python3.11",
