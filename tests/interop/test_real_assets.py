@@ -66,18 +66,10 @@ ALL_PLACEHOLDERS = EXPECTED_FILES + [
 
 # ---- fixtures ------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tf():
+def tf(require_interop):
   """TensorFlow (with tf2jax and sentencepiece present), or skip / fail."""
-  try:
-    for name in ("sentencepiece", "tf2jax"):
-      importlib.import_module(name)
-    import tensorflow
-  except ImportError as e:
-    msg = (f"real-asset tests need the [interop] extra ({e}); "
-           'pip install -c constraints.txt -e ".[interop]"')
-    if os.environ.get("CI"):
-      pytest.fail(msg + "; CI must install it")
-    pytest.skip(msg)
+  require_interop("sentencepiece", "tf2jax", "tensorflow")
+  import tensorflow
   return tensorflow
 
 

@@ -39,16 +39,10 @@ SET = "unit"  # the shared config: tfds:mrt_prompts/unit:train@DATA_DIR
 
 
 @pytest.fixture(scope="module")
-def interop():
+def interop(require_interop):
   """-> (tfds_prompts, seqio_prompts), or skip (fail under CI)."""
-  try:
-    from mrt_distill.interop import seqio_prompts, tfds_prompts
-  except ImportError as e:
-    msg = (f"interop tests need the [interop] extra ({e}); "
-           'pip install -c constraints.txt -e ".[interop]"')
-    if os.environ.get("CI"):
-      pytest.fail(msg + "; CI must install it")
-    pytest.skip(msg)
+  require_interop("tensorflow", "tensorflow_datasets", "seqio")
+  from mrt_distill.interop import seqio_prompts, tfds_prompts
   return tfds_prompts, seqio_prompts
 
 
