@@ -166,6 +166,15 @@ def _(tmp):
   return ["distill", *TINY, "--config.world=magenta_rt"]
 
 
+@case("asset-missing")
+def _(tmp):
+  (tmp / "assets").mkdir()
+  return ["distill", "--config", "mrt_base_v5e", "--workdir", "w",
+          "--config.mesh_shape=(1, 1, 1)"] + [
+              f"--config.magenta_rt.{k}=assets"
+              for k in ("teacher", "spectrostream", "musiccoca")]
+
+
 @case("cfg-optimizer")
 def _(tmp):
   return ["distill", *TINY, "--config.optim.name=sgd"]
