@@ -344,16 +344,34 @@ class MetricWriter:
   """metrics.jsonl always; TensorBoard event files when tensorboardX is
   installed (process 0 only)."""
 
-  def __init__(self, workdir: pathlib.Path):
+  def __init__(self, workdir: pathlib.Path, resume_step: int = 0):
     self.enabled = jax.process_index() == 0
     self.path = workdir / "metrics.jsonl"
     self.tb = None
     if self.enabled:
+      self._drop_rows_after(resume_step)
       try:
         from tensorboardX import SummaryWriter
         self.tb = SummaryWriter(str(workdir / "tensorboard"))
       except ImportError:  # optional: the jsonl has everything
         self.tb = None
+
+  def _drop_rows_after(self, step: int) -> None:
+    """A run killed after its last checkpoint logged steps that the resumed
+    run logs again (bitwise the same): keep one row per step, so curves and
+    readers do not see the stretch twice. Atomic (temp file + rename)."""
+    if not self.path.exists():
+      return
+    lines = self.path.read_text().splitlines(keepends=True)
+    keep = [l for l in lines if not l.strip()
+            or json.loads(l).get("step", 0) <= step]
+    if len(keep) < len(lines):
+      tmp = self.path.with_name(self.path.name + ".tmp")
+      tmp.write_text("".join(keep))
+      tmp.replace(self.path)
+      log.info("metrics.jsonl: dropped %d rows logged after step %d, the "
+               "checkpoint this run resumes from", len(lines) - len(keep),
+               step)
 
   def write(self, step: int, metrics: dict[str, float]):
     if not self.enabled:
@@ -552,7 +570,7 @@ def train(config, workdir) -> dict:
     stop["signal"] = signum  # checkpoint at the next step boundary
 
   old_handler = signal.signal(signal.SIGTERM, on_sigterm)
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, resume_step=int(state.step))
   tc = config.train
   steps, budget = int(tc.steps), float(tc.time_budget_minutes) * 60
   # This process's share of the global batch (all of it on one process).

@@ -274,13 +274,17 @@ def temporal_difference_loss(pred_BxCxD: jax.Array,
   latent loss already penalises.
 
   Args:
-    pred_BxCxD: (B, C, D) predicted latent, C >= 2.
+    pred_BxCxD: (B, C, D) predicted latent.
     target_BxCxD: (B, C, D) target latent.
 
   Returns:
-    Scalar mean over batch, C - 1 deltas and D.
+    Scalar mean over batch, C - 1 deltas and D; 0 for 1-frame chunks
+    (`student.chunk_frames=1`), which have no delta inside the chunk (a mean
+    over nothing would be NaN).
   """
   pred, target = _f32(pred_BxCxD), _f32(target_BxCxD)
+  if pred.shape[1] < 2:
+    return jnp.zeros((), jnp.float32)
   dp = pred[:, 1:] - pred[:, :-1]
   dt = target[:, 1:] - target[:, :-1]
   return jnp.mean(jnp.abs(dp - dt))

@@ -241,3 +241,21 @@ def test_a_skipped_update_names_its_step_and_terms():
   assert loop.describe_nonfinite(2, m, LossWeights()) == (
       "step 2: update skipped: non-finite gradients (grad_norm=nan) with "
       "every weighted loss term finite")
+
+
+def test_metric_writer_drops_rows_logged_after_the_resume_checkpoint(tmp_path):
+  """A run killed after its last checkpoint logged steps the resumed run
+  logs again: the writer keeps one row per step (curves drawn once)."""
+  path = tmp_path / "metrics.jsonl"
+  rows = [{"step": s, "loss/total": float(s)} for s in range(1, 6)]
+  rows.insert(3, {"step": 3, "eval/loss/total": 0.5})
+  text = "".join(json.dumps(r) + "\n" for r in rows)
+  path.write_text(text)
+  loop.MetricWriter(tmp_path, resume_step=5).close()
+  assert path.read_text() == text  # nothing after step 5: untouched
+  writer = loop.MetricWriter(tmp_path, resume_step=3)
+  writer.write(4, {"loss/total": 4.0})
+  writer.close()
+  got = [json.loads(l) for l in path.read_text().splitlines()]
+  assert got == rows[:4] + [{"step": 4, "loss/total": 4.0}]
+  assert not path.with_name("metrics.jsonl.tmp").exists()

@@ -159,6 +159,16 @@ def test_temporal_loss_ignores_constant_offset_latent_loss_does_not():
       losses.temporal_difference_loss(y + ramp, y), 0.3, rtol=1e-5)
 
 
+def test_temporal_loss_of_one_frame_chunks_is_zero_not_nan():
+  """1-frame student chunks have no delta inside the chunk: the term is 0
+  with a 0 gradient (it was a NaN total that hid the other terms' values)."""
+  y, _ = _latents()
+  one = y[:, :1]
+  assert float(losses.temporal_difference_loss(one + 1.0, one)) == 0.0
+  g = jax.grad(lambda p: losses.temporal_difference_loss(p, one))(one + 1.0)
+  assert np.all(np.asarray(g) == 0.0)
+
+
 # ------------------------------------------------------------- audio terms
 
 
