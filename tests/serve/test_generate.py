@@ -74,7 +74,7 @@ def test_cli_writes_wav_png_and_summary(tmp_path, cli_tiny, capsys, caplog):
   assert line.startswith("student random-tiny: 1.00 s of audio, 7 chunks")
   assert "ms/chunk" in line and "real-time factor" in line
   # MinimalStyleModel embeds any word: the user is told typos go unnoticed.
-  assert "no vocabulary" in caplog.text
+  assert "no closed word list" in caplog.text
 
 
 def test_cli_teacher_transition(tmp_path, cli_tiny, capsys):
