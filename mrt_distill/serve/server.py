@@ -870,9 +870,21 @@ class StreamServer:
     lvl = level(audio)
     sr = self.session.sample_rate
     frames = {fmt: encode_frame(audio, sr, index, fmt) for fmt in FORMATS}
+    self._call_soon(self._fan_out, frames, lvl)
+
+  def _call_soon(self, fn, *args) -> bool:
+    """Queue fn(*args) on the server's loop from another thread; False
+    when the loop is gone. The loop can close between the check and the
+    call (server shutting down while the pump delivers a chunk), which
+    asyncio reports as RuntimeError: then the chunk is dropped."""
     loop = self._loop
-    if loop is not None and not loop.is_closed():
-      loop.call_soon_threadsafe(self._fan_out, frames, lvl)
+    if loop is None or loop.is_closed():
+      return False
+    try:
+      loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # "Event loop is closed"
+      return False
+    return True
 
   def _fan_out(self, frames: dict[str, bytes], lvl: dict) -> None:
     self._level = lvl
@@ -890,10 +902,11 @@ class StreamServer:
     """A control changed (any thread): one status broadcast soon, however
     many changes a moving slider makes in the meantime."""
     loop = self._loop
-    if loop is None or loop.is_closed() or self._status_pending.is_set():
+    if loop is None or self._status_pending.is_set():
       return
     self._status_pending.set()
-    loop.call_soon_threadsafe(loop.call_later, 0.05, self._broadcast_status)
+    if not self._call_soon(loop.call_later, 0.05, self._broadcast_status):
+      self._status_pending.clear()
 
   # ---- status --------------------------------------------------------------
   def stats(self) -> dict:

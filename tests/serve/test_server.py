@@ -442,3 +442,33 @@ def test_cli_defaults_to_loopback():
   assert args.fn is not None
   assert srv.is_loopback("127.0.0.1") and srv.is_loopback("::1")
   assert srv.is_loopback("localhost") and not srv.is_loopback("0.0.0.0")
+
+
+def test_audio_after_the_loop_closes_is_dropped_not_raised():
+  """The pump thread can deliver a chunk while the server shuts down: the
+  loop closes between the is_closed() check and call_soon_threadsafe."""
+  import asyncio
+
+  class Racing:  # open when checked, closed when called
+    def is_closed(self):
+      return False
+
+    def call_soon_threadsafe(self, *a):
+      raise RuntimeError("Event loop is closed")
+
+  server = srv.StreamServer.__new__(srv.StreamServer)
+  closed = asyncio.new_event_loop()
+  closed.close()
+  for loop, want in ((None, False), (closed, False), (Racing(), False)):
+    server._loop = loop
+    assert server._call_soon(print) is want
+  running = asyncio.new_event_loop()
+  try:
+    server._loop = running
+    got = []
+    assert server._call_soon(got.append, 1) is True
+    running.call_soon(running.stop)
+    running.run_forever()
+    assert got == [1]
+  finally:
+    running.close()
