@@ -73,3 +73,26 @@ def format_report(r: dict) -> str:
       f"{t['logits_projection'] / 1e6:.2f} M)",
   ]
   return "\n".join(lines)
+
+
+# ---- memory of this process (benchmarks, eval, load tests) --------------------
+def peak_rss_mib() -> float:
+  """This process's peak resident set so far, MiB (ru_maxrss: KiB on Linux,
+  bytes on macOS)."""
+  import resource
+  import sys
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def rss_mib() -> float:
+  """This process's resident set now, MiB (/proc); the peak where /proc is
+  missing."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("VmRSS:"):
+          return int(line.split()[1]) / 1024
+  except OSError:
+    pass
+  return peak_rss_mib()

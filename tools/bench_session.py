@@ -29,7 +29,6 @@ import argparse
 import json
 import logging
 import pathlib
-import resource
 import sys
 import threading
 import time
@@ -38,25 +37,11 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from mrt_distill.info import peak_rss_mib, rss_mib  # noqa: E402
+
 # Prompts the run cycles through (words both reference-world vocabularies
 # know, as in tools/bench_chunk_step.py).
 PROMPTS = ("techno", "jazz", "rock", "funk")
-
-
-def _rss_mib() -> float | None:
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith("VmRSS:"):
-          return int(line.split()[1]) / 1024
-  except OSError:
-    return None
-  return None
-
-
-def _peak_rss_mib() -> float:
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def _pct(values, q) -> float | None:
@@ -94,7 +79,7 @@ def bench(checkpoint: str, minutes: float, prompt_every: float = 4.0,
       session.read(session.chunk_samples, timeout=None)
       t_next += chunk_s
 
-  rss_start = _rss_mib()
+  rss_start = rss_mib()
   t0 = time.monotonic()
   card = threading.Thread(target=sound_card, name="sound-card", daemon=True)
   card.start()
@@ -106,7 +91,7 @@ def bench(checkpoint: str, minutes: float, prompt_every: float = 4.0,
       session.set_prompt(PROMPTS[changes % len(PROMPTS)])
   wall = time.monotonic() - t0
   session.stop(timeout=30)
-  rss_end = _rss_mib()
+  rss_end = rss_mib()
   st = session.stats()
   return {
       "checkpoint": checkpoint, "geometry": session.geometry.name,
@@ -123,7 +108,7 @@ def bench(checkpoint: str, minutes: float, prompt_every: float = 4.0,
       "control_delay_ms_p95": st["control_delay_ms_p95"],
       "session_errors": st["errors"],
       "compiles_during_run": session.stepper.compiles - compiles0,
-      "peak_rss_mib": _peak_rss_mib(),
+      "peak_rss_mib": peak_rss_mib(),
       "rss_start_mib": rss_start, "rss_end_mib": rss_end,
   }
 

@@ -32,7 +32,6 @@ import itertools
 import json
 import logging
 import math
-import resource
 import time
 from collections.abc import Sequence
 
@@ -41,6 +40,7 @@ import numpy as np
 from mrt_distill.eval import embedders as E
 from mrt_distill.eval import metrics as M
 from mrt_distill.eval import streams as ST
+from mrt_distill.info import peak_rss_mib
 
 log = logging.getLogger("mrt_distill.eval")
 
@@ -841,12 +841,7 @@ def speed_section(ctx: Context, progress: Progress) -> dict:
   import jax
   return {"batch": 1, "device": str(jax.devices()[0]),
           "chunk_seconds": ctx.geometry.chunk_seconds,
-          "process_peak_rss_mib": _peak_rss_mib(), "per_model": out}
-
-
-def _peak_rss_mib() -> float:
-  r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return r / 1024.0  # kilobytes on Linux
+          "process_peak_rss_mib": peak_rss_mib(), "per_model": out}
 
 
 # ---- the whole run -----------------------------------------------------------

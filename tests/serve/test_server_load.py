@@ -39,34 +39,20 @@ import asyncio
 import dataclasses
 import inspect
 import json
-import resource
 import socket
-import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 
+from mrt_distill.info import rss_mib
 from mrt_distill.serve import server as srv
 
 RSS_BOUND_MIB = 300.0
 REPLY_TIMEOUT = 15.0  # seconds for one reply on a busy 2-core machine
 SLOW_READ_SECONDS = 1.0  # the slow client reads one message per this
 N_FUZZ = 42  # messages per fuzzing client (_fuzz_messages)
-
-
-def _rss_mib() -> float:
-  """This process's resident set now (peak RSS where /proc is missing)."""
-  try:
-    with open("/proc/self/status") as f:
-      for line in f:
-        if line.startswith("VmRSS:"):
-          return int(line.split()[1]) / 1024
-  except OSError:
-    pass
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 # ---- fuzzed control messages ---------------------------------------------------
@@ -294,7 +280,7 @@ def _run(student, *, clients: int, quitters: int, fuzzers: int,
     assert server.host == "127.0.0.1"
     assert server._server.sockets[0].getsockname()[0] == "127.0.0.1"
     url = f"ws://127.0.0.1:{server.port}/ws"
-    rss0 = _rss_mib()
+    rss0 = rss_mib()
     good = clients - quitters - fuzzers - 1
     recs = ([_Record("good") for _ in range(good)]
             + [_Record("quitter") for _ in range(quitters)]
@@ -312,7 +298,7 @@ def _run(student, *, clients: int, quitters: int, fuzzers: int,
 
       async def watch():  # RSS samples; the end of the run
         while not done.is_set():
-          peak[0] = max(peak[0], _rss_mib())
+          peak[0] = max(peak[0], rss_mib())
           t = time.monotonic() - t0
           if (t >= min_seconds and dropped()) or t >= max_seconds:
             t_run[0] = t
