@@ -43,7 +43,7 @@ def main(argv=None) -> int:
                  help="also write a tiny mrt_v1 teacher to OUT/teacher")
   args = p.parse_args(argv)
 
-  from mrt_distill.codec.spectrostream import InteropDependencyError
+  from mrt_distill.interop import InteropDependencyError
   from mrt_distill.interop import fake_assets
 
   start = time.time()

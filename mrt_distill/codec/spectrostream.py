@@ -42,6 +42,8 @@ from mrt_distill.codec.base import Codec
 from mrt_distill.codec.base import rvq_quantize
 from mrt_distill.geometry import MRT_V1
 from mrt_distill.geometry import Geometry
+# The [interop] extra's import helpers; importing them does not import TF.
+from mrt_distill.interop import import_optional, import_tensorflow
 from mrt_distill.world.assets import MissingAssetError
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,6 @@ log = logging.getLogger(__name__)
 HF_REPO = "google/magenta-realtime"
 GCS_BUCKET = "gs://magenta-rt-public"
 RECIPE = "docs/real_magenta_rt.md"
-INSTALL_HINT = 'pip install -c constraints.txt -e ".[interop]"'
 # Written by `tools/make_fake_magenta_rt_assets.py` at the root of its tree,
 # so a run on fake assets says so (they make noise, not music).
 FAKE_MARKER = "FAKE_MAGENTA_RT_ASSETS.txt"
@@ -68,41 +69,6 @@ class MissingMagentaRTAssetError(MissingAssetError):
 
 class MagentaRTAssetError(ValueError):
   """A Magenta RT asset is on disk but not in the format Magenta RT v1 ships."""
-
-
-class InteropDependencyError(ImportError, ValueError):
-  """TensorFlow / tf2jax / sentencepiece are not installed.
-
-  Also a ValueError so that the CLI reports it as one line (main.py).
-  """
-
-
-def import_tensorflow():
-  """TensorFlow, imported quietly and kept off the accelerators.
-
-  Raises:
-    InteropDependencyError: TensorFlow is not installed (names the fix).
-  """
-  try:
-    from mrt_distill.interop import import_tensorflow as _import_tf
-    return _import_tf()
-  except ImportError as e:
-    raise InteropDependencyError(
-        f"loading Magenta RT's SavedModels needs TensorFlow, which is not "
-        f"importable ({e}); install the interop extra: {INSTALL_HINT}"
-    ) from e
-
-
-def import_optional(module: str, what: str):
-  """Imports `module` (tf2jax, sentencepiece) or says how to install it."""
-  import importlib
-  try:
-    return importlib.import_module(module)
-  except ImportError as e:
-    raise InteropDependencyError(
-        f"{what} needs the Python package {module!r}, which is not "
-        f"importable ({e}); install the interop extra: {INSTALL_HINT}"
-    ) from e
 
 
 def missing_asset_error(what: str, missing: pathlib.Path, asset_path: str,

@@ -171,18 +171,42 @@ def import_task_module(module: str) -> None:
     raise
 
 
+class InteropDependencyError(ImportError, ValueError):
+  """A package of the [interop] extra (TensorFlow, tf2jax, sentencepiece,
+  seqio, TFDS) is not installed; the message names the install line.
+
+  Also a ValueError so that the CLI reports it as one line (main.py).
+  """
+
+
+def import_optional(module: str, what: str):
+  """Imports `module` of the [interop] extra or says how to install it."""
+  try:
+    return importlib.import_module(module)
+  except ImportError as e:
+    raise InteropDependencyError(
+        f"{what} needs the Python package {module!r}, which is not "
+        f"importable ({e}); install the interop extra: {INSTALL_HINT}"
+    ) from e
+
+
 def import_tensorflow():
   """Imports TensorFlow quietly and keeps it off the accelerators.
 
-  JAX owns the GPUs/TPUs: TF only reads small prompt datasets on the host,
-  and would otherwise reserve most of the GPU memory when it starts.
+  JAX owns the GPUs/TPUs: TF only reads small prompt datasets and runs the
+  Magenta RT SavedModels on the host, and would otherwise reserve most of
+  the GPU memory when it starts.
 
   Returns:
     The `tensorflow` module.
+
+  Raises:
+    InteropDependencyError: TensorFlow is not installed (names the fix).
   """
   # Before the import: TF's C++ logging reads it once, at load.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf = import_optional("tensorflow", "TensorFlow interop (SavedModels, "
+                       "TFDS, seqio)")
   for kind in ("GPU", "TPU"):
     try:
       tf.config.set_visible_devices([], kind)
@@ -191,5 +215,5 @@ def import_tensorflow():
   return tf
 
 
-__all__ = ["INSTALL_HINT", "SCHEMES", "SourceSpec", "import_task_module",
-           "import_tensorflow", "load_spec", "parse_spec", *_LAZY]
+__all__ = ["INSTALL_HINT", "InteropDependencyError", "SCHEMES", "SourceSpec",
+           "import_optional", "import_task_module", "import_tensorflow", "load_spec", "parse_spec", *_LAZY]
