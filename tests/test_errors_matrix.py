@@ -175,6 +175,17 @@ def _(tmp):
               for k in ("teacher", "spectrostream", "musiccoca")]
 
 
+@case("cfg-energy-one-draw")
+def _(tmp):
+  return ["distill", *TINY, "--config.losses.energy=1",
+          "--config.student.imle_samples=1"]
+
+
+@case("cfg-style-no-tower")
+def _(tmp):
+  return ["distill", *TINY, "--config.losses.style=1"]
+
+
 @case("cfg-optimizer")
 def _(tmp):
   return ["distill", *TINY, "--config.optim.name=sgd"]

@@ -18,7 +18,12 @@ import subprocess
 import sys
 import time
 
-TERMS = ("latent", "consistency", "spectral", "temporal", "onset")
+
+def active_terms(config_spec: str) -> tuple[str, ...]:
+  """The loss terms the config turns on (each is removed once)."""
+  from mrt_distill.distill.config_io import load_config
+  from mrt_distill.distill.losses import LossWeights
+  return LossWeights(**load_config(config_spec).losses.to_dict()).active()
 
 
 def main(argv=None) -> int:
@@ -36,7 +41,8 @@ def main(argv=None) -> int:
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   runs = {"full": []}
-  runs.update({f"no_{t}": [f"--config.losses.{t}=0.0"] for t in TERMS})
+  runs.update({f"no_{t}": [f"--config.losses.{t}=0.0"]
+               for t in active_terms(args.config)})
   if args.only:
     runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
   rows = {}

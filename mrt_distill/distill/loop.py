@@ -104,6 +104,7 @@ class Run:
   held_out: list[str]
   weights: LossWeights
   trainable_fraction: float
+  style_embed: Any = None  # audio (B, S) -> (B, E) when losses.style != 0
 
 
 def student_config(config, teacher_cfg) -> S.StudentConfig:
@@ -117,6 +118,32 @@ def student_config(config, teacher_cfg) -> S.StudentConfig:
 
 
 WORLDS = ("reference", "random-tiny")
+
+
+def style_embedder(world, weights: LossWeights):
+  """The differentiable style-model audio tower for the `style` loss term,
+  or None when the term is off.
+
+  Raises:
+    ValueError: the term is on but the world's style model has no JAX audio
+      tower (MusicCoCa is a TF SavedModel here), or it reads audio at
+      another rate than the codec writes.
+  """
+  if not weights.style:
+    return None
+  sm = world.style_model
+  if not hasattr(sm, "audio_embedder"):
+    raise ValueError(
+        f"losses.style={weights.style} needs a style model with a "
+        f"differentiable JAX audio tower; {type(sm).__name__} has none. Set "
+        f"--config.losses.style=0")
+  rate = sm.audio_embedder_sample_rate
+  if rate != world.geometry.sample_rate:
+    raise ValueError(
+        f"losses.style: the style model reads {rate} Hz audio but the codec "
+        f"writes {world.geometry.sample_rate} Hz; set "
+        f"--config.losses.style=0")
+  return sm.audio_embedder()
 
 
 def load_world(config):
@@ -405,7 +432,9 @@ def build(config, workdir: pathlib.Path):
   # Config mistakes before the world loads (seconds on CPU, minutes on pods).
   optimizer = T.make_optimizer(config.optim)
   weights = LossWeights(**config.losses.to_dict())
+  T.check_energy_draws(weights, int(config.student.imle_samples))
   world = load_world(config)
+  style_embed = style_embedder(world, weights)
   g = world.geometry
   scfg = student_config(config, world.teacher_cfg)
   model = S.StudentModel(scfg)
@@ -427,7 +456,8 @@ def build(config, workdir: pathlib.Path):
       T.make_train_step(model, optimizer, codec=world.codec, scaler=scaler,
                         weights=weights,
                         style_drop_prob=float(config.student.style_drop_prob),
-                        imle_samples=int(config.student.imle_samples)),
+                        imle_samples=int(config.student.imle_samples),
+                        style_embed=style_embed),
       state_sh, mesh)
 
   dataset = P.prompt_dataset(records, seed=int(config.seed),
@@ -442,7 +472,7 @@ def build(config, workdir: pathlib.Path):
                              on_policy_prob=float(r.on_policy_prob))
   replay = ReplayBuffer(int(r.replay_capacity), int(config.seed) + 1)
   run = Run(config, world, model, scaler, mesh, rollout, replay, dataset,
-            prompt_iter, held_out, weights, n_train / n_all)
+            prompt_iter, held_out, weights, n_train / n_all, style_embed)
   log.info("student: %s trainable of %s parameters (%.2f%%), LoRA rank %d; "
            "geometry %s; mesh %s", f"{n_train:,}", f"{n_all:,}",
            100 * n_train / n_all, scfg.lora_rank, g.name, dict(mesh.shape))
@@ -547,7 +577,8 @@ def train(config, workdir) -> dict:
   eval_fn = jax.jit(lambda st, b: T.compute_losses(
       run.model, S.merge_params(st.params, st.frozen), b,
       jax.random.PRNGKey(0), codec=run.world.codec, scaler=run.scaler,
-      weights=run.weights)[1])
+      weights=run.weights, style_embed=run.style_embed,
+      imle_samples=int(config.student.imle_samples))[1])
   holder = {"state": state}
   if config.rollout.on_policy_prob > 0:
     if run.model.cfg.geometry.chunk_frames != run.world.geometry.chunk_frames:

@@ -12,7 +12,11 @@ Training", Song & Dhariwal 2023 = iCT). Its objectives:
                the lower level held fixed by stop_gradient, iCT weighted;
   spectral     multi-resolution STFT loss on the decoded audio;
   temporal     L1 between frame-to-frame latent deltas (motion, not level);
-  onset        L1 between spectral-flux onset envelopes (rhythm).
+  onset        L1 between spectral-flux onset envelopes (rhythm);
+  style        cosine distance between style-model audio embeddings of the
+               decoded audio (what tells one style from another);
+  energy       energy score of K one-step draws vs the teacher's chunk (a
+               proper scoring rule: keeps the teacher's spread).
 
 Everything is pure jax.numpy in float32, jittable and differentiable
 (static Python arguments: sizes, rates, schedules, weights).
@@ -423,6 +427,59 @@ def onset_loss(audio_pred_BxS: jax.Array, audio_target_BxS: jax.Array,
   return jnp.mean(jnp.mean(jnp.abs(ep - et), axis=-1) / norm)
 
 
+def energy_score_loss(samples_KxBxCxD: jax.Array,
+                      target_BxCxD: jax.Array) -> jax.Array:
+  """Energy score of K one-step draws against the teacher's chunk: scalar.
+
+    ES = mean_k d(x_k, y) - 1/2 mean_{k != l} d(x_k, x_l),
+
+  d the pseudo-Huber distance over the whole example (a smooth Euclidean
+  norm), divided by sqrt(C * D) like `latent_loss`. The energy score is a
+  strictly proper scoring rule (Gneiting & Raftery 2007): its expectation is
+  lowest exactly when the draws follow the target's distribution. The first
+  half alone is regression (it pulls every draw to the conditional mean,
+  the blurred chunk a one-step student otherwise writes); the second half
+  pushes draws apart as much as the teacher's own chunks differ, so the
+  student keeps the teacher's spread ("engression", Shen & Meinshausen
+  2023). >= 0 up to the pseudo-Huber smoothing (triangle inequality).
+
+  Args:
+    samples_KxBxCxD: K >= 2 draws per example (different noise).
+    target_BxCxD: the teacher's chunk.
+  """
+  x, y = _f32(samples_KxBxCxD), _f32(target_BxCxD)
+  k = x.shape[0]
+  if k < 2:
+    raise ValueError(f"the energy score needs >= 2 draws per example, got "
+                     f"{k}; raise student.imle_samples")
+  if x.shape[1:] != y.shape:
+    raise ValueError(f"samples {x.shape} do not match target {y.shape}")
+  dim = int(np.prod(y.shape[1:]))
+  to_target = jnp.mean(jnp.stack([pseudo_huber(x[i], y) for i in range(k)]),
+                       axis=0)
+  pairs = [pseudo_huber(x[i], x[j]) for i in range(k) for j in range(i + 1, k)]
+  spread = jnp.mean(jnp.stack(pairs), axis=0)
+  return jnp.mean(to_target - 0.5 * spread) / math.sqrt(dim)
+
+
+def style_embedding_loss(emb_pred_BxE: jax.Array,
+                         emb_target_BxE: jax.Array) -> jax.Array:
+  """Mean cosine distance 1 - cos(pred, target) between style-model audio
+  embeddings of the student's and the teacher's chunk: scalar in [0, 2].
+
+  A perceptual term in the style model's space (MusicCoCa's role): the
+  regression terms above pull a one-step student towards the teacher's
+  *conditional mean*, a blurred spectrum that keeps loudness but loses what
+  tells one style from another; this term asks the student's audio to embed
+  where the teacher's does. The embedding network is frozen world weights,
+  not the evaluation judge.
+  """
+  p, t = _f32(emb_pred_BxE), _f32(emb_target_BxE)
+  cos = jnp.sum(p * t, axis=-1) * jax.lax.rsqrt(
+      (jnp.sum(p * p, axis=-1) + 1e-12) * (jnp.sum(t * t, axis=-1) + 1e-12))
+  return jnp.mean(1.0 - cos)
+
+
 # ----------------------------------------------------------------------------
 # Combination.
 
@@ -435,6 +492,8 @@ class LossWeights:
   spectral: float = 1.0
   temporal: float = 1.0
   onset: float = 0.5
+  style: float = 0.0
+  energy: float = 0.0
 
   def active(self) -> tuple[str, ...]:
     """Names of the terms with a nonzero weight (the caller computes these)."""

@@ -97,37 +97,70 @@ def drop_style(batch, rng, prob: float):
   return ids, emb
 
 
-def one_step_imle(apply, cross, x0_BxCxD, rng, sigma_max: float,
-                  samples: int):
-  """The one-step output f(sigma_max z) for the z (of `samples` draws per
-  example) whose output lies nearest the teacher's chunk.
+def one_step_draws(apply, cross, shape_BxCxD, rng, sigma_max: float,
+                   samples: int) -> jax.Array:
+  """`samples` one-step outputs f(sigma_max z) per example, each from its
+  own noise draw -> (K, B, C, D)."""
+  b = shape_BxCxD[0]
+  z = jax.random.normal(rng, (samples * b,) + tuple(shape_BxCxD[1:]))
+  tile = lambda t: jnp.concatenate([t] * samples, axis=0)
+  cross_k = [type(kv)(tile(kv.k), tile(kv.v)) for kv in cross]
+  out = apply(z * sigma_max, jnp.full((samples * b,), sigma_max, jnp.float32),
+              cross_k, method=StudentModel.denoise)
+  return out.reshape((samples, b) + tuple(shape_BxCxD[1:]))
+
+
+def nearest_draw(draws_KxBxCxD: jax.Array, x0_BxCxD: jax.Array) -> jax.Array:
+  """The draw nearest (L2) to each example's teacher chunk -> (B, C, D).
 
   The teacher is stochastic: a context and a style have many valid chunks.
   Regressing one noise draw onto one teacher sample teaches the conditional
   *mean*, which decodes to quiet, blurred audio. Implicit maximum likelihood
   (Li & Malik 2018, IMLE) pulls only the nearest of K draws to each target,
   so different noise regions learn different chunks and outputs stay
-  sample-like. samples=1 is plain regression.
+  sample-like. One draw: plain regression.
   """
-  b = x0_BxCxD.shape[0]
-  z = jax.random.normal(rng, (samples * b,) + x0_BxCxD.shape[1:])
-  tile = lambda t: jnp.concatenate([t] * samples, axis=0)
-  cross_k = [type(kv)(tile(kv.k), tile(kv.v)) for kv in cross]
-  out = apply(z * sigma_max, jnp.full((samples * b,), sigma_max, jnp.float32),
-              cross_k, method=StudentModel.denoise)
-  out = out.reshape((samples, b) + x0_BxCxD.shape[1:])
-  if samples == 1:
-    return out[0]
-  d = jnp.sum(jnp.square(jax.lax.stop_gradient(out) - x0_BxCxD[None]),
+  if draws_KxBxCxD.shape[0] == 1:
+    return draws_KxBxCxD[0]
+  d = jnp.sum(jnp.square(jax.lax.stop_gradient(draws_KxBxCxD) - x0_BxCxD[None]),
               axis=(2, 3))  # (K, B)
   best = jnp.argmin(d, axis=0)
-  return jnp.take_along_axis(out, best[None, :, None, None], axis=0)[0]
+  return jnp.take_along_axis(draws_KxBxCxD, best[None, :, None, None],
+                             axis=0)[0]
+
+
+def one_step_imle(apply, cross, x0_BxCxD, rng, sigma_max: float,
+                  samples: int):
+  """The one-step output f(sigma_max z) for the z (of `samples` draws per
+  example) whose output lies nearest the teacher's chunk (`nearest_draw`)."""
+  return nearest_draw(one_step_draws(apply, cross, x0_BxCxD.shape, rng,
+                                     sigma_max, samples), x0_BxCxD)
+
+
+def check_energy_draws(weights: L.LossWeights, imle_samples: int) -> None:
+  """The energy score compares draws with each other: it needs K >= 2."""
+  if weights.energy and imle_samples < 2:
+    raise ValueError(
+        f"losses.energy needs >= 2 one-step draws per example; "
+        f"student.imle_samples is {imle_samples}: raise it (e.g. 4) or set "
+        f"losses.energy=0")
 
 
 def compute_losses(model: StudentModel, params, batch, rng, *, codec,
                    scaler: LatentScaler, weights: L.LossWeights,
-                   style_drop_prob: float = 0.0, imle_samples: int = 1):
-  """-> (total loss, metrics) for one batch; `params` = full student tree."""
+                   style_drop_prob: float = 0.0, imle_samples: int = 1,
+                   style_embed=None):
+  """-> (total loss, metrics) for one batch; `params` = full student tree.
+
+  `style_embed`: mono audio (B, S) -> style embeddings (B, E), a pure JAX
+  function of frozen world weights (`ReferenceStyleModel.audio_embedder`);
+  needed only when `weights.style` is nonzero.
+  """
+  if weights.style and style_embed is None:
+    raise ValueError(
+        "losses.style is nonzero but no differentiable style-model audio "
+        "tower was given (the world's style model has no `audio_embedder`); "
+        "set --config.losses.style=0")
   noise, g = model.cfg.noise, model.cfg.geometry
   b = batch["latents"].shape[0]
   x0 = scaler.to_student(batch["latents"])
@@ -138,8 +171,13 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
                 method=StudentModel.context_kv)
 
   # The serving path: one step from pure noise.
-  x1 = one_step_imle(apply, cross, x0, k_z, noise.sigma_max, imle_samples)
+  check_energy_draws(weights, imle_samples)
+  draws = one_step_draws(apply, cross, x0.shape, k_z, noise.sigma_max,
+                         imle_samples)
+  x1 = nearest_draw(draws, x0)
   terms = {"latent": L.latent_loss(x1, x0)}
+  if weights.energy:
+    terms["energy"] = L.energy_score_loss(draws, x0)
 
   # Across noise levels: reconstruction at sigma_hi and consistency with the
   # (stop-gradient) answer at the adjacent sigma_lo.
@@ -157,7 +195,7 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
 
   if weights.temporal:
     terms["temporal"] = L.temporal_difference_loss(x1, x0)
-  if weights.spectral or weights.onset:
+  if weights.spectral or weights.onset or weights.style:
     audio = codec.decode_latents(scaler.to_codec(x1)).mean(axis=-1)
     target = jax.lax.stop_gradient(
         codec.decode_latents(batch["latents"]).mean(axis=-1))
@@ -165,13 +203,17 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
       terms["spectral"] = L.spectral_loss(audio, target)
     if weights.onset:
       terms["onset"] = L.onset_loss(audio, target, g.sample_rate)
+    if weights.style:
+      terms["style"] = L.style_embedding_loss(
+          style_embed(audio), jax.lax.stop_gradient(style_embed(target)))
   total, metrics = L.combine(terms, weights)
   return total, metrics
 
 
 def make_train_step(model: StudentModel, optimizer, *, codec,
                     scaler: LatentScaler, weights: L.LossWeights,
-                    style_drop_prob: float = 0.0, imle_samples: int = 1):
+                    style_drop_prob: float = 0.0, imle_samples: int = 1,
+                    style_embed=None):
   """The pure step; jit it with `jit_train_step` (shardings, donation)."""
 
   def train_step(state: TrainState, batch, rng):
@@ -180,7 +222,8 @@ def make_train_step(model: StudentModel, optimizer, *, codec,
       return compute_losses(model, full, batch, rng, codec=codec,
                             scaler=scaler, weights=weights,
                             style_drop_prob=style_drop_prob,
-                            imle_samples=imle_samples)
+                            imle_samples=imle_samples,
+                            style_embed=style_embed)
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)

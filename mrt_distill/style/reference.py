@@ -759,6 +759,26 @@ class ReferenceStyleModel(StyleModel):
     emb = run_in_buckets(functools.partial(self._audio_fn, self._params), w)
     return (emb * self._cfg.embed_scale).astype(np.float32)
 
+  def audio_embedder(self):
+    """A pure, differentiable JAX function: mono clips float32 (B, N) at
+    `config.mel.sample_rate` -> (B, S) unit-norm x `embed_scale` embeddings.
+
+    The parameters are closed over as constants, so the function can sit
+    inside a jitted loss (the distillation's `style` term). Clips of any
+    length work (the tower pools over time); no windowing, no resampling.
+    """
+    net, params, scale = self._net, self._params, self._cfg.embed_scale
+
+    def embed(audio_BxN: jax.Array) -> jax.Array:
+      return scale * net.apply({"params": params}, audio_BxN,
+                               method=StyleNet.embed_audio)
+
+    return embed
+
+  @property
+  def audio_embedder_sample_rate(self) -> int:
+    return int(self._cfg.mel.sample_rate)
+
   def embed_audio(self, audio: np.ndarray, sample_rate: int, *,
                   resample: bool | None = None) -> np.ndarray:
     """(N,), (N, C) or (B, N, C) audio -> float32 (B, S).

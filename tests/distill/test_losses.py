@@ -230,6 +230,46 @@ def test_onset_loss_grows_with_shift_and_is_level_robust():
   np.testing.assert_allclose(quiet, vals[2], rtol=1e-3)
 
 
+def test_style_embedding_loss_is_cosine_distance():
+  a = jnp.asarray([[1.0, 0.0], [0.0, 2.0], [3.0, 4.0]])
+  # Identical directions: 0 whatever the norms.
+  assert float(losses.style_embedding_loss(a, 5.0 * a)) == pytest.approx(
+      0.0, abs=1e-6)
+  # Orthogonal: 1; opposite: 2; the mean over the batch.
+  b = jnp.asarray([[0.0, 1.0], [0.0, -1.0], [4.0, -3.0]])
+  assert float(losses.style_embedding_loss(a, b)) == pytest.approx(
+      (1.0 + 2.0 + 1.0) / 3, abs=1e-6)
+  g = jax.grad(lambda x: losses.style_embedding_loss(x, b))(a)
+  assert np.all(np.isfinite(np.asarray(g)))
+
+
+def test_energy_score_rewards_spread_not_the_mean():
+  """A proper score: draws spread like the target's distribution beat draws
+  collapsed onto its mean, which plain regression would prefer."""
+  rng = np.random.default_rng(0)
+  k, b, c, d = 8, 64, 5, 4
+  # Targets y ~ N(0, 1) per element, independent of any condition.
+  y = rng.standard_normal((b, c, d)).astype(np.float32)
+  spread = rng.standard_normal((k, b, c, d)).astype(np.float32)
+  mean = np.zeros((k, b, c, d), np.float32)
+  es = lambda x: float(losses.energy_score_loss(jnp.asarray(x),
+                                                jnp.asarray(y)))
+  reg = lambda x: float(losses.latent_loss(jnp.asarray(x[0]), jnp.asarray(y)))
+  assert es(spread) < es(mean)
+  assert reg(mean) < reg(spread)  # regression prefers the collapsed mean
+  # Too much spread is also worse than the right spread.
+  assert es(spread) < es(3.0 * spread)
+  # Draws that all equal the target score 0 (up to the smoothing).
+  assert es(np.broadcast_to(y, (k, b, c, d))) == pytest.approx(0.0, abs=1e-3)
+  with pytest.raises(ValueError, match="imle_samples"):
+    losses.energy_score_loss(jnp.asarray(spread[:1]), jnp.asarray(y))
+  with pytest.raises(ValueError, match="do not match"):
+    losses.energy_score_loss(jnp.asarray(spread), jnp.asarray(y[:, :2]))
+  g = jax.grad(lambda x: losses.energy_score_loss(x, jnp.asarray(y)))(
+      jnp.asarray(mean))  # identical draws: the gradient stays finite
+  assert np.all(np.isfinite(np.asarray(g)))
+
+
 # ---------------------------------------------------------------- combine
 
 
