@@ -503,14 +503,14 @@ def _(tmp):
 
 
 def _server_error():
-  from mrt_distill.serve.server import ProtocolError
+  from mrt_distill.serve.protocol import ProtocolError
   return ProtocolError
 
 
 def _server_case(row_id, message):
   @case(row_id, error=_server_error)
   def _(tmp):
-    from mrt_distill.serve.server import parse_message
+    from mrt_distill.serve.protocol import parse_message
     return lambda: parse_message(message)
 
 

@@ -34,10 +34,10 @@ import threading
 from pythonosc import dispatcher as osc_dispatcher
 from pythonosc import osc_server
 
-from mrt_distill.serve.server import ProtocolError
-from mrt_distill.serve.server import check_integer
-from mrt_distill.serve.server import check_number
-from mrt_distill.serve.server import rows_from_mix
+from mrt_distill.serve.protocol import ProtocolError
+from mrt_distill.serve.protocol import check_integer
+from mrt_distill.serve.protocol import check_number
+from mrt_distill.serve.protocol import rows_from_mix
 
 log = logging.getLogger(__name__)
 

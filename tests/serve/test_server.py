@@ -20,23 +20,27 @@ import urllib.request
 import numpy as np
 import pytest
 
+from mrt_distill.serve import protocol
+from mrt_distill.serve import pump
 from mrt_distill.serve import server as srv
 
 # ---- pure logic ------------------------------------------------------------
 
 
 def test_parse_valid_messages():
-  cmd = srv.parse_message(json.dumps({"type": "prompt", "prompts": [
+  cmd = protocol.parse_message(json.dumps({"type": "prompt", "prompts": [
       {"text": " techno ", "weight": 1}, {"text": "jazz", "weight": 0.5}]}))
-  assert cmd == srv.Command("prompt", rows=(("techno", 1.0), ("jazz", 0.5)))
-  assert srv.parse_message('{"type": "prompt", "prompts": "a:1, b:0"}').rows \
+  assert cmd == protocol.Command("prompt",
+                                 rows=(("techno", 1.0), ("jazz", 0.5)))
+  assert protocol.parse_message(
+      '{"type": "prompt", "prompts": "a:1, b:0"}').rows \
       == (("a", 1.0), ("b", 0.0))
-  assert srv.parse_message('{"type": "cfg", "value": 2.5}').value == 2.5
-  assert srv.parse_message('{"type": "steps", "value": 3.0}').value == 3
-  assert srv.parse_message('{"type": "weight", "index": 1, "weight": 0}') \
-      == srv.Command("weight", index=1, value=0.0)
-  assert srv.parse_message('{"type": "play"}').kind == "play"
-  t = srv.parse_message(json.dumps({
+  assert protocol.parse_message('{"type": "cfg", "value": 2.5}').value == 2.5
+  assert protocol.parse_message('{"type": "steps", "value": 3.0}').value == 3
+  assert protocol.parse_message('{"type": "weight", "index": 1, "weight": 0}') \
+      == protocol.Command("weight", index=1, value=0.0)
+  assert protocol.parse_message('{"type": "play"}').kind == "play"
+  t = protocol.parse_message(json.dumps({
       "type": "transition", "seconds": 4,
       "to": [{"text": "rock", "weight": 1}], "from": "jazz:1"}))
   assert (t.rows, t.from_rows, t.seconds) == ((("rock", 1.0),),
@@ -65,23 +69,24 @@ def test_parse_valid_messages():
     ('{"type": "cfg", "value": true}', "must be a number"),
     ('{"type": "steps", "value": 1.5}', "whole number"),
     ('{"type": "transition", "to": "a", "seconds": 0}', "seconds must be"),
-    ("x" * (srv.MAX_MESSAGE_BYTES + 1), "byte limit"),
+    ("x" * (protocol.MAX_MESSAGE_BYTES + 1), "byte limit"),
     (b"\x00\x01", "binary messages"),
 ])
 def test_parse_rejects_with_reason(message, expected):
-  with pytest.raises(srv.ProtocolError) as e:
-    srv.parse_message(message)
+  with pytest.raises(protocol.ProtocolError) as e:
+    protocol.parse_message(message)
   assert expected in str(e.value)
 
 
 def test_too_many_prompts():
-  rows = [{"text": f"p{i}", "weight": 1} for i in range(srv.MAX_PROMPTS + 1)]
-  with pytest.raises(srv.ProtocolError, match="at most"):
-    srv.parse_message(json.dumps({"type": "prompt", "prompts": rows}))
+  rows = [{"text": f"p{i}", "weight": 1}
+          for i in range(protocol.MAX_PROMPTS + 1)]
+  with pytest.raises(protocol.ProtocolError, match="at most"):
+    protocol.parse_message(json.dumps({"type": "prompt", "prompts": rows}))
 
 
 def test_outbox_drops_oldest_and_forgives_a_client_that_catches_up():
-  box = srv.Outbox(max_audio=3, max_drop_streak=4)
+  box = pump.Outbox(max_audio=3, max_drop_streak=4)
   for i in range(5):
     box.push_audio(bytes([i]))
   assert (box.dropped, box.streak, box.too_slow) == (2, 2, False)
@@ -97,7 +102,7 @@ def test_outbox_drops_oldest_and_forgives_a_client_that_catches_up():
 
 
 def test_outbox_keeps_only_the_newest_status():
-  box = srv.Outbox(max_audio=2, max_drop_streak=2)
+  box = pump.Outbox(max_audio=2, max_drop_streak=2)
   box.push_audio(b"a")
   box.push_status("old")
   box.push_control("error")
@@ -132,9 +137,9 @@ def test_allow_origin_flag():
 def test_frame_roundtrip(fmt, tol):
   rng = np.random.default_rng(0)
   audio = rng.uniform(-1, 1, (37, 2)).astype(np.float32)
-  frame = srv.encode_frame(audio, 16000, 2**32 + 5, fmt)
+  frame = protocol.encode_frame(audio, 16000, 2**32 + 5, fmt)
   assert len(frame) == 16 + audio.size * (4 if fmt == "float32" else 2)
-  head, back = srv.decode_frame(frame)
+  head, back = protocol.decode_frame(frame)
   assert head == {"format": fmt, "channels": 2, "sample_rate": 16000,
                   "index": 5}
   np.testing.assert_allclose(back, audio, atol=tol)
@@ -199,7 +204,7 @@ def _frames(ws, n):
   out = []
   for _ in range(n):
     frame, _ = _recv(ws, _is_audio)
-    out.append(srv.decode_frame(frame))
+    out.append(protocol.decode_frame(frame))
   return out
 
 
@@ -324,10 +329,10 @@ def test_slow_client_is_dropped_while_others_play(live):
     while server.counters["disconnected_slow"] == before:
       assert time.monotonic() < deadline, "the slow client was never dropped"
       msg, _ = _recv(good, _is_audio)
-      indices.append(srv.decode_frame(msg)[0]["index"])
+      indices.append(protocol.decode_frame(msg)[0]["index"])
     for _ in range(3):  # and the good one keeps playing afterwards
       msg, _ = _recv(good, _is_audio)
-      indices.append(srv.decode_frame(msg)[0]["index"])
+      indices.append(protocol.decode_frame(msg)[0]["index"])
     good.send('{"type": "status"}')
     status, _ = _recv(good, _of_type("status"))
   assert indices == list(range(indices[0], indices[0] + len(indices)))

@@ -47,6 +47,7 @@ import numpy as np
 import pytest
 
 from mrt_distill.info import rss_mib
+from mrt_distill.serve import protocol
 from mrt_distill.serve import server as srv
 
 RSS_BOUND_MIB = 300.0
@@ -100,12 +101,13 @@ def _fuzz_messages(rng) -> list[str | bytes]:
       '{"type": "cfg", "value": ' + "[" * 900 + "]" * 900 + "}",
       '{"type": "prompt", "prompts": [' + "[" * 900 + "]" * 900 + "]}",
       json.dumps({"type": "prompt", "prompts": [
-          {"text": "é" * (srv.MAX_PROMPT_CHARS + 1), "weight": 1}]}),
+          {"text": "é" * (protocol.MAX_PROMPT_CHARS + 1), "weight": 1}]}),
       json.dumps({"type": "prompt", "prompts": [
-          {"text": f"p{i}", "weight": 1} for i in range(srv.MAX_PROMPTS + 1)]}),
-      "x" * (srv.MAX_MESSAGE_BYTES + 1),  # over our limit: an error reply
+          {"text": f"p{i}", "weight": 1}
+          for i in range(protocol.MAX_PROMPTS + 1)]}),
+      "x" * (protocol.MAX_MESSAGE_BYTES + 1),  # over our limit: an error reply
       json.dumps({"type": "prompt",  # just under the library's limit
-                  "prompts": "a" * (srv.PROTOCOL_MAX_BYTES - 64)}),
+                  "prompts": "a" * (protocol.PROTOCOL_MAX_BYTES - 64)}),
   ]
   fields = {"prompt": "prompts", "weight": "weight", "cfg": "value",
             "steps": "value", "transition": "seconds"}
@@ -121,7 +123,7 @@ def _fuzz_messages(rng) -> list[str | bytes]:
     out.append(json.dumps(msg))
   for _ in range(4):  # "type" that names nothing
     t = _junk(rng)
-    out.append(json.dumps({"type": t if t not in srv.COMMANDS else None}))
+    out.append(json.dumps({"type": t if t not in protocol.COMMANDS else None}))
   assert len(out) == N_FUZZ
   order = rng.permutation(len(out))
   return [out[i] for i in order]
@@ -152,7 +154,7 @@ def _connect(url, **kw):
 def _take(rec: _Record, msg) -> dict | None:
   """Book one received message; -> the JSON object, None for audio."""
   if isinstance(msg, bytes):
-    head, audio = srv.decode_frame(msg)
+    head, audio = protocol.decode_frame(msg)
     rec.indices.append(head["index"])
     rec.nonfinite += int(not np.all(np.isfinite(audio)))
     return None
@@ -225,7 +227,7 @@ async def _fuzzer(url, rec: _Record, done: asyncio.Event, rng,
         return
       rec.replies.append((msg, reply))
     if oversize:  # over the library's limit: only this connection closes
-      await ws.send("x" * (srv.PROTOCOL_MAX_BYTES + 1))
+      await ws.send("x" * (protocol.PROTOCOL_MAX_BYTES + 1))
       try:
         while True:
           await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT)
@@ -251,7 +253,7 @@ async def _slow(url, port, rec: _Record, dropped: Callable) -> None:
       while True:
         msg = await asyncio.wait_for(ws.recv(), 60)
         if isinstance(msg, bytes):
-          rec.indices.append(srv.decode_frame(msg)[0]["index"])
+          rec.indices.append(protocol.decode_frame(msg)[0]["index"])
         if not dropped():
           await asyncio.sleep(SLOW_READ_SECONDS)
     except ConnectionClosed as e:
@@ -351,7 +353,7 @@ def _run(student, *, clients: int, quitters: int, fuzzers: int,
   for r in recs:
     if r.role == "good":
       assert r.errors == [] and r.last_you["dropped"] == 0, r
-      assert r.hello["max_message_bytes"] == srv.MAX_MESSAGE_BYTES
+      assert r.hello["max_message_bytes"] == protocol.MAX_MESSAGE_BYTES
   # Fuzz: each message got an error (nothing was applied), the connection
   # stayed, and only the message over the library limit closed one (1009).
   for r in fuzz:
@@ -375,8 +377,8 @@ def test_defaults_bind_loopback_and_cap_messages():
   params = inspect.signature(srv.StreamServer).parameters
   assert params["host"].default == "127.0.0.1"
   assert params["max_clients"].default == 64
-  assert srv.MAX_MESSAGE_BYTES == 64 * 1024
-  assert srv.PROTOCOL_MAX_BYTES == 1024 * 1024
+  assert protocol.MAX_MESSAGE_BYTES == 64 * 1024
+  assert protocol.PROTOCOL_MAX_BYTES == 1024 * 1024
 
 
 def test_load_small(student):
