@@ -5,7 +5,13 @@
                 judge (default) or any style model (MusicCoCa's role)
   streams.py    teacher and student streams from the same prompts, seeds and
                 contexts; speed and memory per chunk
-  harness.py    runs every section and builds the report dict
+  config.py     EvalConfig (what is measured, how much) and the quick preset
+  prompts.py    the held-out prompts, the class and tempo each asks for
+  context.py    the models, embedders and prompts loaded once
+  progress.py   chunks done per model kind, rate and ETA in the log
+  main_streams.py, paired.py, stability.py, transitions.py, speed.py
+                one module per measured section of the report
+  harness.py    `evaluate`: runs every section and builds the report dict
   figures.py    the PNG figures
   report.py     report.md / report.json
   cli.py        `mrt-distill eval` (no JAX import at module level)

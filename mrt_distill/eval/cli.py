@@ -72,12 +72,12 @@ def _parse_value(field: dataclasses.Field, text: str, hints: dict):
 
 
 def config_from_args(args):
-  """argparse namespace -> harness.EvalConfig (quick preset first, then the
+  """argparse namespace -> config.EvalConfig (quick preset first, then the
   flags, then --set overrides)."""
-  from mrt_distill.eval import harness
-  fields = {f.name: f for f in dataclasses.fields(harness.EvalConfig)}
-  hints = typing.get_type_hints(harness.EvalConfig)
-  values = dict(harness.QUICK) if args.quick else {}
+  from mrt_distill.eval.config import QUICK, EvalConfig
+  fields = {f.name: f for f in dataclasses.fields(EvalConfig)}
+  hints = typing.get_type_hints(EvalConfig)
+  values = dict(QUICK) if args.quick else {}
   try:
     steps = tuple(int(k) for k in args.steps.split(",") if k.strip())
   except ValueError:
@@ -97,7 +97,7 @@ def config_from_args(args):
       values[key] = _parse_value(fields[key], text, hints)
     except (TypeError, ValueError) as e:
       raise ValueError(f"--set {item!r}: {e}") from None
-  return harness.EvalConfig(**values)
+  return EvalConfig(**values)
 
 
 def command_line(args) -> str:
@@ -122,7 +122,7 @@ def command_line(args) -> str:
 
 def run(args, context=None) -> int:
   """Evaluate, write OUT/report.{md,json} and figures, print a summary.
-  `context`: an already loaded `harness.Context` for this config (tests)."""
+  `context`: an already loaded `context.Context` for this config (tests)."""
   cfg = config_from_args(args)  # bad flags fail before anything loads
   from mrt_distill.eval import harness
   from mrt_distill.eval import report as report_lib

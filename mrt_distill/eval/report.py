@@ -11,12 +11,12 @@ rebuilds them from a saved run.
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 
 import numpy as np
 
 from mrt_distill.eval import figures
-from mrt_distill.eval import harness
 
 
 def _f(x, nd: int = 3) -> str:
@@ -219,11 +219,32 @@ def to_markdown(r: dict, figure_names: list[str]) -> str:
   return "\n".join(lines)
 
 
+def to_json(report: dict) -> str:
+  """JSON with numpy values as Python numbers and NaN/inf as null."""
+  return json.dumps(_clean(report), indent=1, allow_nan=False)
+
+
+def _clean(x):
+  if isinstance(x, dict):
+    return {str(k): _clean(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_clean(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return _clean(x.tolist())
+  if isinstance(x, (np.bool_, bool)):
+    return bool(x)
+  if isinstance(x, (np.integer, int)):
+    return int(x)
+  if isinstance(x, (np.floating, float)):
+    return float(x) if math.isfinite(x) else None
+  return x
+
+
 def write(report: dict, out_dir) -> dict[str, pathlib.Path]:
   """report.json, the figures and report.md into out_dir."""
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  text = harness.to_json(report)
+  text = to_json(report)
   (out / "report.json").write_text(text)
   clean = json.loads(text)
   pngs = figures.write_all(clean, out)

@@ -12,9 +12,15 @@ import pytest
 
 from mrt_distill import main as main_mod
 from mrt_distill.eval import cli
+from mrt_distill.eval import config as CF
+from mrt_distill.eval import context as CX
 from mrt_distill.eval import embedders as E
 from mrt_distill.eval import harness as H
+from mrt_distill.eval import progress as PG
+from mrt_distill.eval import prompts as PR
+from mrt_distill.eval import stability as STB
 from mrt_distill.eval import streams as ST
+from mrt_distill.eval import transitions as TR
 
 # Tiny stream lengths: the tiny geometry's chunk is 0.16 s. Batch 1, so each
 # model compiles one shape, shared with the speed section.
@@ -36,7 +42,7 @@ def run(tmp_path_factory):
   """-> (context, report dict, output dir) of one tiny run."""
   out = tmp_path_factory.mktemp("eval_out")
   args = _args(out)
-  ctx = H.build_context(cli.config_from_args(args))
+  ctx = CX.build_context(cli.config_from_args(args))
   assert cli.run(args, context=ctx) == 0
   report = json.loads((out / "report.json").read_text())
   return ctx, report, out
@@ -149,13 +155,13 @@ def test_silent_and_noisy_streams_are_flagged_by_the_harness(run):
   names = ("rms_db", "flatness", "flux", "onset_rate", "style_prob",
            "style_cosine", "silence", "noise", "style_loss")
   vals = {m: np.full((2, 2), np.nan) for m in names}
-  labels = [H.prompt_label("techno", ctx.embedder.classes)] * 2
+  labels = [PR.prompt_label("techno", ctx.embedder.classes)] * 2
   rng = np.random.default_rng(0)
   clips = [np.zeros((2 * win, 1), np.float32),
            0.1 * rng.standard_normal((2 * win, 1)).astype(np.float32)]
   for r, clip in enumerate(clips):
-    H._window_metrics(ctx, clip, r, win, 2, labels, ["techno"] * 2, 0.1,
-                      vals)
+    STB._window_metrics(ctx, clip, r, win, 2, labels, ["techno"] * 2, 0.1,
+                        vals)
   np.testing.assert_array_equal(vals["silence"], [[1, 1], [0, 0]])
   np.testing.assert_array_equal(vals["noise"], [[0, 0], [1, 1]])
 
@@ -163,19 +169,19 @@ def test_silent_and_noisy_streams_are_flagged_by_the_harness(run):
 # ---- pieces ------------------------------------------------------------------
 def test_prompt_label_and_tempo_range():
   classes = ("techno", "rock")
-  assert H.prompt_label("techno", classes) == "techno"
-  assert H.prompt_label("dark techno", classes) == "techno"
-  assert H.prompt_label("rock:0.3, techno:1.0", classes) == "techno"
-  assert H.prompt_label("flute", classes) is None
-  assert H.tempo_range("techno") == (122.0, 134.0)
-  assert H.tempo_range("fast rock") == (125.0, 150.0)
-  assert H.tempo_range("slow rock") == (100.0, 150.0)  # no overlap: ignored
-  assert H.tempo_range("flute") is None
+  assert PR.prompt_label("techno", classes) == "techno"
+  assert PR.prompt_label("dark techno", classes) == "techno"
+  assert PR.prompt_label("rock:0.3, techno:1.0", classes) == "techno"
+  assert PR.prompt_label("flute", classes) is None
+  assert PR.tempo_range("techno") == (122.0, 134.0)
+  assert PR.tempo_range("fast rock") == (125.0, 150.0)
+  assert PR.tempo_range("slow rock") == (100.0, 150.0)  # no overlap: ignored
+  assert PR.tempo_range("flute") is None
 
 
 def test_transition_schedule_is_the_papers_six_steps():
   a, b = np.array([1.0, 0.0]), np.array([0.0, 1.0])
-  emb, w = H.transition_schedule(a, b, chunks=60, steps=6)
+  emb, w = TR.transition_schedule(a, b, chunks=60, steps=6)
   np.testing.assert_allclose(w[::10], [0, 0.2, 0.4, 0.6, 0.8, 1.0])
   assert np.all(w[:10] == 0) and np.all(w[50:] == 1)
   np.testing.assert_allclose(emb[25], [0.6, 0.4], atol=1e-6)
@@ -235,8 +241,8 @@ def test_embedder_choice():
     bundle = types.SimpleNamespace(
         config=types.SimpleNamespace(world=world), style_model=style)
     notes = []
-    emb = H._make_embedder(H.EvalConfig(embedder=kind), bundle, prompts,
-                           notes)
+    emb = CX._make_embedder(CF.EvalConfig(embedder=kind), bundle, prompts,
+                            notes)
     assert isinstance(emb, want), (world, kind)
     if want is E.StyleModelEmbedder:
       assert emb.classes == ("techno", "rock") and notes
@@ -247,8 +253,8 @@ def test_embedder_choice():
 
 def test_progress_eta(monkeypatch):
   clock = [0.0]
-  monkeypatch.setattr(H.time, "perf_counter", lambda: clock[0])
-  p = H.Progress({"teacher": 100, "student": 100}, every_s=1e9)
+  monkeypatch.setattr(PG.time, "perf_counter", lambda: clock[0])
+  p = PG.Progress({"teacher": 100, "student": 100}, every_s=1e9)
   clock[0] = 30.0
   p("teacher", 10)  # the first update carries the compile: not a rate
   assert p.rate("teacher") is None and p.eta_s() is None
@@ -271,8 +277,8 @@ def test_cli_flags():
   cfg = cli.config_from_args(args)
   assert cfg.quick and cfg.steps == (1, 4) and cfg.minutes == 2.0
   assert cfg.seconds == 3.5 and cfg.compare_checkpoint is None
-  assert cfg.window_seconds() == 30.0 and cfg.batch == H.QUICK["batch"]
-  assert H.EvalConfig().window_seconds() == 60.0  # 5 min: per minute
+  assert cfg.window_seconds() == 30.0 and cfg.batch == CF.QUICK["batch"]
+  assert CF.EvalConfig().window_seconds() == 60.0  # 5 min: per minute
   for bad in (["--set", "nope=1"], ["--set", "seconds"],
               ["--steps", "1,9"], ["--set", "quick=maybe"]):
     with pytest.raises(ValueError):

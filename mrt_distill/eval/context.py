@@ -1,0 +1,97 @@
+"""`Context`: the models, embedders and prompts an evaluation loads once
+(`build_context`)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mrt_distill.eval import embedders as E
+from mrt_distill.eval import streams as ST
+from mrt_distill.eval.config import EvalConfig
+from mrt_distill.eval.prompts import load_prompts
+
+
+@dataclasses.dataclass
+class Context:
+  """Everything loaded once."""
+  cfg: EvalConfig
+  geometry: object
+  style_model: object
+  teacher: ST.Teacher
+  students: list[ST.Student]
+  student_meta: dict[str, dict]
+  embedder: E.Embedder
+  style_embedder: E.StyleModelEmbedder
+  prompts: list[str]
+  pairs: list[tuple[str, str]]
+  notes: list[str]
+  reference_world: bool  # prompts may name styles with ground truth
+
+  @property
+  def models(self) -> list[ST.Model]:
+    return [self.teacher, *self.students]
+
+  @property
+  def sr(self) -> int:
+    return self.geometry.sample_rate
+
+  def text_emb(self, prompt: str) -> np.ndarray:
+    from mrt_distill.style import mixing
+    return mixing.embed_prompt_mix(self.style_model, prompt)
+
+
+def _on_policy(bundle) -> float | None:
+  try:
+    return float(bundle.config.rollout.on_policy_prob)
+  except (AttributeError, KeyError):
+    return None
+
+
+def build_context(cfg: EvalConfig) -> Context:
+  from mrt_distill.serve.bundle import load_student
+  notes = []
+  bundles = {"student": load_student(cfg.checkpoint)}
+  if cfg.compare_checkpoint:
+    bundles["compare"] = load_student(cfg.compare_checkpoint)
+    a, b = bundles["student"], bundles["compare"]
+    if a.geometry != b.geometry or a.config.world != b.config.world:
+      raise ValueError(
+          f"--compare-checkpoint {cfg.compare_checkpoint!r} was distilled "
+          f"from world {b.config.world!r} ({b.geometry.name}), the student "
+          f"from {a.config.world!r} ({a.geometry.name}): compare students "
+          "of one teacher")
+  main = bundles["student"]
+  teacher = ST.Teacher(main.teacher_system())
+  students, meta = [], {}
+  for name, bundle in bundles.items():
+    stepper = bundle.stepper(max_steps=max(4, max(cfg.steps)))
+    for k in cfg.steps:
+      st = ST.Student(bundle, stepper, k, cfg.student_cfg_weight,
+                      key=f"{name}@k{k}")
+      students.append(st)
+      meta[st.key] = {"student": name, "k": int(k),
+                      "checkpoint": bundle.source,
+                      "on_policy_prob": _on_policy(bundle),
+                      "cfg_weight": cfg.student_cfg_weight}
+  prompts, pairs = load_prompts(cfg)
+  emb = _make_embedder(cfg, main, prompts, notes)
+  style_emb = E.StyleModelEmbedder(main.style_model)
+  reference = str(main.config.world) in ("reference", "random-tiny")
+  return Context(cfg, main.geometry, main.style_model, teacher, students,
+                 meta, emb, style_emb, prompts, pairs, notes, reference)
+
+
+def _make_embedder(cfg, bundle, prompts, notes) -> E.Embedder:
+  from mrt_distill.world import assets
+  kind = cfg.embedder
+  if kind == "auto":
+    ref_world = str(bundle.config.world) in ("reference", "random-tiny")
+    kind = ("judge" if ref_world and assets.available()["judges"]
+            else "style-model")
+  if kind == "judge":
+    return E.JudgeEmbedder(assets.load_judge())
+  notes.append("embedder: the style model's audio tower, zero-shot "
+               "classification over the prompts (no reference judge)")
+  return E.StyleModelEmbedder(bundle.style_model, classes=prompts)
