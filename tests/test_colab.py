@@ -31,7 +31,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mrt_distill.serve import colab_player as cp
+from mrt_distill.serve.colab_browser_sink import BrowserSink
+from mrt_distill.serve.colab_page import PROCESSOR_NAME
+from mrt_distill.serve.colab_page import WORKLET_JS
+from mrt_distill.serve.colab_page import player_html
+from mrt_distill.serve.colab_pcm import PCM_FORMATS
+from mrt_distill.serve.colab_pcm import decode_pcm
+from mrt_distill.serve.colab_pcm import encode_pcm
+from mrt_distill.serve.colab_player import LivePlayer
+from mrt_distill.serve.colab_push import PushLoop
+from mrt_distill.serve.colab_sinks import ListSink
+from mrt_distill.serve.colab_sinks import WavSink
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "colab" / "mrt_distill_live.ipynb"
@@ -41,7 +51,7 @@ NOTEBOOK = REPO / "colab" / "mrt_distill_live.ipynb"
 def test_pcm_f32_round_trip_is_exact():
   rng = np.random.default_rng(0)
   x = (rng.standard_normal((257, 2)) * 1.5).astype(np.float32)
-  got = cp.decode_pcm(cp.encode_pcm(x, "f32"), 2, "f32")
+  got = decode_pcm(encode_pcm(x, "f32"), 2, "f32")
   assert got.dtype == np.float32 and got.shape == (257, 2)
   np.testing.assert_array_equal(got, x)  # beyond [-1, 1] too
 
@@ -49,35 +59,35 @@ def test_pcm_f32_round_trip_is_exact():
 def test_pcm_s16_round_trip_byte_order_and_channels():
   rng = np.random.default_rng(1)
   x = rng.uniform(-1, 1, (300, 2)).astype(np.float32)
-  got = cp.decode_pcm(cp.encode_pcm(x, "s16"), 2, "s16")
+  got = decode_pcm(encode_pcm(x, "s16"), 2, "s16")
   assert np.max(np.abs(got - x)) <= 0.5 / 32767 + 1e-7
   # Interleaved little-endian frames: [L0, R0, L1, R1].
   raw = np.frombuffer(
-      __import__("base64").b64decode(cp.encode_pcm(
+      __import__("base64").b64decode(encode_pcm(
           np.array([[0.5, -1.0], [1.0, 0.0]], np.float32), "s16")), "<i2")
   assert raw.tolist() == [16384, -32767, 32767, 0]
   # Mono as (S,), clipping and non-finite samples.
   y = np.array([0.25, 2.0, -3.0, np.nan, np.inf], np.float32)
-  got = cp.decode_pcm(cp.encode_pcm(y), 1)
+  got = decode_pcm(encode_pcm(y), 1)
   np.testing.assert_allclose(got[:, 0], [0.25, 1.0, -1.0, 0.0, 0.0],
                              atol=1 / 32767)
   with pytest.raises(ValueError, match="frames"):
-    cp.decode_pcm(cp.encode_pcm(np.zeros((3, 1))), 2)
+    decode_pcm(encode_pcm(np.zeros((3, 1))), 2)
   with pytest.raises(ValueError, match="format"):
-    cp.encode_pcm(x, "mp3")
+    encode_pcm(x, "mp3")
 
 
 def test_page_registers_the_worklet_and_opens_the_comm():
-  page = cp.player_html("t123", sample_rate=16000, channels=2,
-                        lead_seconds=1.5, ring_seconds=4.0, prime_seconds=0.5)
-  assert f"registerProcessor('{cp.PROCESSOR_NAME}'" in cp.WORKLET_JS
-  assert "extends AudioWorkletProcessor" in cp.WORKLET_JS
+  page = player_html("t123", sample_rate=16000, channels=2,
+                     lead_seconds=1.5, ring_seconds=4.0, prime_seconds=0.5)
+  assert f"registerProcessor('{PROCESSOR_NAME}'" in WORKLET_JS
+  assert "extends AudioWorkletProcessor" in WORKLET_JS
   assert "registerProcessor(" in page  # the worklet travels inside the page
   assert "audioWorklet.addModule" in page
   assert "google.colab.kernel" in page and "comms.open(cfg.target" in page
   assert page.count("</script>") == 1  # nothing ends the script early
   assert '"capacityFrames": 64000' in page and '"channels": 2' in page
-  assert cp.WORKLET_JS.isascii()  # the page loads it through btoa()
+  assert WORKLET_JS.isascii()  # the page loads it through btoa()
 
 
 # ---- push loop and sinks -----------------------------------------------------
@@ -105,25 +115,25 @@ class _RampSession:
 
 
 def test_push_loop_fills_a_finite_sink_in_order_and_ends():
-  sink = cp.ListSink(max_chunks=5)
+  sink = ListSink(max_chunks=5)
   sink.open(1000, 1)
-  loop = cp.PushLoop(_RampSession(), sink).start()
+  loop = PushLoop(_RampSession(), sink).start()
   assert loop.wait(10) and loop.error is None
   assert sink.concatenated()[::100, 0].tolist() == [0, 1, 2, 3, 4]
   assert sink.done and loop.chunks == 5 and len(sink.concatenated()) == 500
   # A stopped producer with nothing left ends the loop (no silence pushed).
-  sink = cp.ListSink()
+  sink = ListSink()
   sink.open(1000, 1)
-  loop = cp.PushLoop(_RampSession(stop_after=3), sink).start()
+  loop = PushLoop(_RampSession(stop_after=3), sink).start()
   assert loop.wait(10) and len(sink.audio) == 3
 
 
 def test_realtime_wav_sink_paces_and_writes_what_it_got(tmp_path):
-  sink = cp.WavSink(tmp_path / "x.wav", max_chunks=6, realtime=True,
-                    lead_seconds=0.1, wire_format="s16")
+  sink = WavSink(tmp_path / "x.wav", max_chunks=6, realtime=True,
+                 lead_seconds=0.1, wire_format="s16")
   sink.open(1000, 1)  # 0.1 s chunks
   t0 = time.monotonic()
-  loop = cp.PushLoop(_RampSession(), sink).start()
+  loop = PushLoop(_RampSession(), sink).start()
   assert loop.wait(10) and loop.error is None
   took = time.monotonic() - t0
   # 0.6 s of audio with a 0.1 s lead: about 0.4 s of wall clock, not 0.
@@ -173,8 +183,8 @@ class _ControlSession(_RampSession):
 
 def test_live_player_widgets_steer_and_survive_bad_input():
   s = _ControlSession()
-  sink = cp.ListSink()
-  player = cp.LivePlayer(s, sink, prompts="funk:1, rock:0", rows=3)
+  sink = ListSink()
+  player = LivePlayer(s, sink, prompts="funk:1, rock:0", rows=3)
   assert [p.value for p in player.prompts] == ["funk", "rock", ""]
   assert s.calls == [("prompt", [("funk", 1.0), ("rock", 0.0)])]
   player.weights[1].value = 0.5
@@ -209,7 +219,7 @@ def test_live_player_widgets_steer_and_survive_bad_input():
   assert len(sink.audio) == got and "stopped" in player.status.value
   player.play()
   assert player.playing
-  again = cp.LivePlayer(s, cp.ListSink())
+  again = LivePlayer(s, ListSink())
   assert not player.playing and sink.done  # closed
   again.play()
   assert again.playing
@@ -245,7 +255,7 @@ class _FakeCommManager:
 
 def test_browser_sink_keeps_the_page_only_lead_seconds_ahead():
   mgr = _FakeCommManager()
-  sink = cp.BrowserSink(lead_seconds=0.5, comm_manager=mgr)
+  sink = BrowserSink(lead_seconds=0.5, comm_manager=mgr)
   sink.open(1000, 1, chunk_samples=200)
   assert not sink.wait_room(0.01)  # no page yet: nothing to push to
   comm = _FakeComm()
@@ -331,7 +341,7 @@ def test_page_plays_pushed_chunks_through_the_worklet(chromium):
   sync_playwright, exe, args = chromium
   sr, n, lead = 16000, 4000, 0.6  # 0.25 s chunks
   mgr = _FakeCommManager()
-  sink = cp.BrowserSink(lead_seconds=lead, comm_manager=mgr)
+  sink = BrowserSink(lead_seconds=lead, comm_manager=mgr)
   sink.open(sr, 1, n)
   page_html = ("<!doctype html><html><body>" + _COLAB_SHIM + sink.html()
                + "</body></html>")
@@ -356,14 +366,14 @@ def test_page_plays_pushed_chunks_through_the_worklet(chromium):
 
       # The page's decoder agrees with Python's, channel by channel.
       x = np.array([[0.5, -0.25], [1.0, -1.0], [0.0, 0.125]], np.float32)
-      for fmt in cp.PCM_FORMATS:
+      for fmt in PCM_FORMATS:
         planes = page.evaluate(
             "([b, f]) => Object.values(window.mrtDistillColab)[0]"
             ".decode(b, f, 2).map((p) => Array.from(p))",
-            [cp.encode_pcm(x, fmt), fmt])
+            [encode_pcm(x, fmt), fmt])
         np.testing.assert_allclose(np.array(planes).T,
-                                   cp.decode_pcm(cp.encode_pcm(x, fmt), 2,
-                                                 fmt), atol=1e-7)
+                                   decode_pcm(encode_pcm(x, fmt), 2, fmt),
+                                   atol=1e-7)
 
       def pump(seconds):
         """Carry comm messages both ways, as Colab would."""
@@ -382,7 +392,7 @@ def test_page_plays_pushed_chunks_through_the_worklet(chromium):
       stats = ("(() => { const a = Object.values(window.mrtDistillColab)[0];"
                " return {...a.stats, errors: a.errors}; })()")
       t0 = time.monotonic()
-      loop = cp.PushLoop(_SineSession(sr, n), sink).start()
+      loop = PushLoop(_SineSession(sr, n), sink).start()
       pump(3.0)
       elapsed = time.monotonic() - t0
       s = page.evaluate(stats)
