@@ -1,4 +1,4 @@
-"""The memory planner (mrt_distill/plan.py, tools/plan_memory.py).
+"""The memory planner (mrt_distill/plan/, tools/plan_memory.py).
 
 Hand-computed table rows for the tiny config, sharding arithmetic, the
 refusal of an oversized pod config, and the estimate against XLA's

@@ -13,7 +13,7 @@ Prints a table (state, train step, teacher rollout; GiB per chip) and a
 verdict against the chip's HBM (v5e 16 GiB, v6e 32 GiB). Exit status: 0 when
 the plan fits (FITS or TIGHT), 1 when it does not (the message names the
 peak, the HBM and the largest parts), 2 for bad arguments. See
-mrt_distill/plan.py for what is counted and why.
+mrt_distill/plan/__init__.py for what is counted and why.
 
 Ahead-of-time compilation: when libtpu is importable (or --libtpu DIR holds
 it: `pip install --target DIR "libtpu==<the version jax[tpu] pins>"`), the
