@@ -29,11 +29,14 @@ DEFAULT_SAMPLING = dict(guidance_weight=3.0, temperature=1.0, top_k=40)
 
 
 def stream_teacher(world, prompt: str, samples: int, seconds: float,
-                   seed: int, **sampling) -> np.ndarray:
-  """-> float32 (samples, S, C): `samples` cold-start streams of one prompt."""
+                   seed: int, embedding: np.ndarray | None = None,
+                   **sampling) -> np.ndarray:
+  """-> float32 (samples, S, C): `samples` cold-start streams of one prompt
+  (or of a given style `embedding` (E,), e.g. an audio prompt's)."""
   g = world.geometry
   system = world.teacher_system(**{**DEFAULT_SAMPLING, **sampling})
-  emb = mixing.embed_prompt_mix(world.style_model, prompt)
+  emb = (mixing.embed_prompt_mix(world.style_model, prompt)
+         if embedding is None else np.asarray(embedding, np.float32))
   states = system.init_states(samples)
   styles = np.repeat(emb[None], samples, axis=0)
   chunks = []
@@ -85,7 +88,11 @@ def _fd_or_none(a, b) -> float | None:
 
 def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
              gt_pieces_per_style: int = 16, seed: int = 0,
-             styles=None, sampling: dict | None = None) -> dict:
+             styles=None, sampling: dict | None = None,
+             embeddings: dict[str, np.ndarray] | None = None) -> dict:
+  """Per style: teacher streams judged, Fréchet vs ground truth, the codec
+  ceiling. `embeddings` {style: (E,)} replaces a style's text prompt by
+  another style embedding (tools/probe_teacher_conditioning.py)."""
   g, judge = world.geometry, world.judge
   styles = list(styles or music.STYLES)
   sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
@@ -93,7 +100,7 @@ def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
   for i, style in enumerate(styles):
     prompt = style
     audio = stream_teacher(world, prompt, samples_per_style, seconds, seed,
-                           **sampling)
+                           (embeddings or {}).get(style), **sampling)
     pred = judge.classify(audio, g.sample_rate)
     gt_a = ground_truth(style, gt_pieces_per_style, seconds, g.sample_rate)
     gt_b = ground_truth(style, gt_pieces_per_style, seconds, g.sample_rate,

@@ -26,3 +26,20 @@ def test_fd_or_none():
   assert ew._fd_or_none(a[:3], a) is None  # fewer than E + 1 = 4 windows
   assert ew._fd_or_none(a, a) == pytest.approx(0.0, abs=1e-8)
   assert ew._fd_or_none(a, a + 2.0) == pytest.approx(12.0, rel=1e-6)
+
+
+def test_stream_teacher_embedding_override():
+  """An explicit style embedding streams exactly as the prompt it equals,
+  and another embedding streams something else (the conditioning probe,
+  tools/probe_teacher_conditioning.py, relies on both)."""
+  from mrt_distill.style import mixing
+  from mrt_distill.world import assets
+  world = assets.load_reference_world()
+  emb = mixing.embed_prompt_mix(world.style_model, "techno")
+  a = ew.stream_teacher(world, "techno", 2, 1.0, seed=0)
+  b = ew.stream_teacher(world, "not used", 2, 1.0, seed=0, embedding=emb)
+  assert a.shape == (2, world.geometry.sample_rate, 1)
+  np.testing.assert_array_equal(a, b)
+  other = mixing.embed_prompt_mix(world.style_model, "string_ensemble")
+  c = ew.stream_teacher(world, "techno", 2, 1.0, seed=0, embedding=other)
+  assert not np.array_equal(a, c)
