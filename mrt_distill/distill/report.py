@@ -12,6 +12,7 @@ Same prompts, same number of cold-start chunks, same seeds for both models:
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -104,6 +105,8 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
       pred = judge.classify(audio, g.sample_rate)
       row[f"{name}_accuracy"] = (None if style is None else
                                  float(np.mean([p == style for p in pred])))
+      # What the judge heard instead: the confusions behind the accuracy.
+      row[f"{name}_predictions"] = dict(collections.Counter(pred))
       row[f"{name}_rms"] = float(np.sqrt(np.mean(audio ** 2)))
     if style is not None:
       gt = EW.ground_truth(style, gt_pieces, seconds, g.sample_rate)

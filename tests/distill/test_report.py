@@ -1,0 +1,55 @@
+"""The end-of-run report of `mrt-distill distill`, on the shipped reference
+world (a 2-step student: the numbers are poor, the bookkeeping is what is
+checked)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mrt_distill import main as cli_main
+from mrt_distill.world import music
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("report") / "w"
+  overrides = {"train.steps": 2, "train.eval_every": 1000,
+               "train.checkpoint_every": 2, "optim.decay_steps": 2,
+               "report.samples_per_prompt": 2, "report.seconds": 4.0,
+               "report.gt_pieces": 2}
+  rc = cli_main.main(["distill", "--config", "reference_cpu:smoke",
+                      "--workdir", str(workdir),
+                      *(f"--config.{k}={v!r}" for k, v in overrides.items())])
+  assert rc == 0
+  return workdir, json.loads((workdir / "report.json").read_text())
+
+
+def test_report_rows_summary_and_speed(report):
+  workdir, rep = report
+  rows = rep["rows"]
+  # The held-out prompts of the built-in set: the bare style names.
+  assert [r["prompt"] for r in rows] == list(music.STYLES)
+  for r in rows:
+    for who in ("teacher", "student"):
+      preds = r[f"{who}_predictions"]
+      assert sum(preds.values()) == 2 and set(preds) <= set(music.STYLES)
+      # The accuracy is the share of streams judged as the prompt's style.
+      assert r[f"{who}_accuracy"] == preds.get(r["prompt"], 0) / 2
+      assert r[f"{who}_rms"] > 0
+      assert r[f"{who}_logmel_db"] >= 0
+  s = rep["summary"]
+  mean = lambda k: sum(r[k] for r in rows) / len(rows)
+  assert s["student_accuracy"] == pytest.approx(mean("student_accuracy"))
+  assert s["teacher_accuracy"] == pytest.approx(mean("teacher_accuracy"))
+  if s["teacher_accuracy"]:
+    assert s["accuracy_ratio"] == pytest.approx(
+        s["student_accuracy"] / s["teacher_accuracy"])
+  sp = rep["speed"]
+  assert sp["student_sequential_calls_per_chunk"] == 1
+  assert sp["teacher_sequential_calls_per_chunk"] == 25 * (1 + 4)
+  assert sp["student_ms_per_chunk"] > 0 and sp["teacher_ms_per_chunk"] > 0
+  assert 0 < rep["trainable_fraction"] < 0.2
+  md = (workdir / "report.md").read_text()
+  assert "| judge style accuracy |" in md and "| techno |" in md
