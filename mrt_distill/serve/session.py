@@ -20,20 +20,9 @@ longer control delay: a change is heard after the queued audio). The session
 measures what a player feels: time per chunk, underruns, and the control
 delay (from a control change to the first played sample produced with it).
 
-Audio injection (Magenta RT paper, section 4.2 and appendix E): the user's
-audio is mixed into the model's *context*, never into what is played.
-Positions are in played samples (sample p of the stream the consumer
-reads). The played stream lags the latent timeline by the crossfade
-(`crossfade_samples`, X), so context chunk j covers played samples
-[j Sc + X, (j + 1) Sc + X).
-  * "free": input is mixed at its logical time, silence where none has
-    arrived. A chunk's input that is there when the chunk is produced goes
-    into the step (`inject_audio`); input that arrives after its chunk entered
-    the window re-encodes those window chunks (`inject_context`) before the
-    next step.
-  * "looper": the latest `loop_seconds` of input, tiled at the loop phase
-    over the whole window, so the model hears the previous loop's input in
-    every context chunk, including the newest.
+Audio injection (the user's audio in the model's context, never in what
+is played) and its "free" and "looper" modes: `session_injection`. Prompt
+mixes, CFG, steps and transitions: `session_controls`.
 
 Determinism: chunk i uses rng = fold_in(PRNGKey(seed), i); two sessions with
 the same seed and the same controls at the same chunks produce the same
@@ -49,45 +38,26 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import math
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from mrt_distill.serve.chunk_step import ChunkStepper, Controls
-from mrt_distill.style import mixing
+from mrt_distill.serve.session_controls import ControlsMixin
+from mrt_distill.serve.session_controls import _label
+from mrt_distill.serve.session_controls import _Transition
+from mrt_distill.serve.session_injection import InjectionMixin
 
 log = logging.getLogger(__name__)
 
-MODES = ("free", "looper")
 _HISTORY = 512  # timings kept for the percentiles in stats()
 
 
 def _percentile(values, q) -> float | None:
   return float(np.percentile(np.asarray(values), q)) if values else None
-
-
-def _label(mix: list[tuple[str, float]]) -> str:
-  return ", ".join(f"{t}:{w:g}" for t, w in mix)
-
-
-@dataclasses.dataclass
-class _Transition:
-  """A -> B over `seconds`, chunk j (from 0) at alpha = j Sc / seconds."""
-  emb_a: np.ndarray  # (E,)
-  emb_b: np.ndarray  # (E,)
-  mix_a: list
-  mix_b: list
-  seconds: float
-  done: int = 0  # transition chunks produced
-
-  def alpha(self, chunk_seconds: float) -> float:
-    if self.seconds <= 0:
-      return 1.0
-    return min(1.0, self.done * chunk_seconds / self.seconds)
 
 
 @dataclasses.dataclass
@@ -97,7 +67,7 @@ class _Chunk:
   changes: list  # perf_counter times of the control changes it first carries
 
 
-class StreamSession:
+class StreamSession(ControlsMixin, InjectionMixin):
   """One live stream (B parallel streams with the same controls).
 
   Args:
@@ -211,255 +181,6 @@ class StreamSession:
     transition, the interpolated one)."""
     with self._lock:
       return self._next_embedding(advance=False).copy()
-
-  # ---- controls --------------------------------------------------------------
-  def _check_mix(self, mix, what: str) -> list[tuple[str, float]]:
-    """str "a:1, b:0.5" | {text: weight} | [(text, weight)] -> pairs."""
-    try:
-      if isinstance(mix, str):
-        pairs = mixing.parse_prompt_mix(mix)
-      elif isinstance(mix, Mapping):
-        pairs = [(k, float(v)) for k, v in mix.items()]
-      elif isinstance(mix, (list, tuple)):
-        pairs = [(t, float(w)) for t, w in mix]
-      else:
-        raise ValueError(f"expected a str like 'techno:1, flute:0.5' or a "
-                         f"{{text: weight}} dict, got {type(mix).__name__}")
-      for t, _ in pairs:
-        if not isinstance(t, str) or not t.strip():
-          raise ValueError(f"prompt text {t!r} is not a non-empty str")
-      if not pairs:
-        raise ValueError("no prompts given")
-    except (TypeError, ValueError) as e:
-      raise self._rejected(mix, what, e) from None
-    return [(t.strip(), w) for t, w in pairs]
-
-  def _embed(self, pairs, what: str) -> np.ndarray:
-    try:
-      return mixing.embed_prompt_mix(self.style_model, pairs)
-    except ValueError as e:
-      raise self._rejected(pairs, what, e) from None
-
-  def _rejected(self, mix, what, e) -> ValueError:
-    keep = (f"; the stream keeps playing {_label(self._mix)!r}"
-            if hasattr(self, "_emb") else "")
-    return ValueError(f"{what} {mix!r} rejected: {e}{keep}")
-
-  def set_prompt(self, mix) -> None:
-    """Play a new prompt mix from the next chunk on (cancels a transition).
-
-    Args:
-      mix: "techno:1, flute:0.5" or {"techno": 1.0, "flute": 0.5}; weights
-        >= 0, not all zero; mixed as sum(w_i e_i) / sum(w_i).
-
-    Raises:
-      ValueError: empty or unknown prompt, negative weights, weights summing
-        to zero (nothing changes; the stream keeps the previous prompt).
-    """
-    pairs = self._check_mix(mix, "prompt")
-    emb = self._embed(pairs, "prompt")
-    with self._lock:
-      self._mix, self._emb, self._transition = pairs, emb, None
-      self._pending.append(time.perf_counter())
-
-  def set_controls(self, cfg_weight: float | None = None,
-                   steps: int | None = None) -> None:
-    """CFG weight (>= 0; 0 = one network pass) and student steps
-    (1..stepper.max_steps); None keeps a value. Both are checked before
-    either applies."""
-    if cfg_weight is not None:
-      try:
-        w = float(cfg_weight)
-      except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"cfg_weight {cfg_weight!r} is not a number") \
-            from None
-      # The step takes float32: 1e39 is finite here but inf there (NaN
-      # audio for every listener).
-      if not 0 <= w <= float(np.finfo(np.float32).max):  # and not NaN
-        raise ValueError(f"cfg_weight {cfg_weight!r}: must be finite (as "
-                         f"float32) and >= 0 (0 turns guidance off)")
-    if steps is not None:
-      top = self.stepper.max_steps
-      if (isinstance(steps, bool)
-          or not isinstance(steps, (int, np.integer))
-          or not 1 <= steps <= top):
-        raise ValueError(f"steps {steps!r}: must be an int in 1..{top} (the "
-                         f"stepper's max_steps)")
-    with self._lock:
-      if cfg_weight is not None:
-        self._cfg = w
-      if steps is not None:
-        self._steps = int(steps)
-      self._pending.append(time.perf_counter())
-
-  def schedule_transition(self, a, b, seconds: float) -> None:
-    """Interpolate the style embedding from mix `a` to mix `b` over
-    `seconds`, per chunk, starting at the next chunk (which plays `a`);
-    afterwards the prompt is `b`. Errors as in `set_prompt`."""
-    try:
-      seconds = float(seconds)
-    except (TypeError, ValueError):
-      raise ValueError(f"seconds {seconds!r} is not a number") from None
-    if not math.isfinite(seconds) or seconds < 0:
-      raise ValueError(f"seconds {seconds!r}: must be finite and >= 0")
-    mix_a = self._check_mix(a, "transition start")
-    mix_b = self._check_mix(b, "transition end")
-    emb_a = self._embed(mix_a, "transition start")
-    emb_b = self._embed(mix_b, "transition end")
-    with self._lock:
-      self._transition = _Transition(emb_a, emb_b, mix_a, mix_b, seconds)
-      self._pending.append(time.perf_counter())
-
-  def _next_embedding(self, advance: bool) -> np.ndarray:
-    """(E,) embedding of the next chunk; `advance` moves a transition on
-    (call with _lock held)."""
-    tr = self._transition
-    if tr is None:
-      return self._emb
-    alpha = tr.alpha(self.chunk_seconds)
-    emb = ((1.0 - alpha) * tr.emb_a + alpha * tr.emb_b).astype(np.float32)
-    if advance:
-      tr.done += 1
-      if alpha >= 1.0:
-        self._mix, self._emb, self._transition = tr.mix_b, tr.emb_b, None
-    return emb
-
-  # ---- audio injection -----------------------------------------------------
-  def _now(self) -> int:
-    """Played position the user hears now: the consumer's read position,
-    or, without a consumer, the start of the next chunk's context span."""
-    if self._reading:
-      return self._read_pos
-    return self._index * self.chunk_samples + self.geometry.crossfade_samples
-
-  def inject_audio(self, audio, sample_rate: int, gain: float = 1.0,
-                   mode: str = "free", *, loop_seconds: float | None = None,
-                   at: int | None = None) -> int:
-    """Mix user audio into the model's context (never into the output).
-
-    Args:
-      audio: float (S, C) at the codec's rate ((S,) when C is 1).
-      sample_rate: its rate; must equal `sample_rate`.
-      gain: scales this audio; 0 turns injection off (drops pending input).
-      mode: "free" (mix at its played time) or "looper" (keep the latest
-        `loop_seconds` and tile it over the whole context window).
-      loop_seconds: the loop length, required for "looper".
-      at: played sample position of audio[0]; default right after the
-        previous injected audio, or now (the consumer's read position; the
-        next chunk without a consumer) if that is later.
-
-    Returns:
-      The played position where the audio was placed.
-
-    Raises:
-      ValueError: wrong sample rate, shape, dtype, non-finite samples,
-        unknown mode, bad gain or loop length (nothing changes).
-    """
-    g = self.geometry
-    self.stepper.require_injection()
-    if mode not in MODES:
-      raise ValueError(f"inject_audio mode {mode!r}: expected one of {MODES}")
-    if int(sample_rate) != g.sample_rate:
-      raise ValueError(
-          f"inject_audio: sample rate {sample_rate} Hz, expected "
-          f"{g.sample_rate} Hz (the codec's rate); resample the input first")
-    x = np.asarray(audio)
-    if not np.issubdtype(x.dtype, np.floating):
-      raise ValueError(f"inject_audio: dtype {x.dtype}, expected float "
-                       "samples in [-1, 1] (convert PCM: x / 32768)")
-    if x.ndim == 1 and g.channels == 1:
-      x = x[:, None]
-    if x.ndim != 2 or x.shape[1] != g.channels or x.shape[0] == 0:
-      hint = ("; it looks like (C, S): transpose it"
-              if x.ndim == 2 and x.shape[0] == g.channels else "")
-      raise ValueError(f"inject_audio: audio of shape {np.shape(audio)}, "
-                       f"expected (samples, {g.channels}) with samples > 0"
-                       f"{hint}")
-    if not np.all(np.isfinite(x)):
-      raise ValueError("inject_audio: audio contains NaN or inf")
-    gain = float(gain)
-    if not math.isfinite(gain) or gain < 0:
-      raise ValueError(f"inject_audio: gain {gain} must be finite and >= 0")
-    if at is not None and int(at) < 0:
-      raise ValueError(f"inject_audio: at={at} must be >= 0")
-    if mode == "looper":
-      if loop_seconds is None or not math.isfinite(float(loop_seconds)) \
-          or float(loop_seconds) <= 0:
-        raise ValueError(f"inject_audio: looper mode needs loop_seconds > 0, "
-                         f"got {loop_seconds!r}")
-      loop_len = max(1, int(round(float(loop_seconds) * g.sample_rate)))
-    x = x.astype(np.float32) * np.float32(gain)
-    with self._lock:
-      self._inj_version += 1
-      if gain == 0:
-        self._inj_mode, self._blocks, self._loop = None, [], None
-        return int(at) if at is not None else self._now()
-      if mode != self._inj_mode:
-        self._blocks, self._loop = [], None
-        self._inj_mode = mode
-      if mode == "free":
-        start = int(at) if at is not None else max(self._inj_end, self._now())
-        self._blocks.append((start, x))
-        self._inj_end = max(self._inj_end, start + len(x))
-        return start
-      if self._loop is None or len(self._loop) != loop_len:
-        start = int(at) if at is not None else self._now()
-        self._loop = np.zeros((loop_len, g.channels), np.float32)
-        self._loop_origin = start
-      else:
-        start = (int(at) if at is not None
-                 else max(self._loop_end, self._now()))
-      keep = x[-loop_len:]
-      first = start + len(x) - len(keep)
-      idx = (np.arange(first, first + len(keep)) - self._loop_origin) \
-          % loop_len
-      self._loop[idx] = keep
-      self._loop_end = start + len(x)
-      return start
-
-  def _input_span(self, start: int, length: int) -> np.ndarray | None:
-    """(length, C) injected audio over played [start, start + length), or
-    None when no input touches it (call with _lock held)."""
-    if self._inj_mode == "looper" and self._loop is not None:
-      idx = (np.arange(start, start + length) - self._loop_origin) \
-          % len(self._loop)
-      return self._loop[idx]
-    out = None
-    for b0, x in self._blocks:
-      lo, hi = max(start, b0), min(start + length, b0 + len(x))
-      if lo < hi:
-        if out is None:
-          out = np.zeros((length, self.channels), np.float32)
-        out[lo - start:hi - start] += x[lo - b0:hi - b0]
-    return out
-
-  def _chunk_input(self, j: int) -> np.ndarray | None:
-    """Input of context chunk j (None for cold slots in free mode)."""
-    if j < 0 and self._inj_mode != "looper":
-      return None
-    sc = self.chunk_samples
-    return self._input_span(j * sc + self.geometry.crossfade_samples, sc)
-
-  def _injection_plan(self, i: int):
-    """Snapshot for chunk i (call with _lock held) -> (chunk input or None,
-    window job (audio (W, C), chunk mask (N,), inputs) or None)."""
-    n, sc = self._n_ctx, self.chunk_samples
-    # Forget free input that can no longer reach the window.
-    oldest = (i - n) * sc + self.geometry.crossfade_samples
-    self._blocks = [(b0, x) for b0, x in self._blocks if b0 + len(x) > oldest]
-    job = None
-    if self._inj_version != self._checked_version:
-      self._checked_version = self._inj_version
-      cur = [self._chunk_input(j) for j in range(i - n, i)]
-      dirty = any(c is not None and (a is None or not np.array_equal(c, a))
-                  for c, a in zip(cur, self._applied))
-      if dirty:
-        mask = np.array([c is not None for c in cur])
-        audio = np.concatenate(
-            [np.zeros((sc, self.channels), np.float32) if c is None else c
-             for c in cur])
-        job = (audio, mask, cur)
-    return self._chunk_input(i), job
 
   # ---- production ------------------------------------------------------------
   def _produce(self) -> _Chunk:
