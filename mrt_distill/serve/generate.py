@@ -165,7 +165,7 @@ def check_prompt_words(style_model, mix_text: str, where: str) -> bool:
   vocab = getattr(style_model, "vocab", None)
   if not vocab:
     return False
-  from mrt_distill.style.reference import parse_text
+  from mrt_distill.style.text_parsing import parse_text
   for text, weight in mix:
     if weight <= 0:
       continue  # not embedded (mixing skips zero weights)

@@ -8,7 +8,7 @@ teacher or student output), so they measure how far generated audio is from
 the real thing:
 
 * `StyleJudge`: a style classifier over 16 kHz mono audio (log-mel ->
-  `reference.MelEncoder` -> an E = 32 bottleneck -> softmax over
+  `mel_encoder.MelEncoder` -> an E = 32 bottleneck -> softmax over
   `music.STYLES`). It looks at 4 s windows; longer audio is cut into
   non-overlapping 4 s windows (a tail shorter than a window is dropped, a
   clip shorter than one window is zero-padded) and the window probabilities
@@ -35,9 +35,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mrt_distill.style import reference
-from mrt_distill.style.reference import EncoderConfig
-from mrt_distill.style.reference import MelConfig
+from mrt_distill.style import audio_windows
+from mrt_distill.style import buckets
+from mrt_distill.style import mel_encoder
+from mrt_distill.style import style_net
+from mrt_distill.style import weights_io
+from mrt_distill.style.mel_encoder import EncoderConfig
+from mrt_distill.style.mel_encoder import MelConfig
 
 FORMAT = "mrt_distill.style_judge/1"
 REBUILD_HINT = "python tools/build_reference_world.py --stage judges"
@@ -79,7 +83,7 @@ class JudgeConfig:
 
   @classmethod
   def from_json(cls, d: dict) -> "JudgeConfig":
-    d = reference.front_end_from_json(d)
+    d = mel_encoder.front_end_from_json(d)
     d["styles"] = tuple(d["styles"])
     return cls(**d)
 
@@ -91,14 +95,14 @@ class JudgeNet(nn.Module):
 
   def setup(self):
     c = self.cfg
-    self.encoder = reference.MelEncoder(c.encoder)
+    self.encoder = mel_encoder.MelEncoder(c.encoder)
     self.bottleneck = nn.Dense(c.embed_dim)
     self.drop = nn.Dropout(c.dropout)
     self.head = nn.Dense(len(c.styles))
 
   def embed(self, audio_BxN: jax.Array) -> jax.Array:
     """The penultimate layer: (B, E), before its nonlinearity."""
-    feats = self.encoder(reference.log_mel(audio_BxN, self.cfg.mel))
+    feats = self.encoder(mel_encoder.log_mel(audio_BxN, self.cfg.mel))
     return self.bottleneck(feats)
 
   def __call__(self, audio_BxN: jax.Array, deterministic: bool = True):
@@ -160,7 +164,7 @@ class StyleJudge:
 
   @property
   def num_params(self) -> int:
-    return reference.param_count(self._params)
+    return style_net.param_count(self._params)
 
   # ---- windows --------------------------------------------------------------
   def windows(self, audio, sample_rate: int, *, resample: bool | None = None
@@ -171,23 +175,23 @@ class StyleJudge:
     another sample rate is resampled (or refused when resample=False).
     """
     rs = self._resample if resample is None else resample
-    mono = reference.prepare_mono_audio(
+    mono = audio_windows.prepare_mono_audio(
         audio, sample_rate, self._cfg.mel.sample_rate, resample=rs,
         who="StyleJudge")
-    wins, owner, _ = reference.split_windows(mono, self._cfg.window_samples,
-                                             keep_tail=False)
+    wins, owner, _ = audio_windows.split_windows(
+        mono, self._cfg.window_samples, keep_tail=False)
     return wins, owner
 
   def window_proba(self, windows_WxN: np.ndarray) -> np.ndarray:
     """float32 (W, P) style probabilities of exactly-one-window clips."""
     w = self._check_windows(windows_WxN)
-    return reference.run_in_buckets(
+    return buckets.run_in_buckets(
         functools.partial(self._proba_fn, self._params), w)
 
   def embed_windows(self, windows_WxN: np.ndarray) -> np.ndarray:
     """float32 (W, E) embeddings of exactly-one-window clips."""
     w = self._check_windows(windows_WxN)
-    return reference.run_in_buckets(
+    return buckets.run_in_buckets(
         functools.partial(self._embed_fn, self._params), w)
 
   def _check_windows(self, windows_WxN) -> np.ndarray:
@@ -229,29 +233,29 @@ class StyleJudge:
     meta = {"format": FORMAT, "config": self._cfg.to_json(),
             "num_params": self.num_params}
     meta.update(extra_meta or {})
-    return reference.save_asset(
-        path, reference.flatten_params(self._params), meta)
+    return weights_io.save_asset(
+        path, weights_io.flatten_params(self._params), meta)
 
   @classmethod
   def load(cls, path, **kw) -> "StyleJudge":
     """Load a judge written by `save`, verifying its checksum.
 
     Raises:
-      reference.AssetError (a ValueError): missing, corrupted or mismatched
+      weights_io.AssetError (a ValueError): missing, corrupted or mismatched
         files; the message names the rebuild command.
     """
-    arrays, meta = reference.load_asset(path, FORMAT, REBUILD_HINT)
+    arrays, meta = weights_io.load_asset(path, FORMAT, REBUILD_HINT)
     try:
       cfg = JudgeConfig.from_json(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
-      raise reference.AssetError(
+      raise weights_io.AssetError(
           f"{path}: bad sidecar config ({e}); rebuild with "
           f"`{REBUILD_HINT}`") from None
-    params = reference.unflatten_params(arrays)
+    params = weights_io.unflatten_params(arrays)
     expected = jax.eval_shape(functools.partial(_init, cfg),
                               jax.random.PRNGKey(0))
-    params = reference.check_param_shapes(params, expected, str(path),
-                                          REBUILD_HINT)
+    params = weights_io.check_param_shapes(params, expected, str(path),
+                                           REBUILD_HINT)
     return cls(params, cfg, **kw)
 
 
@@ -335,7 +339,7 @@ def estimate_tempo(audio, sample_rate: int, *,
     raise ValueError(
         f"audio of shape {x.shape}: estimate_tempo takes one clip, (N,) or "
         "(N, C)")
-  mono = reference.prepare_mono_audio(x, sample_rate, sample_rate,
+  mono = audio_windows.prepare_mono_audio(x, sample_rate, sample_rate,
                                       resample=False, who="estimate_tempo")[0]
   hop = max(1, int(round(_TEMPO_HOP_SECONDS * sample_rate)))
   env = librosa.onset.onset_strength(y=mono, sr=sample_rate, hop_length=hop)

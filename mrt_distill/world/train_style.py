@@ -22,7 +22,7 @@ modality gap so that text prompts tokenise like their music (see
 `reference`'s module docstring).
 
 After training, the RVQ codebooks are k-means fitted on audio embeddings of
-pool crops (see `reference.fit_rvq_codebooks`), and held-out metrics are
+pool crops (see `rvq_fit.fit_rvq_codebooks`), and held-out metrics are
 computed on pieces with seeds that training never draws:
 
 * `zero_shot_accuracy`: each held-out 4 s window is assigned the style whose
@@ -74,6 +74,9 @@ from mrt_distill.codec.base import seeded_rng
 from mrt_distill.geometry import Geometry
 from mrt_distill.geometry import REFERENCE
 from mrt_distill.style import reference
+from mrt_distill.style import rvq_fit
+from mrt_distill.style import style_net
+from mrt_distill.style import text_parsing
 from mrt_distill.world import music
 from mrt_distill.world import render
 
@@ -468,7 +471,7 @@ def rvq_report(model: reference.ReferenceStyleModel, audio_NxS: np.ndarray,
 # ---- the trainer -------------------------------------------------------------
 def train_style(out_path, *, steps: int, batch: int, seed: int,
                 log_every: int = 50, time_budget_s: float | None = None,
-                config: reference.ReferenceStyleConfig | None = None,
+                config: style_net.ReferenceStyleConfig | None = None,
                 geometry: Geometry = REFERENCE, lr: float = 1e-3,
                 warmup: int | None = None, weight_decay: float = 1e-4,
                 noise_prob: float = 0.3, align_weight: float = 1.0,
@@ -507,7 +510,7 @@ def train_style(out_path, *, steps: int, batch: int, seed: int,
   Returns:
     The metrics dict (also written as JSON).
   """
-  cfg = config or reference.ReferenceStyleConfig(embed_dim=
+  cfg = config or style_net.ReferenceStyleConfig(embed_dim=
                                                  geometry.style_embed_dim)
   out_path = pathlib.Path(out_path)
   styles = tuple(music.STYLES)
@@ -520,9 +523,9 @@ def train_style(out_path, *, steps: int, batch: int, seed: int,
   text_rng = seeded_rng(seed, "mrt_distill.world.train_style.text")
   log.info("style: pool ready in %.1f s", time.perf_counter() - t0)
 
-  net = reference.StyleNet(cfg)
-  params = reference.init_params(cfg, seed)
-  n_params = reference.param_count(params)
+  net = style_net.StyleNet(cfg)
+  params = style_net.init_params(cfg, seed)
+  n_params = style_net.param_count(params)
   log.info("style: %s parameters", f"{n_params:,}")
   warmup = max(1, steps // 20) if warmup is None else warmup
   tx = make_optimizer(lr, steps, warmup, weight_decay)
@@ -541,7 +544,7 @@ def train_style(out_path, *, steps: int, batch: int, seed: int,
     t_step = time.perf_counter()
     audio, _, pieces = pool.sample(batch, crop)
     texts = [sample_text(p, styles[p.style_index], text_rng) for p in pieces]
-    ids, mask = reference.encode_words(texts, cfg.vocab, width)
+    ids, mask = text_parsing.encode_words(texts, cfg.vocab, width)
     pos = positives(texts, pieces)
     params, opt_state, m = step_fn(params, opt_state, audio, ids, mask, pos,
                                    jax.random.fold_in(key, step))
@@ -573,7 +576,7 @@ def train_style(out_path, *, steps: int, batch: int, seed: int,
   cb_rng = seeded_rng(seed, "mrt_distill.world.train_style.codebooks")
   cb_audio, cb_text = codebook_training_set(model, pool, crop, codebook_audio,
                                             cb_rng, codebook_text)
-  books = reference.fit_rvq_codebooks(cb_audio, geometry.style_rvq_depth,
+  books = rvq_fit.fit_rvq_codebooks(cb_audio, geometry.style_rvq_depth,
                                       geometry.style_codebook_size, seed,
                                       codebook_iters)
   model = model.with_codebooks(books)

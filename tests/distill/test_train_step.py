@@ -233,9 +233,9 @@ def test_imle_picks_the_draw_nearest_the_teacher_chunk(setup):
 def test_style_term_trains_through_the_style_tower(setup):
   """losses.style: the cosine distance between style-model embeddings of the
   student's and the teacher's decoded chunk, differentiated end to end."""
-  from mrt_distill.style.reference import (EncoderConfig,
-                                           ReferenceStyleConfig,
-                                           ReferenceStyleModel)
+  from mrt_distill.style.mel_encoder import EncoderConfig
+  from mrt_distill.style.reference import ReferenceStyleModel
+  from mrt_distill.style.style_net import ReferenceStyleConfig
   g = setup.geometry
   cfg = ReferenceStyleConfig(
       encoder=EncoderConfig(patch_dim=16, hidden=32, dilations=(1,)),

@@ -10,14 +10,18 @@ from mrt_distill.geometry import REFERENCE
 from mrt_distill.style import embed_prompt_mix
 from mrt_distill.style import mix_embeddings
 from mrt_distill.style import style_tokens
+from mrt_distill.style import mel_encoder
 from mrt_distill.style import reference
-from mrt_distill.style.reference import ReferenceStyleConfig
+from mrt_distill.style import rvq_fit
+from mrt_distill.style import text_parsing
+from mrt_distill.style import weights_io
 from mrt_distill.style.reference import ReferenceStyleModel
+from mrt_distill.style.style_net import ReferenceStyleConfig
 
 SR = REFERENCE.sample_rate
 # Small towers: these tests check plumbing and numerics, not quality.
 SMALL = ReferenceStyleConfig(
-    encoder=reference.EncoderConfig(patch_dim=16, hidden=64, dilations=(1,)),
+    encoder=mel_encoder.EncoderConfig(patch_dim=16, hidden=64, dilations=(1,)),
     text_width=32, text_hidden=64)
 
 
@@ -44,13 +48,13 @@ def test_text_embeddings_deterministic_and_order_free(model):
 
 def test_parse_text_keeps_descriptors_whole():
   vocab = SMALL.vocab
-  assert reference.parse_text("Drum and Bass", vocab) == (["drum_and_bass"],
+  assert text_parsing.parse_text("Drum and Bass", vocab) == (["drum_and_bass"],
                                                           [])
-  assert reference.parse_text("drum-and-bass, lo-fi hip hop", vocab) == (
+  assert text_parsing.parse_text("drum-and-bass, lo-fi hip hop", vocab) == (
       ["drum_and_bass", "lofi_hiphop"], [])
-  assert reference.parse_text("techno_flute music", vocab) == (
+  assert text_parsing.parse_text("techno_flute music", vocab) == (
       ["techno", "flute"], [])
-  assert reference.parse_text("bass drums", vocab) == (["bass", "drums"], [])
+  assert text_parsing.parse_text("bass drums", vocab) == (["bass", "drums"], [])
 
 
 def test_unknown_words_warn_and_are_ignored(model):
@@ -124,7 +128,7 @@ def test_audio_embedder_matches_windows_and_differentiates(model):
 
 
 def test_other_sample_rates(model, caplog):
-  with caplog.at_level(logging.INFO, logger="mrt_distill.style.reference"):
+  with caplog.at_level(logging.INFO, logger="mrt_distill.style.audio_windows"):
     emb = model.embed_audio(tone(440, 4.0, 22_050), 22_050)
   assert "22050" in caplog.text and "16000" in caplog.text
   assert emb.shape == (1, REFERENCE.style_embed_dim)
@@ -138,7 +142,7 @@ def test_other_sample_rates(model, caplog):
 def test_fit_rvq_codebooks_reduces_error_level_by_level():
   rng = np.random.default_rng(0)
   x = rng.standard_normal((600, 16)).astype(np.float32)
-  books = reference.fit_rvq_codebooks(x, depth=3, size=8, seed=0, iters=10)
+  books = rvq_fit.fit_rvq_codebooks(x, depth=3, size=8, seed=0, iters=10)
   assert books.shape == (3, 8, 16)
   from mrt_distill.codec import rvq_dequantize
   from mrt_distill.codec.base import rvq_quantize
@@ -173,7 +177,7 @@ def test_corrupted_file_names_the_rebuild_command(model, tmp_path):
   data = bytearray(path.read_bytes())
   data[len(data) // 2] ^= 0xFF
   path.write_bytes(bytes(data))
-  with pytest.raises(reference.AssetError,
+  with pytest.raises(weights_io.AssetError,
                      match="corrupted.*build_reference_world.py --stage style"):
     ReferenceStyleModel.load(path)
   (tmp_path / "style.npz.json").unlink()

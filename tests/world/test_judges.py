@@ -6,14 +6,15 @@ import json
 import numpy as np
 import pytest
 
-from mrt_distill.style import reference
+from mrt_distill.style import weights_io
+from mrt_distill.style.mel_encoder import EncoderConfig
 from mrt_distill.world import judges
 from mrt_distill.world import music
 
 SR = 16_000
 # A small judge: these tests check plumbing and numerics, not accuracy.
 SMALL = judges.JudgeConfig(
-    encoder=reference.EncoderConfig(patch_dim=16, hidden=32, dilations=(1,)),
+    encoder=EncoderConfig(patch_dim=16, hidden=32, dilations=(1,)),
     embed_dim=8)
 
 
@@ -124,7 +125,7 @@ def test_save_load_round_trip_and_corruption(judge, tmp_path):
   data = bytearray(path.read_bytes())
   data[-100] ^= 0x01
   path.write_bytes(bytes(data))
-  with pytest.raises(reference.AssetError,
+  with pytest.raises(weights_io.AssetError,
                      match="build_reference_world.py --stage judges"):
     judges.StyleJudge.load(path)
 
