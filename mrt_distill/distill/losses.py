@@ -455,11 +455,15 @@ def energy_score_loss(samples_KxBxCxD: jax.Array,
   if x.shape[1:] != y.shape:
     raise ValueError(f"samples {x.shape} do not match target {y.shape}")
   dim = int(np.prod(y.shape[1:]))
-  to_target = jnp.mean(jnp.stack([pseudo_huber(x[i], y) for i in range(k)]),
-                       axis=0)
-  pairs = [pseudo_huber(x[i], x[j]) for i in range(k) for j in range(i + 1, k)]
-  spread = jnp.mean(jnp.stack(pairs), axis=0)
-  return jnp.mean(to_target - 0.5 * spread) / math.sqrt(dim)
+  # Every draw vs the target, and every unordered pair of draws, each as one
+  # batched pseudo-Huber call (K and K(K-1)/2 rows of B examples).
+  to_target = pseudo_huber(x.reshape((-1,) + y.shape[1:]),
+                           jnp.broadcast_to(y, x.shape).reshape(
+                               (-1,) + y.shape[1:]))
+  i, j = np.triu_indices(k, 1)
+  spread = pseudo_huber(x[i].reshape((-1,) + y.shape[1:]),
+                        x[j].reshape((-1,) + y.shape[1:]))
+  return (jnp.mean(to_target) - 0.5 * jnp.mean(spread)) / math.sqrt(dim)
 
 
 def style_embedding_loss(emb_pred_BxE: jax.Array,

@@ -12,7 +12,7 @@ Per example the step draws noise and an adjacent pair of noise levels
 (sigma_n < sigma_n+1) and evaluates the student:
   * one step from pure noise, f(sigma_max z, sigma_max) -> x1 (the serving
     path; with `imle_samples` K > 1 the nearest of K draws to the teacher's
-    chunk, see `one_step_imle`): latent loss vs the teacher latents, and the
+    chunk, see `nearest_draw`): latent loss vs the teacher latents, and the
     music-aware losses on
     x1 -- multi-resolution STFT and onset envelope of the codec-decoded audio
     vs the codec-decoded teacher chunk, and frame-to-frame latent deltas;
@@ -127,14 +127,6 @@ def nearest_draw(draws_KxBxCxD: jax.Array, x0_BxCxD: jax.Array) -> jax.Array:
   best = jnp.argmin(d, axis=0)
   return jnp.take_along_axis(draws_KxBxCxD, best[None, :, None, None],
                              axis=0)[0]
-
-
-def one_step_imle(apply, cross, x0_BxCxD, rng, sigma_max: float,
-                  samples: int):
-  """The one-step output f(sigma_max z) for the z (of `samples` draws per
-  example) whose output lies nearest the teacher's chunk (`nearest_draw`)."""
-  return nearest_draw(one_step_draws(apply, cross, x0_BxCxD.shape, rng,
-                                     sigma_max, samples), x0_BxCxD)
 
 
 def check_energy_draws(weights: L.LossWeights, imle_samples: int) -> None:

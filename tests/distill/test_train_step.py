@@ -208,7 +208,8 @@ def test_imle_picks_the_draw_nearest_the_teacher_chunk(setup):
                 method=S.StudentModel.context_kv)
   x0 = setup.scaler.to_student(batch["latents"])
   key, sigma = jax.random.PRNGKey(3), setup.model.cfg.noise.sigma_max
-  best = T.one_step_imle(apply, cross, x0, key, sigma, 5)
+  best = T.nearest_draw(
+      T.one_step_draws(apply, cross, x0.shape, key, sigma, 5), x0)
   # Recompute every draw by hand: the chosen one is the nearest per example.
   z = jax.random.normal(key, (15,) + x0.shape[1:])
   tile = lambda t: jnp.concatenate([t] * 5, axis=0)
@@ -223,7 +224,8 @@ def test_imle_picks_the_draw_nearest_the_teacher_chunk(setup):
     assert np.sum((np.asarray(best[i]) - np.asarray(x0[i])) ** 2) <= \
         d[:, i].min() + 1e-4
   # K = 1 is plain regression on one draw.
-  one = T.one_step_imle(apply, cross, x0, key, sigma, 1)
+  one = T.nearest_draw(
+      T.one_step_draws(apply, cross, x0.shape, key, sigma, 1), x0)
   plain = apply(jax.random.normal(key, x0.shape) * sigma,
                 jnp.full((3,), sigma), cross, method=S.StudentModel.denoise)
   np.testing.assert_allclose(np.asarray(one), np.asarray(plain), rtol=1e-5,
