@@ -55,15 +55,35 @@ class EncoderConfig:
   pool_heads: int = 4
 
 
-def front_end_from_json(d: dict) -> dict:
-  """Rebuilds the nested MelConfig / EncoderConfig of a stored config dict
-  (shared by the style model's and the judge's configs)."""
-  d = dict(d)
-  d["mel"] = MelConfig(**d["mel"])
-  enc = dict(d["encoder"])
-  enc["dilations"] = tuple(enc["dilations"])
-  d["encoder"] = EncoderConfig(**enc)
-  return d
+class WindowedMelConfig:
+  """What the style model's and the judge's configs share: a window of
+  `window_seconds` seen through `mel` and an `encoder`, stored as JSON.
+
+  Subclasses are frozen dataclasses with fields `window_seconds`, `mel` and
+  `encoder`; `TUPLE_FIELDS` names their other fields that JSON turns into
+  lists (e.g. a vocabulary) and `from_json` turns back into tuples.
+  """
+
+  TUPLE_FIELDS: tuple[str, ...] = ()
+
+  @property
+  def window_samples(self) -> int:
+    return int(round(self.window_seconds * self.mel.sample_rate))
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, d: dict):
+    """Rebuilds the nested MelConfig / EncoderConfig and the tuples."""
+    d = dict(d)
+    d["mel"] = MelConfig(**d["mel"])
+    enc = dict(d["encoder"])
+    enc["dilations"] = tuple(enc["dilations"])
+    d["encoder"] = EncoderConfig(**enc)
+    for name in cls.TUPLE_FIELDS:
+      d[name] = tuple(d[name])
+    return cls(**d)
 
 
 # ---- log-mel front end -------------------------------------------------------

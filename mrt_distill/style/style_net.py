@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mrt_distill.style.mel_encoder import EncoderConfig
-from mrt_distill.style.mel_encoder import front_end_from_json
+from mrt_distill.style.mel_encoder import WindowedMelConfig
 from mrt_distill.style.mel_encoder import log_mel
 from mrt_distill.style.mel_encoder import MelConfig
 from mrt_distill.style.mel_encoder import MelEncoder
@@ -30,7 +30,7 @@ def _default_vocab() -> tuple[str, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class ReferenceStyleConfig:
+class ReferenceStyleConfig(WindowedMelConfig):
   """Hyperparameters of the reference style model (stored with the weights).
 
   Attributes:
@@ -57,18 +57,7 @@ class ReferenceStyleConfig:
   vocab: tuple[str, ...] = dataclasses.field(default_factory=_default_vocab)
   embed_scale: float = 1.0
 
-  @property
-  def window_samples(self) -> int:
-    return int(round(self.window_seconds * self.mel.sample_rate))
-
-  def to_json(self) -> dict:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_json(cls, d: dict) -> "ReferenceStyleConfig":
-    d = front_end_from_json(d)
-    d["vocab"] = tuple(d["vocab"])
-    return cls(**d)
+  TUPLE_FIELDS = ("vocab",)
 
 
 # ---- networks ----------------------------------------------------------------

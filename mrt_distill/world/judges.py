@@ -53,7 +53,7 @@ def _default_styles() -> tuple[str, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class JudgeConfig:
+class JudgeConfig(mel_encoder.WindowedMelConfig):
   """Hyperparameters of the style judge (stored with its weights).
 
   Attributes:
@@ -74,18 +74,7 @@ class JudgeConfig:
   styles: tuple[str, ...] = dataclasses.field(
       default_factory=_default_styles)
 
-  @property
-  def window_samples(self) -> int:
-    return int(round(self.window_seconds * self.mel.sample_rate))
-
-  def to_json(self) -> dict:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_json(cls, d: dict) -> "JudgeConfig":
-    d = mel_encoder.front_end_from_json(d)
-    d["styles"] = tuple(d["styles"])
-    return cls(**d)
+  TUPLE_FIELDS = ("styles",)
 
 
 class JudgeNet(nn.Module):
