@@ -50,7 +50,7 @@ def _cmd_distill(args) -> int:
 _MODULE_COMMANDS = (
     ("generate", "mrt_distill.serve.generate",
      "generate audio with a student (or --teacher) -> wav + spectrogram PNG"),
-    ("serve", "mrt_distill.serve.server",
+    ("serve", "mrt_distill.serve.server_cli",
      "local web player (WebSocket, 127.0.0.1) and OSC control"),
     ("eval", "mrt_distill.eval.cli",
      "student vs teacher report: quality, stability, transitions, speed"),
