@@ -135,6 +135,20 @@ def loss_fn(params, cfg: TeacherConfig, enc, targets, dropout_rng,
   return ce + Z_LOSS * jnp.mean(jnp.square(logz)), {"ce": ce, "accuracy": acc}
 
 
+def lr_at(step: int, steps: int, peak: float, warmup: int,
+          time_fraction: float = 0.0, end_fraction: float = 0.05) -> float:
+  """Linear warmup over `warmup` steps, then cosine decay to
+  `end_fraction * peak`, over the larger of the step fraction and
+  `time_fraction` (the share of the time budget spent) -- so a run cut by
+  its time budget still ends annealed instead of at mid-schedule."""
+  if step < warmup:
+    return peak * (step + 1) / warmup
+  frac = (step - warmup) / max(1, steps - warmup)
+  frac = min(1.0, max(frac, time_fraction))
+  cos = 0.5 * (1.0 + np.cos(np.pi * frac))
+  return float(peak * (end_fraction + (1.0 - end_fraction) * cos))
+
+
 def train_teacher(out_dir, cfg: TeacherConfig, codec: Codec,
                   style_model: StyleModel, *, steps: int, batch: int,
                   lr: float = 1e-3, pieces_per_style: int = 24,
@@ -155,18 +169,25 @@ def train_teacher(out_dir, cfg: TeacherConfig, codec: Codec,
                      seed=seed + 7919)
   log.info("corpus: %d pieces (%d held out) in %.0f s", len(corpus), len(held),
            time.perf_counter() - t0)
-  sched = optax.warmup_cosine_decay_schedule(0.0, lr, min(200, steps // 10),
-                                             steps, lr * 0.05)
+  warmup = min(200, steps // 10)
   opt = optax.chain(optax.clip_by_global_norm(1.0),
-                    optax.adamw(sched, b2=0.98, weight_decay=0.01))
+                    optax.inject_hyperparams(optax.adamw)(
+                        learning_rate=0.0, b2=0.98, weight_decay=0.01))
   params = init_params(cfg, jax.random.PRNGKey(seed))
   opt_state = opt.init(params)
+  # The time budget runs out first on a slow machine; the schedule follows
+  # whichever limit is nearer so the rate is annealed when training stops.
+  train_budget = (None if not time_budget_s else
+                  max(1.0, time_budget_s - (time.perf_counter() - t0)))
 
   @jax.jit
-  def step(params, opt_state, enc, targets, rng):
+  def step(params, opt_state, enc, targets, rng, lr_now):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, cfg, enc, targets, rng)
-    updates, opt_state = opt.update(grads, opt_state, params)
+    clip_state, adam_state = opt_state
+    adam_state = adam_state._replace(hyperparams={
+        **adam_state.hyperparams, "learning_rate": lr_now})
+    updates, opt_state = opt.update(grads, (clip_state, adam_state), params)
     return optax.apply_updates(params, updates), opt_state, loss, aux
 
   @jax.jit
@@ -179,11 +200,15 @@ def train_teacher(out_dir, cfg: TeacherConfig, codec: Codec,
   for i in range(steps):
     enc, targets = sample_batch(corpus, rng, batch, cfg)
     key, sub = jax.random.split(key)
-    params, opt_state, loss, aux = step(params, opt_state, enc, targets, sub)
+    elapsed = time.perf_counter() - t_train
+    lr_now = lr_at(i, steps, lr, warmup,
+                   elapsed / train_budget if train_budget else 0.0)
+    params, opt_state, loss, aux = step(params, opt_state, enc, targets, sub,
+                                        np.float32(lr_now))
     done = i + 1
     if done % log_every == 0 or done == steps:
       el = time.perf_counter() - t_train
-      curve.append({"step": done, "loss": float(loss),
+      curve.append({"step": done, "lr": lr_now, "loss": float(loss),
                     "ce": float(aux["ce"]), "accuracy": float(aux["accuracy"])})
       log.info("teacher step %d/%d loss %.3f acc %.3f | %.2f steps/s, ETA %.0f s",
                done, steps, float(loss), float(aux["accuracy"]), done / el,

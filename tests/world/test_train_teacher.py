@@ -72,3 +72,22 @@ def test_mini_training_learns_and_saves(cfg, tmp_path):
   assert m["held_out_ce"] < np.log(cfg.vocab_rows)
   params, cfg2 = load_teacher(tmp_path / "t")
   assert cfg2 == cfg
+
+
+def test_lr_schedule_warms_up_then_anneals_by_steps_or_time():
+  peak, steps, warm = 2e-3, 1000, 100
+  assert tt.lr_at(0, steps, peak, warm) == pytest.approx(peak / warm)
+  assert tt.lr_at(warm - 1, steps, peak, warm) == pytest.approx(peak)
+  assert tt.lr_at(warm, steps, peak, warm) == pytest.approx(peak)
+  assert tt.lr_at(steps, steps, peak, warm) == pytest.approx(0.05 * peak)
+  mid = tt.lr_at(550, steps, peak, warm)
+  assert mid == pytest.approx(peak * (0.05 + 0.95 * 0.5))
+  # A run whose time budget is 90% spent at step 200 is nearly annealed,
+  # though only a fifth of its steps ran.
+  late = tt.lr_at(200, steps, peak, warm, time_fraction=0.9)
+  assert late < 0.1 * peak
+  assert late == pytest.approx(
+      peak * (0.05 + 0.95 * 0.5 * (1 + np.cos(0.9 * np.pi))))
+  # Time never pulls the schedule backwards.
+  assert tt.lr_at(900, steps, peak, warm, time_fraction=0.1) == (
+      tt.lr_at(900, steps, peak, warm))
