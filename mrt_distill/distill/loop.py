@@ -11,8 +11,8 @@ metrics equal an uninterrupted run's on CPU, after SIGTERM (a checkpoint at
 the next step) or SIGKILL (the steps since the last checkpoint are redone
 identically). A newest checkpoint that cannot be read is skipped, with a
 warning naming its step, for the one before it, and moved aside rather than
-deleted (`_resume`); a checkpoint of another config is refused before the
-slow build (`check_resume_config`).
+deleted; a checkpoint of another config is refused before the slow build.
+All of that lives in `checkpoints.py`; the metrics log in `metric_writer.py`.
 
 NaN/Inf: the train step skips such updates and counts them; the loop names
 each skipped step and its non-finite loss terms (`describe_nonfinite`) and
@@ -25,7 +25,6 @@ import dataclasses
 import json
 import logging
 import pathlib
-import re
 import signal
 import time
 from typing import Any
@@ -33,27 +32,26 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from mrt_distill import distributed
-from mrt_distill.distill import config_io, prompts as P
+from mrt_distill.distill import checkpoints
+from mrt_distill.distill import prompts as P
 from mrt_distill.distill import student as S
 from mrt_distill.distill.subchunks import split_examples
 from mrt_distill.distill import train_step as T
 from mrt_distill.distill.losses import LossWeights, NoiseSchedule
+from mrt_distill.distill.metric_writer import MetricWriter
 from mrt_distill.distill.plots import plot_loss_curves
 from mrt_distill.distill.rollout import ReplayBuffer, RolloutGenerator
 from mrt_distill.distill.stream import StudentStreamer
 
 log = logging.getLogger("mrt_distill.distill")
 
-
-class CheckpointMismatchError(ValueError):
-  """The workdir's checkpoint was written by another config."""
-
-
-class CheckpointUnreadableError(ValueError):
-  """Checkpoints exist in the workdir but none of them can be read."""
+# Re-exported from checkpoints.py, where they live, for `loop.<name>` users.
+CheckpointMismatchError = checkpoints.CheckpointMismatchError
+CheckpointUnreadableError = checkpoints.CheckpointUnreadableError
+UNREADABLE_DIR = checkpoints.UNREADABLE_DIR
+check_resume_config = checkpoints.check_resume_config
 
 
 class NonFiniteError(RuntimeError):
@@ -180,239 +178,6 @@ def _mesh_shape(config) -> tuple[int, int, int]:
                        f"{f} x {t}")
     d = n // (f * t)
   return d, f, t
-
-
-# ---- checkpoints -------------------------------------------------------------------
-def _manager(workdir: pathlib.Path, config) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      (workdir / "checkpoints").absolute(),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=int(config.train.max_to_keep), create=True,
-          enable_async_checkpointing=False))
-
-
-def _save(mngr, state: T.TrainState, run: Run, step: int, it_state: str):
-  saved = {"step": state.step, "params": state.params,
-           "opt_state": state.opt_state}
-  host = {"rollout": run.rollout.get_state(),
-          "replay": run.replay.get_state(), "prompt_iterator": it_state}
-  meta = {
-      "fingerprint": config_io.shape_fingerprint(run.config),
-      "teacher": {"world": run.config.world},  # referenced, not copied
-      **host,
-  }
-  replay = run.replay.arrays() or {"empty": np.zeros((1,), np.int32)}
-  if jax.process_count() > 1:
-    # orbax writes JSON from process 0 only: every process's data state
-    # (prompt iterator, rollout sessions) goes in, gathered. The replay
-    # buffer is host-local and refills after a multi-host resume.
-    meta["hosts"] = distributed.allgather_json(
-        {"rollout": host["rollout"], "prompt_iterator": it_state})
-    replay = {"empty": np.zeros((1,), np.int32)}
-  mngr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(saved), meta=ocp.args.JsonSave(meta),
-      replay=ocp.args.StandardSave(replay)), force=True)
-  mngr.wait_until_finished()
-
-
-def _read_meta(mngr, step: int) -> dict:
-  return mngr.restore(step, args=ocp.args.Composite(
-      meta=ocp.args.JsonRestore()))["meta"]
-
-
-def _check_fingerprint(meta: dict, config, step: int, directory) -> None:
-  want = config_io.shape_fingerprint(config)
-  if meta["fingerprint"] != want:
-    diff = {k: (meta["fingerprint"].get(k), v) for k, v in want.items()
-            if meta["fingerprint"].get(k) != v and k != "sha"}
-    raise CheckpointMismatchError(
-        f"the checkpoint at step {step} in {directory} was written by "
-        f"another config (checkpoint vs this run: {diff}); use a fresh "
-        f"--workdir or the original config")
-
-
-def check_resume_config(workdir: pathlib.Path, config) -> None:
-  """Refuses, before anything slow, a workdir whose newest readable
-  checkpoint was written by a config of other shapes. Reads only the small
-  JSON item and writes nothing; unreadable checkpoints are left to
-  `_resume`, which reports them."""
-  directory = workdir / "checkpoints"
-  if not directory.is_dir():
-    return
-  mngr = ocp.CheckpointManager(
-      directory.absolute(),
-      options=ocp.CheckpointManagerOptions(read_only=True))
-  try:
-    for step in sorted(mngr.all_steps(), reverse=True):
-      try:
-        meta = _read_meta(mngr, step)
-      except Exception:  # damaged: _resume names it and falls back
-        continue
-      _check_fingerprint(meta, config, step, mngr.directory)
-      return
-  finally:
-    mngr.close()
-
-
-# An orbax save writes `<step>.orbax-checkpoint-tmp-<time>` and renames it to
-# `<step>` when complete; a run killed in between leaves the tmp folder.
-_UNFINISHED = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
-UNREADABLE_DIR = "checkpoints_unreadable"
-
-
-def _first_line(e: BaseException, limit: int = 300) -> str:
-  text = (str(e).strip().splitlines() or [""])[0]
-  return f"{type(e).__name__}: {text[:limit]}"
-
-
-def _move_aside(workdir: pathlib.Path, directory: pathlib.Path,
-                steps: list[int]) -> pathlib.Path:
-  """Moves unreadable step folders out of the manager's sight (so the run
-  can save those steps again), keeping every byte: nothing is deleted."""
-  aside = workdir / UNREADABLE_DIR
-  if jax.process_index() == 0:
-    aside.mkdir(exist_ok=True)
-    for step in steps:
-      dst, n = aside / str(step), 0
-      while dst.exists():
-        n += 1
-        dst = aside / f"{step}-{n}"
-      (directory / str(step)).rename(dst)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices("mrt_distill_checkpoint_fallback")
-  return aside
-
-
-def _resume(mngr, workdir: pathlib.Path, restore_one):
-  """Restores the newest checkpoint that can be read, falling back to older
-  ones: -> (restore_one(step), step), or (None, None) with no checkpoints.
-
-  A damaged newest checkpoint (a file lost or truncated: disk full, a host
-  crash) must not cost the whole run, and must not be deleted either: each
-  one that fails is logged with its step and error, and once an older one
-  restores they are moved to `workdir/checkpoints_unreadable/`. Unfinished
-  orbax writes (tmp folders) are never listed as steps; they are logged and
-  left alone. A checkpoint of another config is a user error, not damage:
-  CheckpointMismatchError propagates without any fallback.
-
-  Raises:
-    CheckpointUnreadableError: checkpoints exist but none can be read (all
-      left in place).
-  """
-  directory = pathlib.Path(str(mngr.directory))
-  steps = sorted(mngr.all_steps(), reverse=True)
-  for p in sorted(directory.iterdir()):
-    m = _UNFINISHED.match(p.name)
-    if m and (not steps or int(m.group(1)) > steps[0]):
-      log.warning(
-          "ignoring the unfinished checkpoint write for step %s (%s: the "
-          "run stopped while saving it; left in place); %s", m.group(1),
-          p.name, f"resuming from step {steps[0]}" if steps
-          else "no finished checkpoint, starting fresh")
-  failures = []
-  for step in steps:
-    try:
-      restored = restore_one(step)
-    except CheckpointMismatchError:
-      raise
-    except Exception as e:  # damage shows up as many error types
-      failures.append((step, _first_line(e)))
-      log.warning("the checkpoint at step %d in %s cannot be read (%s); "
-                  "trying the one before it", step, directory, failures[-1][1])
-      continue
-    if failures:
-      bad = [s for s, _ in failures]
-      aside = _move_aside(workdir, directory, bad)
-      mngr.reload()
-      log.warning("skipped the unreadable checkpoint(s) at step(s) %s and "
-                  "resumed from step %d; moved them to %s (nothing deleted)",
-                  ", ".join(map(str, bad)), step, aside)
-    return restored, step
-  if failures:
-    detail = "; ".join(f"step {s}: {msg}" for s, msg in failures)
-    raise CheckpointUnreadableError(
-        f"no checkpoint in {directory} can be read ({detail}); they were "
-        f"left in place: move that folder aside to start over in this "
-        f"--workdir, or use a fresh --workdir")
-  return None, None
-
-
-def _restore(mngr, state: T.TrainState, run: Run, step: int):
-  meta = _read_meta(mngr, step)
-  _check_fingerprint(meta, run.config, step, mngr.directory)
-  target = {"step": state.step, "params": state.params,
-            "opt_state": state.opt_state}
-  out = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(target),
-      replay=ocp.args.StandardRestore()))
-  saved = out["state"]
-  if jax.process_count() > 1:
-    hosts = meta.get("hosts") or []
-    if len(hosts) != jax.process_count():
-      raise CheckpointMismatchError(
-          f"the checkpoint at step {step} in {mngr.directory} was written by "
-          f"{len(hosts) or 1} process(es), this run has "
-          f"{jax.process_count()}: resume with the same number of processes")
-    meta.update(hosts[jax.process_index()])
-  else:
-    arrays = {k: np.asarray(v) for k, v in out["replay"].items()
-              if k != "empty"}
-    run.replay.set_state(meta["replay"], arrays)
-  run.rollout.set_state(meta["rollout"])
-  run.prompt_iter = P.restore_iterator(run.dataset, meta["prompt_iterator"])
-  run.rollout.prompts = run.prompt_iter
-  return state.replace(step=saved["step"], params=saved["params"],
-                       opt_state=saved["opt_state"])
-
-
-# ---- metrics -------------------------------------------------------------------------
-class MetricWriter:
-  """metrics.jsonl always; TensorBoard event files when tensorboardX is
-  installed (process 0 only)."""
-
-  def __init__(self, workdir: pathlib.Path, resume_step: int = 0):
-    self.enabled = jax.process_index() == 0
-    self.path = workdir / "metrics.jsonl"
-    self.tb = None
-    if self.enabled:
-      self._drop_rows_after(resume_step)
-      try:
-        from tensorboardX import SummaryWriter
-        self.tb = SummaryWriter(str(workdir / "tensorboard"))
-      except ImportError:  # optional: the jsonl has everything
-        self.tb = None
-
-  def _drop_rows_after(self, step: int) -> None:
-    """A run killed after its last checkpoint logged steps that the resumed
-    run logs again (bitwise the same): keep one row per step, so curves and
-    readers do not see the stretch twice. Atomic (temp file + rename)."""
-    if not self.path.exists():
-      return
-    lines = self.path.read_text().splitlines(keepends=True)
-    keep = [l for l in lines if not l.strip()
-            or json.loads(l).get("step", 0) <= step]
-    if len(keep) < len(lines):
-      tmp = self.path.with_name(self.path.name + ".tmp")
-      tmp.write_text("".join(keep))
-      tmp.replace(self.path)
-      log.info("metrics.jsonl: dropped %d rows logged after step %d, the "
-               "checkpoint this run resumes from", len(lines) - len(keep),
-               step)
-
-  def write(self, step: int, metrics: dict[str, float]):
-    if not self.enabled:
-      return
-    with self.path.open("a") as f:
-      f.write(json.dumps({"step": step, **metrics}) + "\n")
-    if self.tb is not None:
-      for k, v in metrics.items():
-        self.tb.add_scalar(k, v, step)
-      self.tb.flush()
-
-  def close(self):
-    if self.tb is not None:
-      self.tb.close()
 
 
 # ---- the run -------------------------------------------------------------------------
@@ -554,13 +319,13 @@ def train(config, workdir) -> dict:
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f"workdir {str(workdir)!r} is a file; give a folder "
                      f"(it holds checkpoints/, metrics.jsonl and the report)")
-  check_resume_config(workdir, config)  # before the slow build
+  checkpoints.check_resume_config(workdir, config)  # before the slow build
   run, state, step_fn = build(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  mngr = _manager(workdir, config)
+  mngr = checkpoints.manager(workdir, config)
   try:
-    restored, latest = _resume(mngr, workdir,
-                               lambda s: _restore(mngr, state, run, s))
+    restored, latest = checkpoints.resume(
+        mngr, workdir, lambda s: checkpoints.restore(mngr, state, run, s))
   except BaseException:
     mngr.close()
     raise
@@ -676,8 +441,8 @@ def train(config, workdir) -> dict:
         log.info("eval at step %d (held-out prompts): loss %.4f", step,
                  ev["eval/loss/total"])
       if step % int(tc.checkpoint_every) == 0 or step == steps:
-        _save(mngr, state, run, step,
-              P.iterator_state_to_json(run.prompt_iter))
+        checkpoints.save(mngr, state, run, step,
+                         P.iterator_state_to_json(run.prompt_iter))
       reason = _stop_reason(stop["signal"] is not None,
                             time.perf_counter() - t_start > budget)
       if reason == 1:
@@ -689,7 +454,8 @@ def train(config, workdir) -> dict:
                     budget / 60, step)
         break
     if mngr.latest_step() != step:
-      _save(mngr, state, run, step, P.iterator_state_to_json(run.prompt_iter))
+      checkpoints.save(mngr, state, run, step,
+                       P.iterator_state_to_json(run.prompt_iter))
   finally:
     signal.signal(signal.SIGTERM, old_handler)
     writer.close()

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from mrt_distill.geometry import REFERENCE
 from mrt_distill.style import mixing
 from mrt_distill.world import judges as judges_lib
 from mrt_distill.world import music, render
@@ -134,6 +135,7 @@ def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
              time.perf_counter() - t0)
   report = {
       "seconds_per_stream": seconds, "sampling": sampling, "seed": seed,
+      "target_levels": g.target_levels,
       "teacher_accuracy_mean": float(np.mean([r["teacher_accuracy"]
                                               for r in rows])),
       "ground_truth_accuracy_mean": float(np.mean(
@@ -149,7 +151,7 @@ def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
 def render_examples(world, out_dir, *, seed: int = 0, seconds: float = 8.0,
                     styles=None) -> list[pathlib.Path]:
   """Writes a listening set: for each style, ground truth, its codec
-  reconstruction (8 levels, as the teacher sees it) and a teacher stream, as
+  reconstruction (the teacher's `target_levels`, as it sees them) and a teacher stream, as
   wavs and one spectrogram PNG per style."""
   import matplotlib
   matplotlib.use("Agg")
@@ -178,7 +180,8 @@ def render_examples(world, out_dir, *, seed: int = 0, seconds: float = 8.0,
                 extent=(0, len(clip) / g.sample_rate, 0, 64))
       ax.set_ylabel(f"{name}\nmel bin")
     axes[-1].set_xlabel("seconds")
-    fig.suptitle(f"{style}: ground truth / codec (8 levels) / teacher")
+    fig.suptitle(f"{style}: ground truth / codec ({g.target_levels} levels) "
+                 "/ teacher")
     fig.tight_layout()
     png = out_dir / f"{style}.png"
     fig.savefig(png, dpi=80)
@@ -256,7 +259,9 @@ def write_markdown(asset_dir: pathlib.Path, out_md: pathlib.Path,
               "between two disjoint ground-truth sets with as many windows.",
               "",
               "The codec column is the ceiling for any teacher: ground truth "
-              "through the codec at the teacher's 8 levels, judged.", "",
+              "through the codec at the teacher's "
+              f"{ev.get('target_levels', REFERENCE.target_levels)} levels, "
+              "judged.", "",
               "| style | teacher judged correct | ground truth judged correct"
               " | codec reconstruction judged correct"
               " | FD teacher vs GT | FD floor (GT vs GT) |",

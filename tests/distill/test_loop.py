@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mrt_distill import main as cli_main
-from mrt_distill.distill import config_io, loop
+from mrt_distill.distill import checkpoints, config_io, loop, metric_writer
 
 
 def _tiny(steps: int, **overrides):
@@ -65,7 +65,7 @@ def test_resumed_run_equals_uninterrupted_run(runs):
 def test_checkpoint_of_another_config_is_refused_and_kept(runs):
   _, resumed = runs
   before = sorted(p.name for p in (resumed / "checkpoints").iterdir())
-  with pytest.raises(loop.CheckpointMismatchError,
+  with pytest.raises(checkpoints.CheckpointMismatchError,
                      match=r"another config.*rollout\.batch.*fresh --workdir"):
     loop.train(_tiny(7, **{"rollout.batch": 2}), resumed)
   assert sorted(p.name for p in (resumed / "checkpoints").iterdir()) == before
@@ -175,14 +175,14 @@ def test_nan_rollouts_stop_the_run_and_keep_the_checkpoint(
             if p.is_file()}
 
   saved = {}
-  real_save = loop._save
+  real_save = checkpoints.save
 
   def recording_save(mngr, state, run, step, it_state):
     real_save(mngr, state, run, step, it_state)
     saved[step] = digest(workdir / "checkpoints" / str(step))
 
   monkeypatch.setattr(R.RolloutGenerator, "next", poisoned)
-  monkeypatch.setattr(loop, "_save", recording_save)
+  monkeypatch.setattr(checkpoints, "save", recording_save)
   workdir = tmp_path / "w"
   overrides = {"train.steps": 8, "train.log_every": 1,
                "train.eval_every": 1000, "train.checkpoint_every": 2,
@@ -251,9 +251,9 @@ def test_metric_writer_drops_rows_logged_after_the_resume_checkpoint(tmp_path):
   rows.insert(3, {"step": 3, "eval/loss/total": 0.5})
   text = "".join(json.dumps(r) + "\n" for r in rows)
   path.write_text(text)
-  loop.MetricWriter(tmp_path, resume_step=5).close()
+  metric_writer.MetricWriter(tmp_path, resume_step=5).close()
   assert path.read_text() == text  # nothing after step 5: untouched
-  writer = loop.MetricWriter(tmp_path, resume_step=3)
+  writer = metric_writer.MetricWriter(tmp_path, resume_step=3)
   writer.write(4, {"loss/total": 4.0})
   writer.close()
   got = [json.loads(l) for l in path.read_text().splitlines()]

@@ -11,8 +11,8 @@ fill up or a host crash in the middle of a checkpoint write. What must hold:
     warning naming its step, and its files are kept (moved aside), never
     deleted; an unfinished orbax write (a tmp folder) is ignored and left.
 
-The fast tests drive `loop._resume` on real orbax checkpoints of a small
-tree. The slow ones run the real `mrt-distill distill` command in
+The fast tests drive `checkpoints.resume` on real orbax checkpoints of a
+small tree. The slow ones run the real `mrt-distill distill` command in
 subprocesses (SIGKILL or SIGTERM at a seeded random step, a damaged
 checkpoint) and share a persistent XLA compilation cache, so only the first
 run pays for compiling.
@@ -36,7 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from mrt_distill.distill import config_io, loop
+from mrt_distill.distill import checkpoints, config_io
 
 
 def tree_hashes(root: pathlib.Path) -> dict[str, str]:
@@ -50,7 +50,7 @@ def tree_hashes(root: pathlib.Path) -> dict[str, str]:
   return out
 
 
-# ---- loop._resume on real orbax checkpoints (fast) ----------------------------
+# ---- checkpoints.resume on real orbax checkpoints (fast) ---------------------
 def _config(**overrides):
   cfg = config_io.load_config("reference_cpu:tiny")
   config_io.apply_overrides(cfg, [f"{k}={v!r}" for k, v in overrides.items()])
@@ -74,18 +74,18 @@ def _write_checkpoints(workdir: pathlib.Path, steps, cfg):
 
 
 def _resume(workdir: pathlib.Path, cfg):
-  """loop._resume with the real meta read and fingerprint check; the state
-  item stands in for the train state."""
-  mngr = loop._manager(workdir, cfg)
+  """checkpoints.resume with the real meta read and fingerprint check; the
+  state item stands in for the train state."""
+  mngr = checkpoints.manager(workdir, cfg)
 
   def restore_one(step):
-    loop._check_fingerprint(loop._read_meta(mngr, step), cfg, step,
-                            mngr.directory)
+    checkpoints.check_fingerprint(checkpoints.read_meta(mngr, step), cfg,
+                                  step, mngr.directory)
     return mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore()))["state"]
 
   try:
-    return loop._resume(mngr, workdir, restore_one), mngr.all_steps()
+    return checkpoints.resume(mngr, workdir, restore_one), mngr.all_steps()
   finally:
     mngr.close()
 
@@ -107,7 +107,7 @@ def test_damaged_newest_checkpoint_falls_back_and_is_kept(tmp_path, caplog):
     (restored, step), steps_after = _resume(tmp_path, cfg)
   assert step == 3 and float(restored["w"][0, 0]) == 3.0
   assert steps_after == [3]  # step 6 can be saved again
-  moved = tmp_path / loop.UNREADABLE_DIR / "6"
+  moved = tmp_path / checkpoints.UNREADABLE_DIR / "6"
   assert tree_hashes(moved) == before  # every remaining byte kept
   assert lost not in before
   text = caplog.text
@@ -137,7 +137,7 @@ def test_no_readable_checkpoint_is_an_error_that_moves_nothing(tmp_path):
   for s in (3, 6):
     _damage(tmp_path / "checkpoints" / str(s))
   before = tree_hashes(tmp_path)
-  with pytest.raises(loop.CheckpointUnreadableError,
+  with pytest.raises(checkpoints.CheckpointUnreadableError,
                      match=r"no checkpoint in .* can be read \(step 6: .*; "
                            r"step 3: .*left in place.*fresh --workdir"):
     _resume(tmp_path, cfg)
@@ -147,12 +147,12 @@ def test_no_readable_checkpoint_is_an_error_that_moves_nothing(tmp_path):
 def test_checkpoint_of_another_config_is_refused_not_skipped(tmp_path):
   _write_checkpoints(tmp_path, [3, 6], _config(**{"rollout.batch": 2}))
   before = tree_hashes(tmp_path)
-  with pytest.raises(loop.CheckpointMismatchError,
+  with pytest.raises(checkpoints.CheckpointMismatchError,
                      match=r"step 6 .*another config.*rollout\.batch"):
     _resume(tmp_path, _config())
-  with pytest.raises(loop.CheckpointMismatchError, match="step 6"):
-    loop.check_resume_config(tmp_path, _config())  # the pre-build check
-  loop.check_resume_config(tmp_path, _config(**{"rollout.batch": 2}))
+  with pytest.raises(checkpoints.CheckpointMismatchError, match="step 6"):
+    checkpoints.check_resume_config(tmp_path, _config())  # the pre-build check
+  checkpoints.check_resume_config(tmp_path, _config(**{"rollout.batch": 2}))
   assert tree_hashes(tmp_path) == before
 
 
@@ -354,7 +354,7 @@ def test_damaged_newest_checkpoint_resumes_from_the_previous_one(
   assert f"the checkpoint at step {newest} in" in log
   assert (f"skipped the unreadable checkpoint(s) at step(s) {newest} and "
           f"resumed from step {previous}") in log
-  assert tree_hashes(work / loop.UNREADABLE_DIR / str(newest)) == kept
+  assert tree_hashes(work / checkpoints.UNREADABLE_DIR / str(newest)) == kept
   _assert_same_config(straight, work)
   # Rows after the previous checkpoint were dropped and logged again.
   assert f"dropped 4 rows logged after step {previous}" in log

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from mrt_distill.distill import config_io, loop
+from mrt_distill.distill import checkpoints, config_io, loop
 from mrt_distill.distill import student as S
 from mrt_distill.distill.subchunks import split_examples
 from mrt_distill.geometry import MASK_ID, TINY
@@ -93,5 +93,6 @@ def test_short_chunk_student_trains_and_serves(tmp_path):
   assert np.isfinite(np.asarray(audio)).all()
   # A checkpoint of another chunk length is refused on resume.
   cfg.student.chunk_frames = 4
-  with pytest.raises(loop.CheckpointMismatchError, match="chunk_frames"):
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match="chunk_frames"):
     loop.train(cfg, tmp_path)

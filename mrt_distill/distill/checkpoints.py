@@ -1,0 +1,228 @@
+"""Checkpoints of a distill run: what is saved, and resuming from them.
+
+Owns the orbax `CheckpointManager` of `workdir/checkpoints` (`manager`) and
+what one checkpoint holds (`save`): the student train state (trainable
+params, optimizer state), the step, the host data state -- rollout sessions
+and RNGs, the replay buffer, the grain prompt-iterator state -- and the
+config's shape fingerprint. The teacher is referenced by world name, never
+copied.
+
+Resume (`resume`, `restore`) continues from the newest checkpoint that can
+be read: a damaged one is skipped, with a warning naming its step, for the
+one before it, and moved aside to `workdir/checkpoints_unreadable/`
+(`UNREADABLE_DIR`) rather than deleted; unfinished orbax writes are ignored
+and left. A checkpoint written by another config is refused
+(`CheckpointMismatchError`), also before the slow build
+(`check_resume_config`).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import re
+from typing import TYPE_CHECKING
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from mrt_distill import distributed
+from mrt_distill.distill import config_io, prompts as P
+from mrt_distill.distill import train_step as T
+
+if TYPE_CHECKING:
+  from mrt_distill.distill.loop import Run
+
+log = logging.getLogger("mrt_distill.distill")
+
+
+class CheckpointMismatchError(ValueError):
+  """The workdir's checkpoint was written by another config."""
+
+
+class CheckpointUnreadableError(ValueError):
+  """Checkpoints exist in the workdir but none of them can be read."""
+
+
+def manager(workdir: pathlib.Path, config) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(
+      (workdir / "checkpoints").absolute(),
+      options=ocp.CheckpointManagerOptions(
+          max_to_keep=int(config.train.max_to_keep), create=True,
+          enable_async_checkpointing=False))
+
+
+def save(mngr, state: T.TrainState, run: Run, step: int, it_state: str):
+  saved = {"step": state.step, "params": state.params,
+           "opt_state": state.opt_state}
+  host = {"rollout": run.rollout.get_state(),
+          "replay": run.replay.get_state(), "prompt_iterator": it_state}
+  meta = {
+      "fingerprint": config_io.shape_fingerprint(run.config),
+      "teacher": {"world": run.config.world},  # referenced, not copied
+      **host,
+  }
+  replay = run.replay.arrays() or {"empty": np.zeros((1,), np.int32)}
+  if jax.process_count() > 1:
+    # orbax writes JSON from process 0 only: every process's data state
+    # (prompt iterator, rollout sessions) goes in, gathered. The replay
+    # buffer is host-local and refills after a multi-host resume.
+    meta["hosts"] = distributed.allgather_json(
+        {"rollout": host["rollout"], "prompt_iterator": it_state})
+    replay = {"empty": np.zeros((1,), np.int32)}
+  mngr.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(saved), meta=ocp.args.JsonSave(meta),
+      replay=ocp.args.StandardSave(replay)), force=True)
+  mngr.wait_until_finished()
+
+
+def read_meta(mngr, step: int) -> dict:
+  return mngr.restore(step, args=ocp.args.Composite(
+      meta=ocp.args.JsonRestore()))["meta"]
+
+
+def check_fingerprint(meta: dict, config, step: int, directory) -> None:
+  want = config_io.shape_fingerprint(config)
+  if meta["fingerprint"] != want:
+    diff = {k: (meta["fingerprint"].get(k), v) for k, v in want.items()
+            if meta["fingerprint"].get(k) != v and k != "sha"}
+    raise CheckpointMismatchError(
+        f"the checkpoint at step {step} in {directory} was written by "
+        f"another config (checkpoint vs this run: {diff}); use a fresh "
+        f"--workdir or the original config")
+
+
+def check_resume_config(workdir: pathlib.Path, config) -> None:
+  """Refuses, before anything slow, a workdir whose newest readable
+  checkpoint was written by a config of other shapes. Reads only the small
+  JSON item and writes nothing; unreadable checkpoints are left to
+  `resume`, which reports them."""
+  directory = workdir / "checkpoints"
+  if not directory.is_dir():
+    return
+  mngr = ocp.CheckpointManager(
+      directory.absolute(),
+      options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    for step in sorted(mngr.all_steps(), reverse=True):
+      try:
+        meta = read_meta(mngr, step)
+      except Exception:  # damaged: resume names it and falls back
+        continue
+      check_fingerprint(meta, config, step, mngr.directory)
+      return
+  finally:
+    mngr.close()
+
+
+# An orbax save writes `<step>.orbax-checkpoint-tmp-<time>` and renames it to
+# `<step>` when complete; a run killed in between leaves the tmp folder.
+_UNFINISHED = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+UNREADABLE_DIR = "checkpoints_unreadable"
+
+
+def _first_line(e: BaseException, limit: int = 300) -> str:
+  text = (str(e).strip().splitlines() or [""])[0]
+  return f"{type(e).__name__}: {text[:limit]}"
+
+
+def _move_aside(workdir: pathlib.Path, directory: pathlib.Path,
+                steps: list[int]) -> pathlib.Path:
+  """Moves unreadable step folders out of the manager's sight (so the run
+  can save those steps again), keeping every byte: nothing is deleted."""
+  aside = workdir / UNREADABLE_DIR
+  if jax.process_index() == 0:
+    aside.mkdir(exist_ok=True)
+    for step in steps:
+      dst, n = aside / str(step), 0
+      while dst.exists():
+        n += 1
+        dst = aside / f"{step}-{n}"
+      (directory / str(step)).rename(dst)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("mrt_distill_checkpoint_fallback")
+  return aside
+
+
+def resume(mngr, workdir: pathlib.Path, restore_one):
+  """Restores the newest checkpoint that can be read, falling back to older
+  ones: -> (restore_one(step), step), or (None, None) with no checkpoints.
+
+  A damaged newest checkpoint (a file lost or truncated: disk full, a host
+  crash) must not cost the whole run, and must not be deleted either: each
+  one that fails is logged with its step and error, and once an older one
+  restores they are moved to `workdir/checkpoints_unreadable/`. Unfinished
+  orbax writes (tmp folders) are never listed as steps; they are logged and
+  left alone. A checkpoint of another config is a user error, not damage:
+  CheckpointMismatchError propagates without any fallback.
+
+  Raises:
+    CheckpointUnreadableError: checkpoints exist but none can be read (all
+      left in place).
+  """
+  directory = pathlib.Path(str(mngr.directory))
+  steps = sorted(mngr.all_steps(), reverse=True)
+  for p in sorted(directory.iterdir()):
+    m = _UNFINISHED.match(p.name)
+    if m and (not steps or int(m.group(1)) > steps[0]):
+      log.warning(
+          "ignoring the unfinished checkpoint write for step %s (%s: the "
+          "run stopped while saving it; left in place); %s", m.group(1),
+          p.name, f"resuming from step {steps[0]}" if steps
+          else "no finished checkpoint, starting fresh")
+  failures = []
+  for step in steps:
+    try:
+      restored = restore_one(step)
+    except CheckpointMismatchError:
+      raise
+    except Exception as e:  # damage shows up as many error types
+      failures.append((step, _first_line(e)))
+      log.warning("the checkpoint at step %d in %s cannot be read (%s); "
+                  "trying the one before it", step, directory, failures[-1][1])
+      continue
+    if failures:
+      bad = [s for s, _ in failures]
+      aside = _move_aside(workdir, directory, bad)
+      mngr.reload()
+      log.warning("skipped the unreadable checkpoint(s) at step(s) %s and "
+                  "resumed from step %d; moved them to %s (nothing deleted)",
+                  ", ".join(map(str, bad)), step, aside)
+    return restored, step
+  if failures:
+    detail = "; ".join(f"step {s}: {msg}" for s, msg in failures)
+    raise CheckpointUnreadableError(
+        f"no checkpoint in {directory} can be read ({detail}); they were "
+        f"left in place: move that folder aside to start over in this "
+        f"--workdir, or use a fresh --workdir")
+  return None, None
+
+
+def restore(mngr, state: T.TrainState, run: Run, step: int):
+  meta = read_meta(mngr, step)
+  check_fingerprint(meta, run.config, step, mngr.directory)
+  target = {"step": state.step, "params": state.params,
+            "opt_state": state.opt_state}
+  out = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(target),
+      replay=ocp.args.StandardRestore()))
+  saved = out["state"]
+  if jax.process_count() > 1:
+    hosts = meta.get("hosts") or []
+    if len(hosts) != jax.process_count():
+      raise CheckpointMismatchError(
+          f"the checkpoint at step {step} in {mngr.directory} was written by "
+          f"{len(hosts) or 1} process(es), this run has "
+          f"{jax.process_count()}: resume with the same number of processes")
+    meta.update(hosts[jax.process_index()])
+  else:
+    arrays = {k: np.asarray(v) for k, v in out["replay"].items()
+              if k != "empty"}
+    run.replay.set_state(meta["replay"], arrays)
+  run.rollout.set_state(meta["rollout"])
+  run.prompt_iter = P.restore_iterator(run.dataset, meta["prompt_iterator"])
+  run.rollout.prompts = run.prompt_iter
+  return state.replace(step=saved["step"], params=saved["params"],
+                       opt_state=saved["opt_state"])
