@@ -221,6 +221,25 @@ def _(tmp):
   return ["distill", *TINY]
 
 
+@case("ckpt-other-teacher")
+def _(tmp):
+  import orbax.checkpoint as ocp
+  from mrt_distill.distill import config_io
+  cfg = config_io.load_config("reference_cpu:tiny")
+  _write(tmp, "w/config.json", cfg.to_json())
+  mngr = ocp.CheckpointManager(
+      (tmp / "w" / "checkpoints").absolute(),
+      options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False))
+  mngr.save(3, args=ocp.args.Composite(
+      state=ocp.args.StandardSave({"w": np.zeros(3, np.float32)}),
+      meta=ocp.args.JsonSave({
+          "fingerprint": config_io.shape_fingerprint(cfg),
+          "teacher": {"world": "random-tiny",
+                      "id": "random-tiny seed 99"}})))
+  mngr.close()
+  return ["distill", *TINY]
+
+
 # Prompt files.
 def _prompts(name, content, mode="w"):
   def setup(tmp):
@@ -398,6 +417,18 @@ def _(tmp):
 @case("student-other-format", error=_student_error)
 def _(tmp):
   meta = {"format": "mrt_distill.student/v0", "config": {}}
+  np.savez(tmp / "student.npz", __meta__=np.frombuffer(
+      json.dumps(meta).encode(), np.uint8))
+  return _load_student("student.npz")
+
+
+@case("student-other-teacher", error=_student_error)
+def _(tmp):
+  from mrt_distill.distill import config_io
+  cfg = config_io.load_config("reference_cpu:tiny")
+  meta = {"format": "mrt_distill.student/v1",
+          "config": json.loads(cfg.to_json()),
+          "teacher": "random-tiny seed 99"}
   np.savez(tmp / "student.npz", __meta__=np.frombuffer(
       json.dumps(meta).encode(), np.uint8))
   return _load_student("student.npz")

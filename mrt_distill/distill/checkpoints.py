@@ -4,8 +4,8 @@ Owns the orbax `CheckpointManager` of `workdir/checkpoints` (`manager`) and
 what one checkpoint holds (`save`): the student train state (trainable
 params, optimizer state), the step, the host data state -- rollout sessions
 and RNGs, the replay buffer, the grain prompt-iterator state -- and the
-config's shape fingerprint. The teacher is referenced by world name, never
-copied.
+config's shape fingerprint. The teacher is referenced (world name and
+`teacher_identity`), never copied.
 
 Resume (`resume`, `restore`) continues from the newest checkpoint that can
 be read: a damaged one is skipped, with a warning naming its step, for the
@@ -13,7 +13,9 @@ one before it, and moved aside to `workdir/checkpoints_unreadable/`
 (`UNREADABLE_DIR`) rather than deleted; unfinished orbax writes are ignored
 and left. A checkpoint written by another config is refused
 (`CheckpointMismatchError`), also before the slow build
-(`check_resume_config`).
+(`check_resume_config`); so is one distilled from another teacher (the
+reference world rebuilt since): its LoRA factors would be merged into base
+weights they were never trained against.
 """
 
 from __future__ import annotations
@@ -45,6 +47,33 @@ class CheckpointUnreadableError(ValueError):
   """Checkpoints exist in the workdir but none of them can be read."""
 
 
+def teacher_identity(config) -> str:
+  """Which teacher a student is distilled from: its LoRA factors only mean
+  something on those base weights. reference: the shipped teacher.npz's
+  sha256; random-tiny: the init seed; magenta_rt: the checkpoint path."""
+  if config.world == "reference":
+    from mrt_distill.world import assets
+    return f"reference teacher.npz sha256 {assets.recorded_sha256('teacher')[:16]}"
+  if config.world == "random-tiny":
+    return f"random-tiny seed {int(config.seed)}"
+  mrt = config.get("magenta_rt")
+  return f"{config.world} {mrt.get('teacher') if mrt else None}"
+
+
+def check_teacher(saved: str | None, config, what: str, fix: str) -> None:
+  """Refuses `what` (a checkpoint, a student file) distilled from another
+  teacher than the one `config`'s world gives now. Files written before the
+  identity was recorded (`saved` None) are accepted."""
+  if saved is None:
+    return
+  now = teacher_identity(config)
+  if saved != now:
+    raise CheckpointMismatchError(
+        f"{what} was distilled from another teacher ({saved}) than this "
+        f"world's ({now}), e.g. the reference world was rebuilt since; "
+        f"{fix}")
+
+
 def manager(workdir: pathlib.Path, config) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       (workdir / "checkpoints").absolute(),
@@ -60,7 +89,9 @@ def save(mngr, state: T.TrainState, run: Run, step: int, it_state: str):
           "replay": run.replay.get_state(), "prompt_iterator": it_state}
   meta = {
       "fingerprint": config_io.shape_fingerprint(run.config),
-      "teacher": {"world": run.config.world},  # referenced, not copied
+      # referenced, not copied
+      "teacher": {"world": run.config.world,
+                  "id": teacher_identity(run.config)},
       **host,
   }
   replay = run.replay.arrays() or {"empty": np.zeros((1,), np.int32)}
@@ -91,6 +122,10 @@ def check_fingerprint(meta: dict, config, step: int, directory) -> None:
         f"the checkpoint at step {step} in {directory} was written by "
         f"another config (checkpoint vs this run: {diff}); use a fresh "
         f"--workdir or the original config")
+  check_teacher((meta.get("teacher") or {}).get("id"), config,
+                f"the checkpoint at step {step} in {directory}",
+                "use a fresh --workdir, or put back the teacher it was "
+                "trained with")
 
 
 def check_resume_config(workdir: pathlib.Path, config) -> None:

@@ -120,8 +120,9 @@ def export_student(config, trainable, path, metrics: dict | None = None
   """Trainable params + config -> one .npz (config and metrics inside)."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
+  from mrt_distill.distill.checkpoints import teacher_identity
   meta = {"format": FORMAT, "config": json.loads(config.to_json()),
-          "metrics": metrics or {}}
+          "teacher": teacher_identity(config), "metrics": metrics or {}}
   arrays = {f"params/{k}": v for k, v in _flat(trainable).items()}
   arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
   tmp = path.with_name(path.name + ".tmp.npz")
@@ -144,7 +145,18 @@ def _from_npz(path: pathlib.Path) -> StudentBundle:
     raise StudentLoadError(f"{path}: format {meta.get('format')!r}, "
                            f"expected {FORMAT!r}")
   config = ml_collections.ConfigDict(meta["config"])
+  _check_teacher(meta.get("teacher"), config, f"student {path.name!r}")
   return _assemble(config, trainable, str(path))
+
+
+def _check_teacher(saved: str | None, config, what: str) -> None:
+  from mrt_distill.distill import checkpoints
+  try:
+    checkpoints.check_teacher(saved, config, what,
+                              "distil a new student for this teacher, or "
+                              "put back the teacher it was trained with")
+  except checkpoints.CheckpointMismatchError as e:
+    raise StudentLoadError(str(e)) from None
 
 
 def newest_checkpoint(workdir: pathlib.Path) -> tuple[int, Any]:
@@ -160,6 +172,20 @@ def newest_checkpoint(workdir: pathlib.Path) -> tuple[int, Any]:
   return step, out["state"]["params"]
 
 
+def _checkpoint_teacher(workdir: pathlib.Path, step: int) -> str | None:
+  """The teacher identity recorded in a checkpoint's metadata, if any."""
+  import orbax.checkpoint as ocp
+  from mrt_distill.distill import checkpoints
+  mngr = ocp.CheckpointManager((workdir / "checkpoints").absolute())
+  try:
+    meta = checkpoints.read_meta(mngr, step)
+  except Exception:  # no metadata item: written before it was recorded
+    return None
+  finally:
+    mngr.close()
+  return (meta.get("teacher") or {}).get("id")
+
+
 def _from_workdir(workdir: pathlib.Path) -> StudentBundle:
   cfg_path = workdir / "config.json"
   if not cfg_path.is_file():
@@ -168,6 +194,8 @@ def _from_workdir(workdir: pathlib.Path) -> StudentBundle:
                            f"`mrt-distill distill --workdir DIR`")
   config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
   step, trainable = newest_checkpoint(workdir)
+  _check_teacher(_checkpoint_teacher(workdir, step), config,
+                 f"the checkpoint at step {step} in {workdir}")
   return _assemble(config, trainable, f"{workdir}@{step}")
 
 

@@ -51,6 +51,14 @@ def _require(stage: str) -> pathlib.Path:
   return p
 
 
+def recorded_sha256(stage: str) -> str:
+  """The sha256 recorded beside a stage's weights (its identity), read from
+  the small JSON sidecar without loading or re-hashing the weights."""
+  import json
+  from mrt_distill.checksummed import sidecar
+  return json.loads(sidecar(_require(stage)).read_text())["sha256"]
+
+
 def available() -> dict[str, bool]:
   return {k: path(k).exists() for k in FILES}
 

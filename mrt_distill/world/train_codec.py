@@ -34,6 +34,11 @@ kick drums hold most of the energy, teaches coherent low-frequency phase:
 in a 400-step dev run it lifted SNR at 8 levels from -1.5 to +2.2 dB and
 also improved MR-STFT (1.55 -> 1.52).
 
+Modules: this one holds the hyperparameters, the gradient step and the
+loop; the crop stream and the train/held-out seed split live in
+`codec_data`, codebook k-means init and EMA upkeep in `codec_codebooks`, and
+the held-out scoring in `codec_eval`.
+
 Determinism: the same arguments give the same weights (numpy and jax keys
 come from `seed`; XLA on CPU reduces in a fixed order). `time_budget_s` is a
 safety cap: a run it cuts short is deterministic only up to the step it
@@ -69,12 +74,11 @@ from mrt_distill.codec.neural import rvq_encode_jnp
 from mrt_distill.codec.neural import rvq_partial_sum
 from mrt_distill.geometry import REFERENCE
 from mrt_distill.geometry import Geometry
-from mrt_distill.world import music
-from mrt_distill.world import render as render_lib
-
-TRAIN_SEED_LIMIT = 1_000_000_000
-EVAL_SEED_BASE = 2_000_000_000
-EVAL_LEVELS = (1, 2, 4, 8, 12)
+from mrt_distill.world.codec_codebooks import ema_update
+from mrt_distill.world.codec_codebooks import kmeans_rvq
+from mrt_distill.world.codec_codebooks import vq_state_from_books
+from mrt_distill.world.codec_data import CropSampler
+from mrt_distill.world.codec_eval import evaluate_codec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,167 +113,6 @@ class TrainHParams:
   piece_seconds: float = 6.0
   pool_size: int = 48
   refresh_per_step: int = 2
-
-
-# ---- data --------------------------------------------------------------------
-class CropSampler:
-  """Deterministic stream of (B, S, C) training crops from rendered pieces.
-
-  Args:
-    seed: stream seed.
-    geometry: sample rate and channels.
-    batch: B.
-    crop_samples: S (a multiple of samples per frame).
-    hp: pool and augmentation settings.
-    styles: styles to draw from (all by default).
-  """
-
-  def __init__(self, seed: int, geometry: Geometry, batch: int,
-               crop_samples: int, hp: TrainHParams,
-               styles: Sequence[str] | None = None):
-    self._rng = np.random.default_rng([int(seed), 0xC0DEC])
-    self._g = geometry
-    self._batch = batch
-    self._crop = crop_samples
-    self._hp = hp
-    self._styles = tuple(sorted(music.STYLES) if styles is None else styles)
-    # Pieces at least two crops long, so crops of one piece can differ.
-    self._piece_seconds = max(hp.piece_seconds,
-                              2.0 * crop_samples / geometry.sample_rate)
-    self._pool = [self._new_piece() for _ in range(hp.pool_size)]
-    self._cursor = 0
-    self.pieces_rendered = hp.pool_size
-
-  def _new_piece(self) -> np.ndarray:
-    style = self._styles[int(self._rng.integers(len(self._styles)))]
-    seed = int(self._rng.integers(TRAIN_SEED_LIMIT))
-    piece = music.generate_piece(style, seed, self._piece_seconds)
-    return render_lib.render(piece, self._g.sample_rate, self._g.channels)
-
-  def next(self) -> np.ndarray:
-    """The next batch: float32 (B, S, C)."""
-    for _ in range(self._hp.refresh_per_step):
-      self._pool[self._cursor] = self._new_piece()
-      self._cursor = (self._cursor + 1) % len(self._pool)
-      self.pieces_rendered += 1
-    lo, hi = self._hp.gain_db
-    out = np.empty((self._batch, self._crop, self._g.channels), np.float32)
-    for b in range(self._batch):
-      # Re-draw (near-)silent crops: spectral convergence divides by the
-      # target's energy, and silence teaches nothing.
-      for _ in range(8):
-        audio = self._pool[int(self._rng.integers(len(self._pool)))]
-        start = int(self._rng.integers(0, len(audio) - self._crop + 1))
-        crop = audio[start:start + self._crop]
-        if np.sqrt(np.mean(crop**2)) > 1e-3:
-          break
-      gain = 10.0**(self._rng.uniform(lo, hi) / 20.0)
-      out[b] = crop * gain
-    return out
-
-
-def eval_pieces(geometry: Geometry, seconds: float,
-                pieces_per_style: int = 1,
-                styles: Sequence[str] | None = None):
-  """Held-out audio: list of (style, seed, (S, C) audio), seeds >= base."""
-  styles = tuple(sorted(music.STYLES) if styles is None else styles)
-  out = []
-  for i, style in enumerate(styles):
-    for j in range(pieces_per_style):
-      seed = EVAL_SEED_BASE + 1000 * i + j
-      piece = music.generate_piece(style, seed, seconds)
-      out.append((style, seed, render_lib.render(piece, geometry.sample_rate,
-                                                 geometry.channels)))
-  return out
-
-
-# ---- quantiser state ---------------------------------------------------------
-def kmeans_rvq(latents: np.ndarray, depth: int, size: int, iters: int,
-               rng: np.random.Generator) -> np.ndarray:
-  """Fit RVQ codebooks level by level with k-means: (N, D) -> (L, V, D)."""
-  residual = np.asarray(latents, np.float32).copy()
-  n, d = residual.shape
-  books = np.zeros((depth, size, d), np.float32)
-  for level in range(depth):
-    scale = float(np.sqrt(np.mean(residual**2))) + 1e-8
-    if n >= size:
-      book = residual[rng.choice(n, size, replace=False)].copy()
-    else:
-      # Too few vectors (tiny test runs): repeat them with a little jitter.
-      book = residual[rng.choice(n, size, replace=True)].copy()
-      book += 0.01 * scale * rng.standard_normal(book.shape).astype(np.float32)
-    for _ in range(iters):
-      assign = _nearest(residual, book)
-      counts = np.bincount(assign, minlength=size)
-      sums = np.zeros_like(book)
-      np.add.at(sums, assign, residual)
-      used = counts > 0
-      book[used] = sums[used] / counts[used, None]
-      # Empty clusters restart at random points so every code is useful.
-      n_empty = int((~used).sum())
-      if n_empty:
-        book[~used] = residual[rng.choice(n, n_empty, replace=n_empty > n)]
-    books[level] = book
-    residual = residual - book[_nearest(residual, book)]
-  return books
-
-
-def _nearest(x: np.ndarray, book: np.ndarray) -> np.ndarray:
-  dist = np.sum(book * book, -1)[None, :] - 2.0 * x @ book.T
-  return np.argmin(dist, axis=-1)
-
-
-def vq_state_from_books(books: np.ndarray, vectors_per_step: int) -> dict:
-  """EMA state whose codebooks are `books`, each code at average usage."""
-  _, size, _ = books.shape
-  usage = np.full(books.shape[:2], vectors_per_step / size, np.float32)
-  return {"books": jnp.asarray(books), "usage": jnp.asarray(usage),
-          "sums": jnp.asarray(books * usage[..., None]),
-          "idle": jnp.zeros(books.shape[:2], jnp.int32)}
-
-
-def ema_update(vq: dict, codes: jax.Array, inputs: jax.Array, key: jax.Array,
-               decay: float, restart_after_steps: int):
-  """EMA codebook update with dead-code restarts.
-
-  Args:
-    vq: {"books" (L, V, D), "usage" (L, V) EMA counts, "sums" (L, V, D) EMA
-      sums of assigned vectors, "idle" (L, V) steps since last use}.
-    codes: (L, N) codes chosen at each level.
-    inputs: (L, N, D) residual entering each level.
-    key: PRNG key for restarts.
-    decay: EMA decay.
-    restart_after_steps: see TrainHParams.
-
-  Returns:
-    (new vq, {"perplexity": (L,), "restarted": scalar}).
-  """
-  depth, size, _ = vq["books"].shape
-  n = codes.shape[1]
-  onehot = jax.nn.one_hot(codes, size, dtype=jnp.float32)  # (L, N, V)
-  counts = onehot.sum(1)
-  sums = jnp.einsum("lnv,lnd->lvd", onehot, inputs)
-  usage = decay * vq["usage"] + (1.0 - decay) * counts
-  ema_sums = decay * vq["sums"] + (1.0 - decay) * sums
-  total = usage.sum(-1, keepdims=True)
-  # Laplace smoothing keeps rarely used codes from dividing by ~0.
-  smoothed = (usage + 1e-5) / (total + size * 1e-5) * total
-  books = ema_sums / smoothed[..., None]
-  idle = jnp.where(counts > 0, 0, vq["idle"] + 1)
-  dead = idle >= restart_after_steps
-  pick = jax.random.randint(key, (depth, size), 0, n)
-  fresh = jnp.take_along_axis(inputs, pick[..., None], axis=1)  # (L, V, D)
-  books = jnp.where(dead[..., None], fresh, books)
-  # A restarted code starts at half the mean usage: enough weight that one
-  # stray assignment does not fling it away, little enough to move fast.
-  restart_usage = 0.5 * n / size
-  usage = jnp.where(dead, restart_usage, usage)
-  ema_sums = jnp.where(dead[..., None], fresh * restart_usage, ema_sums)
-  idle = jnp.where(dead, 0, idle)
-  p = counts / n
-  perplexity = jnp.exp(-jnp.sum(p * jnp.log(p + 1e-10), axis=-1))
-  return ({"books": books, "usage": usage, "sums": ema_sums, "idle": idle},
-          {"perplexity": perplexity, "restarted": dead.sum()})
 
 
 # ---- training step -----------------------------------------------------------
@@ -355,70 +198,6 @@ def _make_steps(model: CodecModel, tx, hp: TrainHParams, geometry: Geometry):
   encode = jax.jit(lambda p, a: model.apply({"params": p}, a,
                                             method=CodecModel.encode))
   return train_step, encode
-
-
-# ---- evaluation --------------------------------------------------------------
-def evaluate_codec(codec: NeuralCodec, *, seconds: float = 4.0,
-                   pieces_per_style: int = 1,
-                   styles: Sequence[str] | None = None,
-                   levels: Sequence[int] = EVAL_LEVELS,
-                   fft_sizes: Sequence[int] = DEFAULT_FFT_SIZES) -> dict:
-  """SNR and MR-STFT distance on held-out pieces, per number of RVQ levels.
-
-  Goes through the public Codec API (encode_latents -> numpy greedy RVQ ->
-  decode), i.e. exactly what token users get.
-
-  Returns:
-    {"snr_db": {K: mean dB}, "mr_stft": {K: mean}, "continuous": {...},
-     "per_style_mr_stft_k8": {...}, "code_usage": [...], "pieces": n,
-     "seconds": s} with K as str keys ("1", "2", ...) for json.
-  """
-  g = codec.geometry
-  items = eval_pieces(g, seconds, pieces_per_style, styles)
-  audio = np.stack([a for _, _, a in items])  # (P, S, C)
-  s = audio.shape[1]
-  latents = codec.encode_latents(audio)
-  max_k = max(levels)
-  codes = codec.quantize(latents, max_k)
-  mr_fn = jax.jit(functools.partial(
-      multi_resolution_stft_loss, fft_sizes=tuple(fft_sizes), axis=-2,
-      reduce=False))
-
-  def score(rec):
-    rec = np.asarray(rec)[:, :s]
-    err = np.sum((audio - rec)**2, axis=(1, 2))
-    ref = np.sum(audio**2, axis=(1, 2))
-    snr = 10.0 * np.log10(ref / np.maximum(err, 1e-20))
-    mr = np.asarray(mr_fn(jnp.asarray(rec), jnp.asarray(audio)))[:, 0]
-    return snr, mr
-
-  out = {"snr_db": {}, "mr_stft": {}, "pieces": len(items),
-         "seconds": float(seconds)}
-  per_style = {}
-  for k in levels:
-    snr, mr = score(codec.decode(codes[..., :k]))
-    out["snr_db"][str(k)] = float(np.mean(snr))
-    out["mr_stft"][str(k)] = float(np.mean(mr))
-    if k == 8:
-      for (style, _, _), m in zip(items, mr):
-        per_style.setdefault(style, []).append(float(m))
-  snr, mr = score(codec.decode_latents(jnp.asarray(latents)))
-  out["continuous"] = {"snr_db": float(np.mean(snr)),
-                       "mr_stft": float(np.mean(mr))}
-  if per_style:
-    out["per_style_mr_stft_k8"] = {k: float(np.mean(v))
-                                   for k, v in per_style.items()}
-  usage = []
-  flat = codes.reshape(-1, max_k)
-  for level in range(max_k):
-    counts = np.bincount(flat[:, level], minlength=g.codebook_size)
-    p = counts / counts.sum()
-    usage.append({
-        "used_fraction": float((counts > 0).mean()),
-        "perplexity": float(np.exp(-np.sum(p * np.log(p + 1e-12)))),
-    })
-  out["code_usage"] = usage
-  return out
 
 
 # ---- the loop ----------------------------------------------------------------

@@ -4,7 +4,7 @@ Shape letters: B batch, N audio samples, W held-out windows, P styles,
 E judge embedding width.
 
 Data: the same self-refreshing, style-balanced pool of rendered pieces as
-the style model (`train_style.PiecePool`, its own seed stream), random 4 s
+the style model (`piece_pool.PiecePool`, its own seed stream), random 4 s
 crops, labels = the piece's style. Augmentation makes the judge usable on
 generated audio without ever training on it: white noise at 10-40 dB SNR and
 random low-pass filtering (codecs and small generators lose noise floor and
@@ -50,10 +50,10 @@ import optax
 from mrt_distill.world import judges
 from mrt_distill.world import music
 from mrt_distill.world import render
+from mrt_distill.world.piece_pool import HELDOUT_SEED_BASE
+from mrt_distill.world.piece_pool import PiecePool
 from mrt_distill.world.train_style import add_noise
-from mrt_distill.world.train_style import HELDOUT_SEED_BASE
 from mrt_distill.world.train_style import make_optimizer
-from mrt_distill.world.train_style import PiecePool
 from mrt_distill.world.train_style import Progress
 
 log = logging.getLogger(__name__)

@@ -4,12 +4,13 @@ Shape letters: B batch, N audio samples, S style width, W held-out windows,
 P styles.
 
 Data: pieces of every style in `music.STYLES` are generated and rendered at
-16 kHz mono into a pool (`PiecePool`); each step draws a style-balanced batch
-of random 4 s crops and pairs each crop with a text made from its piece's
-descriptors (`sample_text`: the style word always, the other descriptors as a
-random subset, sometimes none, so single words and combinations both occur).
-A few pool pieces are replaced by freshly generated ones every step, so the
-model keeps seeing new tempos, keys, instruments and melodies.
+16 kHz mono into a pool (`piece_pool.PiecePool`); each step draws a
+style-balanced batch of random 4 s crops and pairs each crop with a text
+made from its piece's descriptors (`sample_text`: the style word always, the
+other descriptors as a random subset, sometimes none, so single words and
+combinations both occur). A few pool pieces are replaced by freshly
+generated ones every step, so the model keeps seeing new tempos, keys,
+instruments and melodies.
 
 Loss: symmetric InfoNCE with a learned temperature (CLIP), generalised to
 several positives: a text is a positive for every crop in the batch whose
@@ -23,27 +24,9 @@ modality gap so that text prompts tokenise like their music (see
 
 After training, the RVQ codebooks are k-means fitted on audio embeddings of
 pool crops (see `rvq_fit.fit_rvq_codebooks`), and held-out metrics are
-computed on pieces with seeds that training never draws:
-
-* `zero_shot_accuracy`: each held-out 4 s window is assigned the style whose
-  style-word prompt ("techno", ...) is nearest; top-1 style accuracy, also
-  per style.
-* `text_to_audio_top1` / `text_to_audio_precision_at_10`: each style prompt
-  retrieves its nearest held-out windows; the fraction of the top 1 / top 10
-  that are of that style.
-* `prompt_audio_cosine`, `prompt_token_share_L{1,2}`,
-  `prompt_code_seen_level{0,1}`: how close each style prompt's embedding is
-  to its held-out audio, the share of that audio whose first 1 / 2 style
-  tokens equal the prompt's, and the share of styles whose prompt code at
-  level l is used by some of their audio at level l. The LM learns from
-  audio tokens and is prompted with text tokens, so the prompt's codes must
-  be codes it has seen with that style's music. (Whole 2-level tuples are
-  rare even among audio windows of one style: level 1 is fine-grained.)
-* `descriptor_auc`: for every other descriptor word ("piano", "fast", ...),
-  how well its text embedding separates windows of pieces that have it from
-  those that have not (ROC AUC; 0.5 is chance).
-* `rvq`: quantiser error by depth, codes in use, and whether the style
-  prompts stay distinct in the levels the LM sees.
+computed on pieces with seeds that training never draws (listed and
+computed in `style_eval`: zero-shot style accuracy, text-to-audio
+retrieval, prompt/audio token agreement, descriptor AUC, RVQ report).
 
 `train_style` writes the weights (X.npz + checksum sidecar X.npz.json) and
 the metrics as JSON next to them (X.metrics.json).
@@ -57,7 +40,6 @@ calls `train_style` with the release settings):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import logging
@@ -78,121 +60,15 @@ from mrt_distill.style import rvq_fit
 from mrt_distill.style import style_net
 from mrt_distill.style import text_parsing
 from mrt_distill.world import music
-from mrt_distill.world import render
+from mrt_distill.world import style_eval
+from mrt_distill.world.piece_pool import heldout_windows
+from mrt_distill.world.piece_pool import PiecePool
+from mrt_distill.world.piece_pool import PieceRecord
 
 log = logging.getLogger(__name__)
 
-# Training draws piece seeds below this; held-out pieces use seeds from it
-# upwards, so train and held-out pieces never coincide.
-HELDOUT_SEED_BASE = 1_000_000_000
 
-
-# ---- data --------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class PieceRecord:
-  """One rendered piece: style index into the pool's styles, descriptors,
-  float32 mono audio (N,). (float16 would halve the memory, but its rounding
-  noise is a train/test difference the networks can learn.)"""
-
-  style_index: int
-  seed: int
-  descriptors: tuple[str, ...]
-  audio: np.ndarray
-
-
-class PiecePool:
-  """A style-balanced pool of rendered pieces that refreshes itself.
-
-  Args:
-    seed: seeds which pieces are generated and which crops are drawn.
-    pieces_per_style: pool slots per style.
-    piece_seconds: length of each rendered piece (>= crop length).
-    sample_rate: render rate.
-    styles: styles to draw, in class-index order (default: `music.STYLES`
-      in its dict order).
-  """
-
-  def __init__(self, seed: int, pieces_per_style: int, piece_seconds: float,
-               sample_rate: int = REFERENCE.sample_rate,
-               styles: Sequence[str] | None = None):
-    self.styles = tuple(styles or music.STYLES)
-    self.piece_seconds = float(piece_seconds)
-    self.sample_rate = int(sample_rate)
-    self._rng = seeded_rng(seed, "mrt_distill.world.PiecePool")
-    self._slots: list[list[PieceRecord]] = [
-        [self._new(i) for _ in range(pieces_per_style)]
-        for i in range(len(self.styles))
-    ]
-    self.rendered = len(self.styles) * pieces_per_style
-
-  def _new(self, style_index: int) -> PieceRecord:
-    seed = int(self._rng.integers(HELDOUT_SEED_BASE))
-    style = self.styles[style_index]
-    piece = music.generate_piece(style, seed, self.piece_seconds)
-    audio = render.render(piece, self.sample_rate, 1)[:, 0]
-    return PieceRecord(style_index, seed, piece.descriptors,
-                       audio.astype(np.float32))
-
-  def refresh(self, count: int) -> None:
-    """Replace `count` random slots by new pieces of the same style."""
-    for _ in range(count):
-      s = int(self._rng.integers(len(self.styles)))
-      k = int(self._rng.integers(len(self._slots[s])))
-      self._slots[s][k] = self._new(s)
-      self.rendered += 1
-
-  def sample(self, batch: int, crop: int
-             ) -> tuple[np.ndarray, np.ndarray, list[PieceRecord]]:
-    """A style-balanced batch of random crops.
-
-    Returns:
-      float32 audio (B, crop), int32 style indices (B,), the pieces.
-    """
-    styles = self._rng.integers(len(self.styles), size=batch)
-    out = np.empty((batch, crop), np.float32)
-    pieces = []
-    for b, s in enumerate(styles):
-      rec = self._slots[s][int(self._rng.integers(len(self._slots[s])))]
-      n = rec.audio.shape[0]
-      if n < crop:
-        raise ValueError(
-            f"pieces of {n} samples are shorter than the {crop}-sample crop")
-      start = int(self._rng.integers(n - crop + 1))
-      out[b] = rec.audio[start:start + crop]
-      pieces.append(rec)
-    return out, styles.astype(np.int32), pieces
-
-  @property
-  def rng(self) -> np.random.Generator:
-    return self._rng
-
-
-def heldout_windows(styles: Sequence[str], pieces_per_style: int,
-                    piece_seconds: float, window: int, hop: int,
-                    sample_rate: int = REFERENCE.sample_rate,
-                    seed_base: int = HELDOUT_SEED_BASE
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
-  """Windows of held-out pieces (seeds seed_base + k, never used in training).
-
-  Returns:
-    float32 windows (W, window), int32 style index (W,), int32 piece index
-    (W,) (unique across styles), and each piece's descriptors (indexed by
-    piece index), in style-major, piece, time order.
-  """
-  wins, labels, owners, descriptors = [], [], [], []
-  for s, style in enumerate(styles):
-    for k in range(pieces_per_style):
-      piece = music.generate_piece(style, seed_base + k, piece_seconds)
-      audio = render.render(piece, sample_rate, 1)[:, 0]
-      descriptors.append(piece.descriptors)
-      for start in range(0, audio.shape[0] - window + 1, hop):
-        wins.append(audio[start:start + window])
-        labels.append(s)
-        owners.append(len(descriptors) - 1)
-  return (np.stack(wins).astype(np.float32), np.asarray(labels, np.int32),
-          np.asarray(owners, np.int32), descriptors)
-
-
+# ---- training texts ----------------------------------------------------------
 def sample_text(piece: PieceRecord, style: str,
                 rng: np.random.Generator) -> list[str]:
   """A training text for a piece: its style word plus a random subset.
@@ -345,70 +221,7 @@ class Progress:
              step, self.steps, vals, rate, _hms(self.elapsed()), _hms(eta))
 
 
-# ---- evaluation --------------------------------------------------------------
-def _auc(pos_scores: np.ndarray, neg_scores: np.ndarray) -> float:
-  """ROC AUC: P(a positive scores above a negative), ties count half."""
-  diff = pos_scores[:, None] - neg_scores[None, :]
-  return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
-
-
-def evaluate(model: reference.ReferenceStyleModel, windows_WxN: np.ndarray,
-             labels_W: np.ndarray, styles: Sequence[str],
-             owners_W: np.ndarray | None = None,
-             descriptors: Sequence[Sequence[str]] | None = None) -> dict:
-  """Held-out zero-shot and retrieval metrics (see the module docstring).
-
-  With `owners_W` and `descriptors`, also the ROC AUC of every single
-  descriptor word as a detector: cosine(text(word), window) for windows
-  whose piece has the word vs windows whose piece has not. It shows whether
-  single non-style words ("piano", "fast", "808") embed sensibly.
-  """
-  audio_WxS = model.embed_audio_windows(windows_WxN)
-  text_PxS = model.embed_text(list(styles))
-  sim_PxW = text_PxS @ audio_WxS.T
-  pred = np.argmax(sim_PxW, axis=0)
-  per_style = {s: float(np.mean(pred[labels_W == i] == i))
-               for i, s in enumerate(styles)}
-  order = np.argsort(-sim_PxW, axis=1)
-  top10 = labels_W[order[:, :10]] == np.arange(len(styles))[:, None]
-  out = {
-      "zero_shot_accuracy": float(np.mean(pred == labels_W)),
-      "zero_shot_accuracy_per_style": per_style,
-      "text_to_audio_top1": float(np.mean(top10[:, 0])),
-      "text_to_audio_precision_at_10": float(np.mean(top10)),
-      "heldout_windows": int(windows_WxN.shape[0]),
-  }
-  # Do style prompts tokenise like their music? The LM is trained on audio
-  # tokens and prompted with text tokens (module docstring of `reference`).
-  unit = text_PxS / np.linalg.norm(text_PxS, axis=1, keepdims=True)
-  out["prompt_audio_cosine"] = float(np.mean(
-      [np.mean(audio_WxS[labels_W == i] @ unit[i])
-       for i in range(len(styles))]))
-  audio_codes = model.tokenize(audio_WxS)
-  text_codes = model.tokenize(text_PxS)
-  for depth in range(1, model.geometry.style_levels + 1):
-    same = [np.all(audio_codes[labels_W == i, :depth] == text_codes[i, :depth],
-                   axis=1) for i in range(len(styles))]
-    out[f"prompt_token_share_L{depth}"] = float(np.mean(
-        [np.mean(x) for x in same]))
-    level = depth - 1
-    out[f"prompt_code_seen_level{level}"] = float(np.mean(
-        [np.isin(text_codes[i, level], audio_codes[labels_W == i, level])
-         for i in range(len(styles))]))
-  if owners_W is not None and descriptors is not None:
-    words = sorted({w for d in descriptors for w in d} - set(styles))
-    word_emb = model.embed_text(words)
-    sims = word_emb @ audio_WxS.T
-    aucs = {}
-    for i, w in enumerate(words):
-      has = np.asarray([w in descriptors[o] for o in owners_W])
-      if has.any() and not has.all():
-        aucs[w] = _auc(sims[i, has], sims[i, ~has])
-    out["descriptor_auc"] = aucs
-    out["descriptor_auc_mean"] = float(np.mean(list(aucs.values())))
-  return out
-
-
+# ---- quantiser fitting ------------------------------------------------------
 def codebook_training_set(model: reference.ReferenceStyleModel,
                           pool: PiecePool, crop: int, audio_count: int,
                           rng: np.random.Generator, text_count: int = 0
@@ -433,39 +246,6 @@ def codebook_training_set(model: reference.ReferenceStyleModel,
   text_emb = (model.embed_text(texts) if texts else
               np.zeros((0, audio_emb.shape[1]), np.float32))
   return audio_emb, text_emb
-
-
-def rvq_report(model: reference.ReferenceStyleModel, audio_NxS: np.ndarray,
-               text_MxS: np.ndarray, styles: Sequence[str],
-               geometry: Geometry) -> dict:
-  """Relative RVQ error by depth (audio, text), codes in use, and whether
-  style prompts stay distinct in the levels the LM sees."""
-  books = model.codebooks
-
-  def rel_err(x):
-    if not len(x):
-      return []
-    codes = model.tokenize(x)
-    recon = np.zeros_like(x)
-    out = []
-    for level in range(books.shape[0]):
-      recon = recon + books[level][codes[:, level]]
-      out.append(float(np.mean(np.sum((x - recon)**2, -1))
-                       / np.mean(np.sum(x**2, -1))))
-    return out
-
-  codes = model.tokenize(audio_NxS)
-  style_codes = model.tokenize(model.embed_text(list(styles)))
-  lm = style_codes[:, :geometry.style_levels]
-  return {
-      "relative_sq_error_by_depth_audio": rel_err(audio_NxS),
-      "relative_sq_error_by_depth_text": rel_err(text_MxS),
-      "style_prompt_codes": {s: c.tolist() for s, c in zip(styles,
-                                                             style_codes)},
-      "distinct_style_tokens_seen_by_lm": len({tuple(c) for c in lm}),
-      "codes_used_per_level_audio": [
-          int(len(np.unique(codes[:, l]))) for l in range(codes.shape[1])],
-  }
 
 
 # ---- the trainer -------------------------------------------------------------
@@ -587,8 +367,10 @@ def train_style(out_path, *, steps: int, batch: int, seed: int,
   wins, labels, owners, descriptors = heldout_windows(
       styles, heldout_pieces_per_style, heldout_seconds, crop, crop // 2,
       cfg.mel.sample_rate)
-  metrics = evaluate(model, wins, labels, styles, owners, descriptors)
-  metrics["rvq"] = rvq_report(model, cb_audio, cb_text, styles, geometry)
+  metrics = style_eval.evaluate(model, wins, labels, styles, owners,
+                                descriptors)
+  metrics["rvq"] = style_eval.rvq_report(model, cb_audio, cb_text, styles,
+                                         geometry)
   k = max(1, min(20, len(history) // 10))
   metrics.update({
       "steps": done,

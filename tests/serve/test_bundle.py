@@ -47,6 +47,28 @@ def test_cli_exports_a_student_that_loads_like_its_workdir(trained):
     meta = json.loads(z["__meta__"].tobytes().decode())
   assert meta["format"] == B.FORMAT and meta["metrics"]["steps"] == 2
   assert meta["config"]["world"] == "random-tiny"
+  # The teacher is referenced, by identity: the same world and seed load.
+  assert meta["teacher"] == "random-tiny seed 0"
+
+
+def test_a_student_or_workdir_of_another_teacher_is_refused(trained, tmp_path):
+  """Same shapes, other base weights: the LoRA factors would be merged into
+  a teacher they were not trained against, so both forms are refused."""
+  b = B.load_student(str(trained / "student.npz"))
+  trainable, _ = S.split_params(b.params)
+  cfg = b.config
+  cfg.seed = 7  # random-tiny draws its teacher from the seed
+  other = B.export_student(cfg, trainable, tmp_path / "other.npz")
+  cfg.seed = 0
+  with np.load(other) as z:
+    meta = json.loads(z["__meta__"].tobytes().decode())
+  meta["config"]["seed"] = 0  # the file now claims teacher seed 0's config
+  np.savez(other, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+           **{k: v for k, v in np.load(other).items() if k != "__meta__"})
+  with pytest.raises(B.StudentLoadError,
+                     match=r"another teacher \(random-tiny seed 7\) than "
+                           r"this world's \(random-tiny seed 0\)"):
+    B.load_student(str(other))
 
 
 def test_a_student_of_another_shape_is_refused(trained, tmp_path):

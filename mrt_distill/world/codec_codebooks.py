@@ -1,0 +1,105 @@
+"""RVQ codebook state for the codec trainer (`train_codec`).
+
+Owns how the 12 codebooks are born and kept alive: k-means initialisation
+level by level on encoder residuals (`kmeans_rvq`), the EMA state built from
+them (`vq_state_from_books`), and the per-step EMA update with dead-code
+restarts (`ema_update`). These are the quantiser's own dynamics, separate
+from the gradient step that trains encoder and decoder.
+
+Shape letters as in `train_codec`: D latent width, L RVQ levels, V codebook
+size, N latent vectors in a batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def kmeans_rvq(latents: np.ndarray, depth: int, size: int, iters: int,
+               rng: np.random.Generator) -> np.ndarray:
+  """Fit RVQ codebooks level by level with k-means: (N, D) -> (L, V, D)."""
+  residual = np.asarray(latents, np.float32).copy()
+  n, d = residual.shape
+  books = np.zeros((depth, size, d), np.float32)
+  for level in range(depth):
+    scale = float(np.sqrt(np.mean(residual**2))) + 1e-8
+    if n >= size:
+      book = residual[rng.choice(n, size, replace=False)].copy()
+    else:
+      # Too few vectors (tiny test runs): repeat them with a little jitter.
+      book = residual[rng.choice(n, size, replace=True)].copy()
+      book += 0.01 * scale * rng.standard_normal(book.shape).astype(np.float32)
+    for _ in range(iters):
+      assign = _nearest(residual, book)
+      counts = np.bincount(assign, minlength=size)
+      sums = np.zeros_like(book)
+      np.add.at(sums, assign, residual)
+      used = counts > 0
+      book[used] = sums[used] / counts[used, None]
+      # Empty clusters restart at random points so every code is useful.
+      n_empty = int((~used).sum())
+      if n_empty:
+        book[~used] = residual[rng.choice(n, n_empty, replace=n_empty > n)]
+    books[level] = book
+    residual = residual - book[_nearest(residual, book)]
+  return books
+
+
+def _nearest(x: np.ndarray, book: np.ndarray) -> np.ndarray:
+  dist = np.sum(book * book, -1)[None, :] - 2.0 * x @ book.T
+  return np.argmin(dist, axis=-1)
+
+
+def vq_state_from_books(books: np.ndarray, vectors_per_step: int) -> dict:
+  """EMA state whose codebooks are `books`, each code at average usage."""
+  _, size, _ = books.shape
+  usage = np.full(books.shape[:2], vectors_per_step / size, np.float32)
+  return {"books": jnp.asarray(books), "usage": jnp.asarray(usage),
+          "sums": jnp.asarray(books * usage[..., None]),
+          "idle": jnp.zeros(books.shape[:2], jnp.int32)}
+
+
+def ema_update(vq: dict, codes: jax.Array, inputs: jax.Array, key: jax.Array,
+               decay: float, restart_after_steps: int):
+  """EMA codebook update with dead-code restarts.
+
+  Args:
+    vq: {"books" (L, V, D), "usage" (L, V) EMA counts, "sums" (L, V, D) EMA
+      sums of assigned vectors, "idle" (L, V) steps since last use}.
+    codes: (L, N) codes chosen at each level.
+    inputs: (L, N, D) residual entering each level.
+    key: PRNG key for restarts.
+    decay: EMA decay.
+    restart_after_steps: see train_codec.TrainHParams.
+
+  Returns:
+    (new vq, {"perplexity": (L,), "restarted": scalar}).
+  """
+  depth, size, _ = vq["books"].shape
+  n = codes.shape[1]
+  onehot = jax.nn.one_hot(codes, size, dtype=jnp.float32)  # (L, N, V)
+  counts = onehot.sum(1)
+  sums = jnp.einsum("lnv,lnd->lvd", onehot, inputs)
+  usage = decay * vq["usage"] + (1.0 - decay) * counts
+  ema_sums = decay * vq["sums"] + (1.0 - decay) * sums
+  total = usage.sum(-1, keepdims=True)
+  # Laplace smoothing keeps rarely used codes from dividing by ~0.
+  smoothed = (usage + 1e-5) / (total + size * 1e-5) * total
+  books = ema_sums / smoothed[..., None]
+  idle = jnp.where(counts > 0, 0, vq["idle"] + 1)
+  dead = idle >= restart_after_steps
+  pick = jax.random.randint(key, (depth, size), 0, n)
+  fresh = jnp.take_along_axis(inputs, pick[..., None], axis=1)  # (L, V, D)
+  books = jnp.where(dead[..., None], fresh, books)
+  # A restarted code starts at half the mean usage: enough weight that one
+  # stray assignment does not fling it away, little enough to move fast.
+  restart_usage = 0.5 * n / size
+  usage = jnp.where(dead, restart_usage, usage)
+  ema_sums = jnp.where(dead[..., None], fresh * restart_usage, ema_sums)
+  idle = jnp.where(dead, 0, idle)
+  p = counts / n
+  perplexity = jnp.exp(-jnp.sum(p * jnp.log(p + 1e-10), axis=-1))
+  return ({"books": books, "usage": usage, "sums": ema_sums, "idle": idle},
+          {"perplexity": perplexity, "restarted": dead.sum()})

@@ -1,0 +1,97 @@
+"""Training and held-out audio for the codec trainer (`train_codec`).
+
+Owns the split of piece seeds: training pieces use seeds in
+[0, TRAIN_SEED_LIMIT), held-out evaluation pieces use seeds from
+EVAL_SEED_BASE up, so evaluation never hears a training piece. Keeping both
+sides of the split in one module keeps that guarantee in one place.
+
+Shape letters as in `train_codec`: B batch, S samples, C channels.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from typing import Sequence
+
+import numpy as np
+
+from mrt_distill.geometry import Geometry
+from mrt_distill.world import music
+from mrt_distill.world import render as render_lib
+
+if TYPE_CHECKING:
+  from mrt_distill.world.train_codec import TrainHParams
+
+TRAIN_SEED_LIMIT = 1_000_000_000
+EVAL_SEED_BASE = 2_000_000_000
+
+
+class CropSampler:
+  """Deterministic stream of (B, S, C) training crops from rendered pieces.
+
+  Args:
+    seed: stream seed.
+    geometry: sample rate and channels.
+    batch: B.
+    crop_samples: S (a multiple of samples per frame).
+    hp: pool and augmentation settings.
+    styles: styles to draw from (all by default).
+  """
+
+  def __init__(self, seed: int, geometry: Geometry, batch: int,
+               crop_samples: int, hp: TrainHParams,
+               styles: Sequence[str] | None = None):
+    self._rng = np.random.default_rng([int(seed), 0xC0DEC])
+    self._g = geometry
+    self._batch = batch
+    self._crop = crop_samples
+    self._hp = hp
+    self._styles = tuple(sorted(music.STYLES) if styles is None else styles)
+    # Pieces at least two crops long, so crops of one piece can differ.
+    self._piece_seconds = max(hp.piece_seconds,
+                              2.0 * crop_samples / geometry.sample_rate)
+    self._pool = [self._new_piece() for _ in range(hp.pool_size)]
+    self._cursor = 0
+    self.pieces_rendered = hp.pool_size
+
+  def _new_piece(self) -> np.ndarray:
+    style = self._styles[int(self._rng.integers(len(self._styles)))]
+    seed = int(self._rng.integers(TRAIN_SEED_LIMIT))
+    piece = music.generate_piece(style, seed, self._piece_seconds)
+    return render_lib.render(piece, self._g.sample_rate, self._g.channels)
+
+  def next(self) -> np.ndarray:
+    """The next batch: float32 (B, S, C)."""
+    for _ in range(self._hp.refresh_per_step):
+      self._pool[self._cursor] = self._new_piece()
+      self._cursor = (self._cursor + 1) % len(self._pool)
+      self.pieces_rendered += 1
+    lo, hi = self._hp.gain_db
+    out = np.empty((self._batch, self._crop, self._g.channels), np.float32)
+    for b in range(self._batch):
+      # Re-draw (near-)silent crops: spectral convergence divides by the
+      # target's energy, and silence teaches nothing.
+      for _ in range(8):
+        audio = self._pool[int(self._rng.integers(len(self._pool)))]
+        start = int(self._rng.integers(0, len(audio) - self._crop + 1))
+        crop = audio[start:start + self._crop]
+        if np.sqrt(np.mean(crop**2)) > 1e-3:
+          break
+      gain = 10.0**(self._rng.uniform(lo, hi) / 20.0)
+      out[b] = crop * gain
+    return out
+
+
+def eval_pieces(geometry: Geometry, seconds: float,
+                pieces_per_style: int = 1,
+                styles: Sequence[str] | None = None):
+  """Held-out audio: list of (style, seed, (S, C) audio), seeds >= base."""
+  styles = tuple(sorted(music.STYLES) if styles is None else styles)
+  out = []
+  for i, style in enumerate(styles):
+    for j in range(pieces_per_style):
+      seed = EVAL_SEED_BASE + 1000 * i + j
+      piece = music.generate_piece(style, seed, seconds)
+      out.append((style, seed, render_lib.render(piece, geometry.sample_rate,
+                                                 geometry.channels)))
+  return out
