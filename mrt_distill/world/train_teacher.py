@@ -83,8 +83,13 @@ def make_corpus(codec: Codec, style_model: StyleModel, *, pieces_per_style: int,
 
 
 def sample_batch(corpus: list[TokenPiece], rng: np.random.Generator,
-                 batch: int, cfg: TeacherConfig):
-  """-> (encoder ids (B, Le), target ids (B, C*K)) int32, v1's recipe."""
+                 batch: int, cfg: TeacherConfig, context: str = "recipe"):
+  """-> (encoder ids (B, Le), target ids (B, C*K)) int32, v1's recipe.
+
+  `context`: "recipe" draws the context length as v1 does; "full" and
+  "none" fix it (probes of how much the teacher uses its context)."""
+  if context not in ("recipe", "full", "none"):
+    raise ValueError(f"context {context!r}: use 'recipe', 'full' or 'none'")
   g = cfg.geometry
   c, ctx_f = g.chunk_frames, g.context_frames
   # v1 draws prompt lengths in whole seconds; a geometry whose chunk is
@@ -100,7 +105,9 @@ def sample_batch(corpus: list[TokenPiece], rng: np.random.Generator,
     max_p = min(ctx_f, t - c)
     if max_p <= 0:
       raise ValueError(f"pieces must be longer than a chunk ({c} frames)")
-    if rng.random() < FULL_CONTEXT_PROB or max_p < fr:
+    if context != "recipe":
+      p = max_p if context == "full" else 0
+    elif rng.random() < FULL_CONTEXT_PROB or max_p < fr:
       p = max_p
     else:
       p = int(rng.integers(0, max_p // fr + 1)) * fr

@@ -91,3 +91,15 @@ def test_lr_schedule_warms_up_then_anneals_by_steps_or_time():
   # Time never pulls the schedule backwards.
   assert tt.lr_at(900, steps, peak, warm, time_fraction=0.1) == (
       tt.lr_at(900, steps, peak, warm))
+
+
+def test_batch_context_modes_fix_the_context_length(cfg, corpus):
+  g = TINY
+  for context, masked in (("full", 0), ("none", g.context_frames)):
+    enc, _ = tt.sample_batch(corpus, np.random.default_rng(1), 64, cfg,
+                             context=context)
+    ctx = enc[:, :-g.style_levels].reshape(64, g.context_frames,
+                                           g.context_levels)
+    assert set((ctx == MASK_ID).all(-1).sum(-1).tolist()) == {masked}
+  with pytest.raises(ValueError, match="context 'some'"):
+    tt.sample_batch(corpus, np.random.default_rng(1), 2, cfg, context="some")
