@@ -8,6 +8,11 @@ Same prompts, same number of cold-start chunks, same seeds for both models:
   * speed at batch 1 measured in the same run: ms per chunk, RTF, and
     sequential network calls per chunk;
   * the trainable parameter fraction.
+
+The ratios carry a 90% bootstrap interval over the held-out prompts
+(`paired_ratio_interval`): outcomes flip whole per prompt (the streams of a
+prompt share it), so with ten style prompts the interval is wide, and a
+target ratio should be read against it.
 """
 
 from __future__ import annotations
@@ -64,6 +69,27 @@ def student_stream(stepper: ChunkStepper, params, emb_BxE, chunks: int,
                                       jax.random.fold_in(key, i))
     out.append(np.asarray(audio))
   return np.concatenate(out, axis=1)
+
+
+def paired_ratio_interval(teacher, student, *, level: float = 0.9,
+                          resamples: int = 2000, seed: int = 0
+                          ) -> tuple[float, float] | None:
+  """Bootstrap interval of mean(student) / mean(teacher), resampling the
+  prompts (pairs) with replacement -> (low, high), or None with < 2 pairs.
+  Resamples whose teacher mean is 0 have no ratio and are dropped."""
+  t, s = np.asarray(teacher, np.float64), np.asarray(student, np.float64)
+  if t.shape != s.shape or t.ndim != 1:
+    raise ValueError(f"paired values needed: {t.shape} vs {s.shape}")
+  if len(t) < 2:
+    return None
+  idx = np.random.default_rng(seed).integers(0, len(t), (resamples, len(t)))
+  tm, sm = t[idx].mean(1), s[idx].mean(1)
+  ratios = sm[tm > 0] / tm[tm > 0]
+  if not len(ratios):
+    return None
+  a = (1 - level) / 2
+  lo, hi = np.quantile(ratios, [a, 1 - a])
+  return float(lo), float(hi)
 
 
 def _ms_per_chunk(fn, repeats: int = 3) -> float:
@@ -149,6 +175,12 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
   summary["accuracy_ratio"] = (sa / ta) if ta else None
   tf, sf = summary["teacher_fd"], summary["student_fd"]
   summary["fd_ratio"] = (sf / tf) if tf else None
+  for key, name in (("accuracy", "accuracy_ratio"), ("fd", "fd_ratio")):
+    pairs = [(r[f"teacher_{key}"], r[f"student_{key}"]) for r in rows
+             if r.get(f"teacher_{key}") is not None
+             and r.get(f"student_{key}") is not None]
+    summary[f"{name}_ci90"] = (paired_ratio_interval(*zip(*pairs))
+                               if len(pairs) >= 2 else None)
   return {"rows": rows, "summary": summary, "speed": speed,
           "trainable_fraction": run.trainable_fraction,
           "samples_per_prompt": samples, "seconds": seconds,
@@ -158,6 +190,12 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
 
 def _f(x, nd=3):
   return "n/a" if x is None else f"{x:.{nd}f}"
+
+
+def _ci(interval) -> str:
+  if not interval:
+    return ""
+  return f" (90% CI {interval[0]:.2f}-{interval[1]:.2f})"
 
 
 def to_markdown(report: dict, title: str = "Distillation report") -> str:
@@ -173,9 +211,11 @@ def to_markdown(report: dict, title: str = "Distillation report") -> str:
       "| | teacher | student | student / teacher |",
       "|---|---|---|---|",
       f"| judge style accuracy | {_f(s['teacher_accuracy'])} | "
-      f"{_f(s['student_accuracy'])} | {_f(s['accuracy_ratio'], 2)} |",
+      f"{_f(s['student_accuracy'])} | {_f(s['accuracy_ratio'], 2)}"
+      f"{_ci(s.get('accuracy_ratio_ci90'))} |",
       f"| Fréchet distance (judge) | {_f(s['teacher_fd'], 1)} | "
-      f"{_f(s['student_fd'], 1)} | {_f(s['fd_ratio'], 2)} |",
+      f"{_f(s['student_fd'], 1)} | {_f(s['fd_ratio'], 2)}"
+      f"{_ci(s.get('fd_ratio_ci90'))} |",
       f"| mean log-mel distance to ground truth (dB) | "
       f"{_f(s['teacher_logmel_db'], 2)} | {_f(s['student_logmel_db'], 2)} "
       f"| |",
@@ -186,6 +226,8 @@ def to_markdown(report: dict, title: str = "Distillation report") -> str:
       f"{sp['student_ms_per_chunk']:.1f} | {1 / sp['speedup']:.3f} |",
       f"| real-time factor | {sp['teacher_rtf']:.2f} | "
       f"{sp['student_rtf']:.2f} | |", "",
+      "Intervals: bootstrap over the held-out prompts (paired), 2000 "
+      "resamples.", "",
       "| prompt | teacher acc | student acc | teacher FD | student FD |",
       "|---|---|---|---|---|"]
   for r in report["rows"]:

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from mrt_distill import main as cli_main
+from mrt_distill.distill.report import paired_ratio_interval
 from mrt_distill.world import music
 
 
@@ -46,6 +47,13 @@ def test_report_rows_summary_and_speed(report):
   if s["teacher_accuracy"]:
     assert s["accuracy_ratio"] == pytest.approx(
         s["student_accuracy"] / s["teacher_accuracy"])
+  # The ratio's bootstrap interval over prompts (None without a teacher hit).
+  ci = s["accuracy_ratio_ci90"]
+  assert (ci is None) == (not s["teacher_accuracy"])
+  if ci is not None:
+    assert ci == list(paired_ratio_interval(
+        [r["teacher_accuracy"] for r in rows],
+        [r["student_accuracy"] for r in rows]))
   sp = rep["speed"]
   assert sp["student_sequential_calls_per_chunk"] == 1
   assert sp["teacher_sequential_calls_per_chunk"] == 25 * (1 + 4)
@@ -53,3 +61,21 @@ def test_report_rows_summary_and_speed(report):
   assert 0 < rep["trainable_fraction"] < 0.2
   md = (workdir / "report.md").read_text()
   assert "| judge style accuracy |" in md and "| techno |" in md
+
+
+def test_paired_ratio_interval():
+  # Identical pairs: every resample has ratio 1.
+  assert paired_ratio_interval([0.5, 1.0, 0.25], [0.5, 1.0, 0.25]) == (
+      1.0, 1.0)
+  # Whole-prompt flips (the report's case): wide, and around the estimate.
+  t = [1.0, 1.0, 0.0, 1.0, 0.5, 0.0, 1.0, 0.0, 1.0, 0.5]
+  s = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+  lo, hi = paired_ratio_interval(t, s, seed=3)
+  point = sum(s) / sum(t)
+  assert lo < point < hi and hi - lo > 0.5
+  # Deterministic for a seed; None when nothing can be resampled.
+  assert paired_ratio_interval(t, s, seed=3) == (lo, hi)
+  assert paired_ratio_interval([0.5], [0.5]) is None
+  assert paired_ratio_interval([0.0, 0.0], [1.0, 0.0]) is None
+  with pytest.raises(ValueError, match="paired values"):
+    paired_ratio_interval([1.0, 0.5], [1.0])
