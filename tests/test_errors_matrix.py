@@ -203,40 +203,37 @@ def _(tmp):
           "notes.txt"]
 
 
-@case("ckpt-other-config")
-def _(tmp):
+def _checkpoint_at_step_3(tmp, config, **meta):
+  """A workdir `w` whose one checkpoint (step 3) was written by `config`,
+  with `meta` added to its metadata item."""
   import orbax.checkpoint as ocp
   from mrt_distill.distill import config_io
-  other = config_io.load_config("reference_cpu:tiny")
-  other.rollout.batch = 2
-  _write(tmp, "w/config.json", other.to_json())
-  mngr = ocp.CheckpointManager(
-      (tmp / "w" / "checkpoints").absolute(),
-      options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False))
-  mngr.save(3, args=ocp.args.Composite(
-      state=ocp.args.StandardSave({"w": np.zeros(3, np.float32)}),
-      meta=ocp.args.JsonSave({"fingerprint": config_io.shape_fingerprint(
-          other)})))
-  mngr.close()
-  return ["distill", *TINY]
-
-
-@case("ckpt-other-teacher")
-def _(tmp):
-  import orbax.checkpoint as ocp
-  from mrt_distill.distill import config_io
-  cfg = config_io.load_config("reference_cpu:tiny")
-  _write(tmp, "w/config.json", cfg.to_json())
+  _write(tmp, "w/config.json", config.to_json())
   mngr = ocp.CheckpointManager(
       (tmp / "w" / "checkpoints").absolute(),
       options=ocp.CheckpointManagerOptions(enable_async_checkpointing=False))
   mngr.save(3, args=ocp.args.Composite(
       state=ocp.args.StandardSave({"w": np.zeros(3, np.float32)}),
       meta=ocp.args.JsonSave({
-          "fingerprint": config_io.shape_fingerprint(cfg),
-          "teacher": {"world": "random-tiny",
-                      "id": "random-tiny seed 99"}})))
+          "fingerprint": config_io.shape_fingerprint(config), **meta})))
   mngr.close()
+
+
+@case("ckpt-other-config")
+def _(tmp):
+  from mrt_distill.distill import config_io
+  other = config_io.load_config("reference_cpu:tiny")
+  other.rollout.batch = 2
+  _checkpoint_at_step_3(tmp, other)
+  return ["distill", *TINY]
+
+
+@case("ckpt-other-teacher")
+def _(tmp):
+  from mrt_distill.distill import config_io
+  _checkpoint_at_step_3(
+      tmp, config_io.load_config("reference_cpu:tiny"),
+      teacher={"world": "random-tiny", "id": "random-tiny seed 99"})
   return ["distill", *TINY]
 
 
