@@ -3,7 +3,7 @@
 import pathlib
 import re
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 _HERE = pathlib.Path(__file__).parent
 _VERSION = re.search(r'__version__ = "([^"]+)"',
@@ -63,12 +63,18 @@ setup(
         _HERE / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    # The repository's configs/ ships as mrt_distill.configs, so
-    # `mrt-distill distill` finds its default config in any install.
-    packages=find_packages(include=["mrt_distill", "mrt_distill.*"])
-    + ["mrt_distill.configs"],
-    package_dir={"mrt_distill.configs": "configs"},
-    package_data={"mrt_distill": ["gin/*.gin", "assets/**/*", "serve/web/*"]},
+    # The repository's configs/ and gin/ ship as mrt_distill.configs and
+    # mrt_distill.gin, so `mrt-distill distill` finds its default config and
+    # the teacher gin files in any install (a wheel on a TPU VM too). The
+    # data folders (assets, the web player) are namespace packages, so
+    # setuptools packages them as such instead of warning.
+    packages=find_namespace_packages(include=["mrt_distill", "mrt_distill.*"],
+                                     exclude=["*.__pycache__"])
+    + ["mrt_distill.configs", "mrt_distill.gin"],
+    package_dir={"mrt_distill.configs": "configs", "mrt_distill.gin": "gin"},
+    package_data={"mrt_distill.assets.reference": ["*"],
+                  "mrt_distill.serve.web": ["*"],
+                  "mrt_distill.gin": ["*.gin"]},
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,

@@ -32,8 +32,18 @@ from mrt_distill.teacher.model import abstract_params
 
 log = logging.getLogger(__name__)
 
-GIN_DIR = pathlib.Path(os.environ.get(
-    "MRT_DISTILL_GIN_DIR", pathlib.Path(__file__).resolve().parents[2] / "gin"))
+def _default_gin_dir() -> pathlib.Path:
+  """The repository's gin/ (a checkout or editable install), else the copy a
+  wheel installs as mrt_distill/gin (setup.py)."""
+  here = pathlib.Path(__file__).resolve()
+  for cand in (here.parents[2] / "gin", here.parents[1] / "gin"):
+    if cand.is_dir():
+      return cand
+  return here.parents[2] / "gin"
+
+
+GIN_DIR = pathlib.Path(os.environ.get("MRT_DISTILL_GIN_DIR",
+                                      _default_gin_dir()))
 
 # gin macro -> TeacherConfig field. NUM_DECODER_LAYERS is set in v1's gin but
 # unused by the Depthformer; it is accepted and ignored, as in v1.
