@@ -40,9 +40,11 @@ CORE = [
 EXTRAS = {
     # Browser test drives Debian's /usr/bin/chromium (never a downloaded
     # browser); the notebook test executes colab/ headless.
+    # tests/test_wheel.py builds the wheel without build isolation: a fresh
+    # venv's setuptools (65) needs the `wheel` package for bdist_wheel.
     "test": ["pytest>=8", "pytest-timeout>=2.3", "playwright>=1.50",
              "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
-             "ipywidgets>=8.1"],
+             "ipywidgets>=8.1", "wheel>=0.42"],
     # Cloud TPU VMs: the libtpu build that matches jax.
     "tpu": ["jax[tpu]"],
     "gpu": ["jax[cuda12]"],
