@@ -44,6 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # One-step term: the nearest of K noise draws learns each teacher
       # chunk (IMLE), against collapse to the conditional mean.
       imle_samples=4,
+      # How IMLE picks its draw: "latent" (L2) or "spectral" (decoded
+      # audio's multi-resolution STFT distance; L2 favours quiet draws).
+      imle_select="latent",
       # Std of the output head's initial kernel (0 = a fresh student is
       # c_skip x). Random draws must differ from step 0 for IMLE: 0.03 took
       # judge accuracy 0.100 -> 0.188 (docs/benchmarks.md, run 3).
@@ -76,7 +79,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", learning_rate=1e-3, warmup_steps=100, decay_steps=600,
       final_lr_fraction=0.1, b1=0.9, b2=0.99, weight_decay=0.0,
-      grad_clip=1.0))
+      grad_clip=1.0,
+      # > 0: export, report and evaluate an exponential moving average of
+      # the trainable parameters (train_step.param_ema) instead of the
+      # last iterate.
+      ema_decay=0.0))
 
   c.losses = ml_collections.ConfigDict(dict(
       latent=1.0, consistency=1.0, spectral=1.0, temporal=1.0, onset=0.5,

@@ -115,9 +115,13 @@ def read_meta(mngr, step: int) -> dict:
 
 def check_fingerprint(meta: dict, config, step: int, directory) -> None:
   want = config_io.shape_fingerprint(config)
-  if meta["fingerprint"] != want:
-    diff = {k: (meta["fingerprint"].get(k), v) for k, v in want.items()
-            if meta["fingerprint"].get(k) != v and k != "sha"}
+  # Keys newer than the checkpoint read as the value older configs meant;
+  # the sha (over all keys) would differ for that reason alone.
+  saved = lambda k: meta["fingerprint"].get(
+      k, config_io.SHAPE_DEFAULTS.get(k))
+  diff = {k: (saved(k), v) for k, v in want.items()
+          if k != "sha" and saved(k) != v}
+  if diff:
     raise CheckpointMismatchError(
         f"the checkpoint at step {step} in {directory} was written by "
         f"another config (checkpoint vs this run: {diff}); use a fresh "

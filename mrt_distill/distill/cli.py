@@ -9,6 +9,7 @@ import sys
 import jax
 
 from mrt_distill.distill import config_io, loop, report
+from mrt_distill.distill import train_step as T
 
 log = logging.getLogger("mrt_distill.distill")
 
@@ -45,6 +46,8 @@ def run(args) -> int:
     log.warning("stopped by SIGTERM after a checkpoint; rerun the same "
                 "command to resume")
     return 0
+  # The parameter average, when the optimizer keeps one, is the student.
+  state = state.replace(params=T.served_params(state))
   student_file = _export(config, state, args.workdir, summary)
   if args.no_report or not config.report.enabled:
     return 0

@@ -138,7 +138,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict,
 SHAPE_KEYS = ("world", "student.lora_rank", "student.chunk_frames",
               "rollout.batch", "rollout.replay_capacity", "optim.name")
 # Keys added after the first release, with the value older configs meant.
-SHAPE_DEFAULTS = {"student.chunk_frames": 0}
+SHAPE_DEFAULTS = {"student.chunk_frames": 0, "optim.ema": False}
 
 
 def shape_fingerprint(cfg: ml_collections.ConfigDict) -> dict:
@@ -150,6 +150,10 @@ def shape_fingerprint(cfg: ml_collections.ConfigDict) -> dict:
       if node is None:
         break
     out[key] = SHAPE_DEFAULTS.get(key) if node is None else node
+  # A parameter average adds a tree to the optimizer state; its decay does
+  # not change any shape, so only on/off is part of the fingerprint.
+  optim = cfg.get("optim") or {}
+  out["optim.ema"] = bool(float(optim.get("ema_decay", 0.0) or 0.0) > 0)
   out["sha"] = hashlib.sha256(json.dumps(out, sort_keys=True).encode()
                               ).hexdigest()[:16]
   return out

@@ -115,6 +115,11 @@ def student_config(config, teacher_cfg) -> S.StudentConfig:
                           sigma_data=s.sigma_data, num_scales=s.num_scales))
 
 
+def imle_select(config) -> str:
+  """student.imle_select, "latent" for configs written before it existed."""
+  return str(config.student.get("imle_select", "latent"))
+
+
 WORLDS = ("reference", "random-tiny")
 
 
@@ -198,6 +203,7 @@ def build(config, workdir: pathlib.Path):
   optimizer = T.make_optimizer(config.optim)
   weights = LossWeights(**config.losses.to_dict())
   T.check_energy_draws(weights, int(config.student.imle_samples))
+  T.check_imle_select(imle_select(config))
   world = load_world(config)
   style_embed = style_embedder(world, weights)
   g = world.geometry
@@ -222,7 +228,8 @@ def build(config, workdir: pathlib.Path):
                         weights=weights,
                         style_drop_prob=float(config.student.style_drop_prob),
                         imle_samples=int(config.student.imle_samples),
-                        style_embed=style_embed),
+                        style_embed=style_embed,
+                        imle_select=imle_select(config)),
       state_sh, mesh)
 
   dataset = P.prompt_dataset(records, seed=int(config.seed),
@@ -340,10 +347,11 @@ def train(config, workdir) -> dict:
 
   eval_batch = _eval_batch(run)
   eval_fn = jax.jit(lambda st, b: T.compute_losses(
-      run.model, S.merge_params(st.params, st.frozen), b,
+      run.model, S.merge_params(T.served_params(st), st.frozen), b,
       jax.random.PRNGKey(0), codec=run.world.codec, scaler=run.scaler,
       weights=run.weights, style_embed=run.style_embed,
-      imle_samples=int(config.student.imle_samples))[1])
+      imle_samples=int(config.student.imle_samples),
+      imle_select=imle_select(config))[1])
   holder = {"state": state}
   if config.rollout.on_policy_prob > 0:
     if run.model.cfg.geometry.chunk_frames != run.world.geometry.chunk_frames:

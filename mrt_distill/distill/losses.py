@@ -320,6 +320,17 @@ def spectral_loss(audio_pred_BxS: jax.Array, audio_target_BxS: jax.Array, *,
   Returns:
     Scalar mean over resolutions and batch; exactly 0 when pred == target.
   """
+  return jnp.mean(spectral_distance(audio_pred_BxS, audio_target_BxS,
+                                    fft_sizes=fft_sizes, hops=hops,
+                                    norm_eps=norm_eps))
+
+
+def spectral_distance(audio_pred_BxS: jax.Array, audio_target_BxS: jax.Array,
+                      *, fft_sizes: Sequence[int] = SPECTRAL_FFT_SIZES,
+                      hops: Sequence[int] | None = None,
+                      norm_eps: float = SPECTRAL_NORM_EPS) -> jax.Array:
+  """`spectral_loss` per example: (B, S), (B, S) -> (B,), the mean over
+  resolutions of spectral convergence + log-magnitude L1."""
   x, y = _f32(audio_pred_BxS), _f32(audio_target_BxS)
   if x.shape != y.shape:
     raise ValueError(f"pred {x.shape} and target {y.shape} differ in shape")
@@ -337,7 +348,7 @@ def spectral_loss(audio_pred_BxS: jax.Array, audio_target_BxS: jax.Array, *,
     num = jnp.sqrt(q + norm_eps**2) - norm_eps
     den = jnp.sqrt(jnp.sum(ym**2, axis=(-2, -1)) + 1e-12)
     total = total + num / den + audio_losses.log_magnitude_l1(xm, ym)
-  return jnp.mean(total / len(fft_sizes))
+  return total / len(fft_sizes)
 
 
 @functools.lru_cache(maxsize=None)

@@ -29,7 +29,7 @@ E style width, C chunk frames, D latent width.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -55,9 +55,70 @@ class TrainState:
   frozen: Any  # teacher backbone, constant
 
 
+class ParamEmaState(NamedTuple):
+  count: jax.Array  # updates averaged so far
+  ema: Any  # the average, a tree like the trainable parameters
+
+
+def param_ema(decay: float) -> optax.GradientTransformation:
+  """An exponential moving average of the parameters after each update, kept
+  in the optimizer state (so it is sharded like the parameters, saved and
+  restored with them, and left alone when apply_if_finite skips a step).
+
+  Chain it last: it sees the final updates. The decay warms up as
+  min(decay, (1 + t) / (10 + t)) (t = updates so far), so a short run's
+  average is not dominated by the initial weights.
+  """
+  if not 0.0 < decay < 1.0:
+    raise ValueError(f"optim.ema_decay must be in (0, 1) or 0 (off), got "
+                     f"{decay}")
+
+  def init(params):
+    return ParamEmaState(jnp.zeros((), jnp.int32),
+                         jax.tree.map(lambda p: jnp.array(p, copy=True),
+                                      params))
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("param_ema needs the parameters in update()")
+    new = optax.apply_updates(params, updates)
+    count = state.count + 1
+    t = count.astype(jnp.float32)
+    d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+    ema = jax.tree.map(lambda e, p: (d * e + (1.0 - d) * p).astype(e.dtype),
+                       state.ema, new)
+    return updates, ParamEmaState(count, ema)
+
+  return optax.GradientTransformation(init, update)
+
+
+def ema_params(opt_state):
+  """The parameter average in an optimizer state from `make_optimizer`, or
+  None when the optimizer keeps none (optim.ema_decay = 0)."""
+  found = []
+
+  def visit(node):
+    if isinstance(node, ParamEmaState):
+      found.append(node.ema)
+    elif isinstance(node, (tuple, list)):
+      for child in node:
+        visit(child)
+
+  visit(opt_state)
+  return found[0] if found else None
+
+
+def served_params(state: "TrainState"):
+  """What a finished run exports and reports: the parameter average when
+  the optimizer keeps one, else the last iterate."""
+  ema = ema_params(state.opt_state)
+  return state.params if ema is None else ema
+
+
 def make_optimizer(cfg) -> optax.GradientTransformation:
-  """AdamW or Adafactor with an optax warmup-cosine schedule, clipping and
-  the non-finite guard. cfg: the `optim` ConfigDict."""
+  """AdamW or Adafactor with an optax warmup-cosine schedule, clipping, an
+  optional parameter average (`ema_decay`, see `param_ema`) and the
+  non-finite guard. cfg: the `optim` ConfigDict."""
   sched = optax.warmup_cosine_decay_schedule(
       0.0, cfg.learning_rate, cfg.warmup_steps,
       max(cfg.decay_steps, cfg.warmup_steps + 1),
@@ -70,7 +131,11 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
   else:
     raise ValueError(f"optim.name {cfg.name!r} is not supported: use "
                      f"'adamw' or 'adafactor'")
-  opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
+  parts = [optax.clip_by_global_norm(cfg.grad_clip), opt]
+  decay = float(cfg.get("ema_decay", 0.0) or 0.0)
+  if decay:
+    parts.append(param_ema(decay))
+  opt = optax.chain(*parts)
   return optax.apply_if_finite(opt, max_consecutive_errors=1_000_000)
 
 
@@ -129,6 +194,46 @@ def nearest_draw(draws_KxBxCxD: jax.Array, x0_BxCxD: jax.Array) -> jax.Array:
                              axis=0)[0]
 
 
+IMLE_SELECT = ("latent", "spectral")
+
+
+def select_draw(draws_KxBxCxD: jax.Array, dist_KxB: jax.Array) -> jax.Array:
+  """Per example the draw with the smallest `dist` (held fixed: selection
+  is not differentiated) -> (B, C, D)."""
+  best = jnp.argmin(jax.lax.stop_gradient(dist_KxB), axis=0)
+  return jnp.take_along_axis(draws_KxBxCxD, best[None, :, None, None],
+                             axis=0)[0]
+
+
+def nearest_draw_spectral(draws_KxBxCxD: jax.Array, target_audio_BxS,
+                          decode) -> jax.Array:
+  """The draw whose decoded audio is nearest to the teacher chunk's audio by
+  the multi-resolution spectral distance -> (B, C, D).
+
+  Why not latent L2 (`nearest_draw`): ||x - y||^2 = ||x||^2 + ||y||^2 -
+  2<x, y>. For chunks whose events vary in timing from sample to sample
+  (drums, bass lines: <x, y> ~ 0), the quietest draw is the L2-nearest, so
+  L2 selection trains every noise region towards quiet chunks -- the
+  student's silence on rhythmic styles. Magnitude spectra do not care about
+  a few ms of phase, and their log term punishes silence.
+
+  decode: latents (N, C, D) in the student's scale -> mono audio (N, S).
+  """
+  k, b = draws_KxBxCxD.shape[:2]
+  flat = jax.lax.stop_gradient(draws_KxBxCxD).reshape(
+      (k * b,) + draws_KxBxCxD.shape[2:])
+  audio = decode(flat)
+  target = jnp.concatenate([target_audio_BxS] * k, axis=0)
+  dist = L.spectral_distance(audio, jax.lax.stop_gradient(target))
+  return select_draw(draws_KxBxCxD, dist.reshape(k, b))
+
+
+def check_imle_select(select: str) -> None:
+  if select not in IMLE_SELECT:
+    raise ValueError(f"student.imle_select {select!r} is not one of "
+                     f"{IMLE_SELECT}")
+
+
 def check_energy_draws(weights: L.LossWeights, imle_samples: int) -> None:
   """The energy score compares draws with each other: it needs K >= 2."""
   if weights.energy and imle_samples < 2:
@@ -141,8 +246,12 @@ def check_energy_draws(weights: L.LossWeights, imle_samples: int) -> None:
 def compute_losses(model: StudentModel, params, batch, rng, *, codec,
                    scaler: LatentScaler, weights: L.LossWeights,
                    style_drop_prob: float = 0.0, imle_samples: int = 1,
-                   style_embed=None):
+                   style_embed=None, imle_select: str = "latent"):
   """-> (total loss, metrics) for one batch; `params` = full student tree.
+
+  `imle_select`: how the one-step term picks its draw among K: "latent"
+  (L2 in latent space, `nearest_draw`) or "spectral" (decoded audio,
+  `nearest_draw_spectral`; costs K extra decodes per example, forward only).
 
   `style_embed`: mono audio (B, S) -> style embeddings (B, E), a pure JAX
   function of frozen world weights (`ReferenceStyleModel.audio_embedder`);
@@ -164,9 +273,19 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
 
   # The serving path: one step from pure noise.
   check_energy_draws(weights, imle_samples)
+  check_imle_select(imle_select)
   draws = one_step_draws(apply, cross, x0.shape, k_z, noise.sigma_max,
                          imle_samples)
-  x1 = nearest_draw(draws, x0)
+  decode = lambda x: codec.decode_latents(scaler.to_codec(x)).mean(axis=-1)
+  target = None
+  if weights.spectral or weights.onset or weights.style or (
+      imle_select == "spectral" and imle_samples > 1):
+    target = jax.lax.stop_gradient(
+        codec.decode_latents(batch["latents"]).mean(axis=-1))
+  if imle_select == "spectral" and imle_samples > 1:
+    x1 = nearest_draw_spectral(draws, target, decode)
+  else:
+    x1 = nearest_draw(draws, x0)
   terms = {"latent": L.latent_loss(x1, x0)}
   if weights.energy:
     terms["energy"] = L.energy_score_loss(draws, x0)
@@ -188,9 +307,7 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
   if weights.temporal:
     terms["temporal"] = L.temporal_difference_loss(x1, x0)
   if weights.spectral or weights.onset or weights.style:
-    audio = codec.decode_latents(scaler.to_codec(x1)).mean(axis=-1)
-    target = jax.lax.stop_gradient(
-        codec.decode_latents(batch["latents"]).mean(axis=-1))
+    audio = decode(x1)
     if weights.spectral:
       terms["spectral"] = L.spectral_loss(audio, target)
     if weights.onset:
@@ -205,8 +322,9 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
 def make_train_step(model: StudentModel, optimizer, *, codec,
                     scaler: LatentScaler, weights: L.LossWeights,
                     style_drop_prob: float = 0.0, imle_samples: int = 1,
-                    style_embed=None):
+                    style_embed=None, imle_select: str = "latent"):
   """The pure step; jit it with `jit_train_step` (shardings, donation)."""
+  check_imle_select(imle_select)
 
   def train_step(state: TrainState, batch, rng):
     def loss_fn(trainable):
@@ -215,7 +333,8 @@ def make_train_step(model: StudentModel, optimizer, *, codec,
                             scaler=scaler, weights=weights,
                             style_drop_prob=style_drop_prob,
                             imle_samples=imle_samples,
-                            style_embed=style_embed)
+                            style_embed=style_embed,
+                            imle_select=imle_select)
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)

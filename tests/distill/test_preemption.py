@@ -360,3 +360,22 @@ def test_damaged_newest_checkpoint_resumes_from_the_previous_one(
   assert f"dropped 4 rows logged after step {previous}" in log
   assert _rows(work) == _rows(straight)
   _assert_same_checkpoint(straight, work, STEPS)
+
+
+def test_fingerprint_reads_keys_newer_than_the_checkpoint_as_their_default():
+  """A checkpoint written before `optim.ema` was fingerprinted resumes into
+  a config without a parameter average, and is refused -- naming the key --
+  by one that keeps an average (another optimizer-state tree)."""
+  cfg = _config()
+  old = dict(config_io.shape_fingerprint(cfg))
+  del old["optim.ema"]
+  old["sha"] = "written-before"
+  checkpoints.check_fingerprint({"fingerprint": old}, cfg, 3, "ckpts")
+  on = _config(**{"optim.ema_decay": 0.99})
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match=r"'optim.ema': \(False, True\)"):
+    checkpoints.check_fingerprint({"fingerprint": old}, on, 3, "ckpts")
+  # The decay itself changes no shape: another nonzero decay resumes.
+  other = _config(**{"optim.ema_decay": 0.9})
+  checkpoints.check_fingerprint(
+      {"fingerprint": config_io.shape_fingerprint(on)}, other, 3, "ckpts")
