@@ -87,7 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.losses = ml_collections.ConfigDict(dict(
       latent=1.0, consistency=1.0, spectral=1.0, temporal=1.0, onset=0.5,
-      style=0.0, energy=0.0))
+      style=0.0, energy=0.0, ltas=0.0))
 
   # (data, fsdp, tensor); data = -1 takes every remaining device.
   c.mesh_shape = (1, 1, 1)

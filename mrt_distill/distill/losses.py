@@ -16,7 +16,9 @@ Training", Song & Dhariwal 2023 = iCT). Its objectives:
   style        cosine distance between style-model audio embeddings of the
                decoded audio (what tells one style from another);
   energy       energy score of K one-step draws vs the teacher's chunk (a
-               proper scoring rule: keeps the teacher's spread).
+               proper scoring rule: keeps the teacher's spread);
+  ltas         L1 between log long-term average mel spectra of the decoded
+               audio (level and balance, blind to timing).
 
 Everything is pure jax.numpy in float32, jittable and differentiable
 (static Python arguments: sizes, rates, schedules, weights).
@@ -438,6 +440,48 @@ def onset_loss(audio_pred_BxS: jax.Array, audio_target_BxS: jax.Array,
   return jnp.mean(jnp.mean(jnp.abs(ep - et), axis=-1) / norm)
 
 
+def long_term_spectrum(audio_BxS: jax.Array, sample_rate: int,
+                       n_fft: int = 1024, hop: int = 256,
+                       n_mels: int = 64) -> jax.Array:
+  """Mel power averaged over the whole excerpt (B, S) -> (B, M): the long-term
+  average spectrum (LTAS), i.e. level and spectral balance without timing."""
+  x = _f32(audio_BxS)
+  mel_fb = jnp.asarray(_mel_matrix(int(sample_rate), n_fft, n_mels))
+  spec = audio_losses.stft(x, n_fft, hop)
+  power = jnp.real(spec)**2 + jnp.imag(spec)**2  # (B, T, F)
+  return jnp.einsum("btf,mf->bm", power, mel_fb) / power.shape[1]
+
+
+def ltas_loss(audio_pred_BxS: jax.Array, audio_target_BxS: jax.Array,
+              sample_rate: int, *, floor_db: float = 40.0,
+              **spectrum_kwargs) -> jax.Array:
+  """L1 between log long-term average mel spectra: scalar.
+
+  Why: every frame-by-frame comparison with *one* teacher sample (latent L2,
+  STFT log-magnitude, onset envelope) is minimised, when the timing of
+  events differs from sample to sample, by a flat and quiet chunk (per frame
+  and bin the best constant is the median, which for sparse events is the
+  background). Averaged over the chunk, the spectrum does not depend on
+  timing, so this term asks for the teacher's level and balance without
+  that pull towards silence.
+
+  Per band |ln(P_pred + f) - ln(P_target + f)|, f = the target's strongest
+  band `floor_db` dB down (held fixed, as in onset_envelope), mean over bands
+  and batch. Exactly 0 when pred == target.
+  """
+  pred, target = _f32(audio_pred_BxS), _f32(audio_target_BxS)
+  if pred.shape != target.shape:
+    raise ValueError(
+        f"pred {pred.shape} and target {target.shape} differ in shape")
+  b = pred.shape[0]
+  lt = long_term_spectrum(jnp.concatenate([pred, target], axis=0),
+                          sample_rate, **spectrum_kwargs)
+  lp, ltg = lt[:b], lt[b:]
+  floor = 10.0**(-floor_db / 10.0) * jax.lax.stop_gradient(
+      jnp.max(ltg, axis=-1, keepdims=True)) + 1e-12
+  return jnp.mean(jnp.abs(jnp.log(lp + floor) - jnp.log(ltg + floor)))
+
+
 def energy_score_loss(samples_KxBxCxD: jax.Array,
                       target_BxCxD: jax.Array) -> jax.Array:
   """Energy score of K one-step draws against the teacher's chunk: scalar.
@@ -509,6 +553,7 @@ class LossWeights:
   onset: float = 0.5
   style: float = 0.0
   energy: float = 0.0
+  ltas: float = 0.0
 
   def active(self) -> tuple[str, ...]:
     """Names of the terms with a nonzero weight (the caller computes these)."""

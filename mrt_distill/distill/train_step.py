@@ -278,8 +278,9 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
                          imle_samples)
   decode = lambda x: codec.decode_latents(scaler.to_codec(x)).mean(axis=-1)
   target = None
-  if weights.spectral or weights.onset or weights.style or (
-      imle_select == "spectral" and imle_samples > 1):
+  audio_terms = (weights.spectral or weights.onset or weights.style
+                 or weights.ltas)
+  if audio_terms or (imle_select == "spectral" and imle_samples > 1):
     target = jax.lax.stop_gradient(
         codec.decode_latents(batch["latents"]).mean(axis=-1))
   if imle_select == "spectral" and imle_samples > 1:
@@ -306,12 +307,14 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
 
   if weights.temporal:
     terms["temporal"] = L.temporal_difference_loss(x1, x0)
-  if weights.spectral or weights.onset or weights.style:
+  if audio_terms:
     audio = decode(x1)
     if weights.spectral:
       terms["spectral"] = L.spectral_loss(audio, target)
     if weights.onset:
       terms["onset"] = L.onset_loss(audio, target, g.sample_rate)
+    if weights.ltas:
+      terms["ltas"] = L.ltas_loss(audio, target, g.sample_rate)
     if weights.style:
       terms["style"] = L.style_embedding_loss(
           style_embed(audio), jax.lax.stop_gradient(style_embed(target)))

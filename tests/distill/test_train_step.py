@@ -415,3 +415,18 @@ def test_ema_is_sharded_like_the_params_and_served(setup):
   moved = [np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(
       jax.tree.leaves(served), jax.tree.leaves(state.params))]
   assert max(moved) > 0
+
+
+def test_ltas_term_enters_the_total_with_its_weight(setup):
+  batch = {k: jnp.asarray(v) for k, v in setup.batch(4).items()}
+  full = S.merge_params(setup.trainable, setup.frozen)
+  kw = dict(codec=setup.codec, scaler=setup.scaler, imle_samples=2)
+  _, off = T.compute_losses(setup.model, full, batch, jax.random.PRNGKey(0),
+                            weights=LossWeights(), **kw)
+  _, on = T.compute_losses(setup.model, full, batch, jax.random.PRNGKey(0),
+                           weights=LossWeights(ltas=2.0), **kw)
+  assert "loss/ltas" not in off
+  assert float(on["loss/ltas"]) > 0
+  np.testing.assert_allclose(float(on["loss/total"]),
+                             float(off["loss/total"])
+                             + 2.0 * float(on["loss/ltas"]), rtol=1e-5)
