@@ -181,6 +181,16 @@ def _(tmp):
           "--config.student.imle_samples=1"]
 
 
+@case("cfg-imle-select")
+def _(tmp):
+  return ["distill", *TINY, "--config.student.imle_select=nearest"]
+
+
+@case("cfg-ema-decay")
+def _(tmp):
+  return ["distill", *TINY, "--config.optim.ema_decay=1.5"]
+
+
 @case("cfg-style-no-tower")
 def _(tmp):
   return ["distill", *TINY, "--config.losses.style=1"]
