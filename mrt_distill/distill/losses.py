@@ -360,6 +360,19 @@ def _mel_matrix(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
       sr=sample_rate, n_fft=n_fft, n_mels=n_mels).astype(np.float32)
 
 
+def mel_power(audio_BxS: jax.Array, sample_rate: int, n_fft: int, hop: int,
+              n_mels: int) -> jax.Array:
+  """Mel power spectrogram (B, S) -> (B, T, M), librosa's Slaney filters.
+
+  Power straight from the complex STFT: no sqrt, so no magnitude floor that
+  would fix an absolute level and break level robustness.
+  """
+  mel_fb = jnp.asarray(_mel_matrix(int(sample_rate), n_fft, n_mels))  # (M, F)
+  spec = audio_losses.stft(_f32(audio_BxS), n_fft, hop)
+  power = jnp.real(spec)**2 + jnp.imag(spec)**2  # (B, T, F)
+  return jnp.einsum("btf,mf->btm", power, mel_fb)
+
+
 def onset_envelope(audio_BxS: jax.Array, sample_rate: int, n_fft: int = 512,
                    hop: int = 160, n_mels: int = 40, *,
                    top_db: float = 80.0, amin: float = 1e-20) -> jax.Array:
@@ -389,13 +402,7 @@ def onset_envelope(audio_BxS: jax.Array, sample_rate: int, n_fft: int = 512,
   Returns:
     (B, T) envelope, >= 0.
   """
-  x = _f32(audio_BxS)
-  mel_fb = jnp.asarray(_mel_matrix(int(sample_rate), n_fft, n_mels))  # (M, F)
-  # Power straight from the complex STFT: no sqrt, so no magnitude floor
-  # that would fix an absolute level and break level robustness.
-  spec = audio_losses.stft(x, n_fft, hop)
-  power = jnp.real(spec)**2 + jnp.imag(spec)**2  # (B, T, F)
-  mel = jnp.einsum("btf,mf->btm", power, mel_fb)  # (B, T, M)
+  mel = mel_power(audio_BxS, sample_rate, n_fft, hop, n_mels)  # (B, T, M)
   peak = jax.lax.stop_gradient(jnp.max(mel, axis=(1, 2)))  # (B,)
   floor = 10.0**(-top_db / 10.0) * peak[:, None, None] + amin
   log_mel = 10.0 * jnp.log10(mel + floor)
@@ -445,11 +452,8 @@ def long_term_spectrum(audio_BxS: jax.Array, sample_rate: int,
                        n_mels: int = 64) -> jax.Array:
   """Mel power averaged over the whole excerpt (B, S) -> (B, M): the long-term
   average spectrum (LTAS), i.e. level and spectral balance without timing."""
-  x = _f32(audio_BxS)
-  mel_fb = jnp.asarray(_mel_matrix(int(sample_rate), n_fft, n_mels))
-  spec = audio_losses.stft(x, n_fft, hop)
-  power = jnp.real(spec)**2 + jnp.imag(spec)**2  # (B, T, F)
-  return jnp.einsum("btf,mf->bm", power, mel_fb) / power.shape[1]
+  return jnp.mean(mel_power(audio_BxS, sample_rate, n_fft, hop, n_mels),
+                  axis=1)
 
 
 def ltas_loss(audio_pred_BxS: jax.Array, audio_target_BxS: jax.Array,

@@ -93,19 +93,10 @@ def param_ema(decay: float) -> optax.GradientTransformation:
 
 
 def ema_params(opt_state):
-  """The parameter average in an optimizer state from `make_optimizer`, or
-  None when the optimizer keeps none (optim.ema_decay = 0)."""
-  found = []
-
-  def visit(node):
-    if isinstance(node, ParamEmaState):
-      found.append(node.ema)
-    elif isinstance(node, (tuple, list)):
-      for child in node:
-        visit(child)
-
-  visit(opt_state)
-  return found[0] if found else None
+  """The parameter average in an optimizer state from `make_optimizer` (its
+  `ParamEmaState.ema` field), or None when the optimizer keeps none
+  (optim.ema_decay = 0). Works on trees of shardings too."""
+  return optax.tree_utils.tree_get(opt_state, "ema")
 
 
 def served_params(state: "TrainState"):
@@ -175,6 +166,17 @@ def one_step_draws(apply, cross, shape_BxCxD, rng, sigma_max: float,
   return out.reshape((samples, b) + tuple(shape_BxCxD[1:]))
 
 
+IMLE_SELECT = ("latent", "spectral")
+
+
+def select_draw(draws_KxBxCxD: jax.Array, dist_KxB: jax.Array) -> jax.Array:
+  """Per example the draw with the smallest `dist` (held fixed: selection
+  is not differentiated) -> (B, C, D)."""
+  best = jnp.argmin(jax.lax.stop_gradient(dist_KxB), axis=0)
+  return jnp.take_along_axis(draws_KxBxCxD, best[None, :, None, None],
+                             axis=0)[0]
+
+
 def nearest_draw(draws_KxBxCxD: jax.Array, x0_BxCxD: jax.Array) -> jax.Array:
   """The draw nearest (L2) to each example's teacher chunk -> (B, C, D).
 
@@ -189,20 +191,7 @@ def nearest_draw(draws_KxBxCxD: jax.Array, x0_BxCxD: jax.Array) -> jax.Array:
     return draws_KxBxCxD[0]
   d = jnp.sum(jnp.square(jax.lax.stop_gradient(draws_KxBxCxD) - x0_BxCxD[None]),
               axis=(2, 3))  # (K, B)
-  best = jnp.argmin(d, axis=0)
-  return jnp.take_along_axis(draws_KxBxCxD, best[None, :, None, None],
-                             axis=0)[0]
-
-
-IMLE_SELECT = ("latent", "spectral")
-
-
-def select_draw(draws_KxBxCxD: jax.Array, dist_KxB: jax.Array) -> jax.Array:
-  """Per example the draw with the smallest `dist` (held fixed: selection
-  is not differentiated) -> (B, C, D)."""
-  best = jnp.argmin(jax.lax.stop_gradient(dist_KxB), axis=0)
-  return jnp.take_along_axis(draws_KxBxCxD, best[None, :, None, None],
-                             axis=0)[0]
+  return select_draw(draws_KxBxCxD, d)
 
 
 def nearest_draw_spectral(draws_KxBxCxD: jax.Array, target_audio_BxS,
