@@ -55,6 +55,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # c_skip x). Random draws must differ from step 0 for IMLE: 0.03 took
       # judge accuracy 0.100 -> 0.188 (docs/benchmarks.md, run 3).
       head_init_scale=0.03,
+      # Start value of the style segment's cross-attention bias.
+      style_bias_init=0.0,
       # Frames per student chunk (0 = the teacher's 25-frame, 1 s chunk);
       # any divisor of 25 that divides the 100-frame context, e.g. 5.
       chunk_frames=0))

@@ -61,6 +61,10 @@ class StudentConfig:
   # c_skip x; > 0: outputs depend on the noise from the first step, which
   # IMLE needs to tell its draws apart.
   head_init_scale: float = 0.0
+  # Initial cross-attention bias of the style segment (the last slot of
+  # `cross_slot_bias`): > 0 starts the decoder listening more to the style
+  # than to the N x L context tokens (S style tokens against hundreds).
+  style_bias_init: float = 0.0
   noise: NoiseSchedule = NoiseSchedule()
   # Frames per student chunk; 0 = the teacher's chunk. Shorter chunks cut
   # the control delay (a control change is heard one chunk sooner) at the
@@ -153,9 +157,13 @@ class StudentModel(nn.Module):
         g.codec_latent_dim, use_bias=False, dtype=jnp.float32,
         kernel_init=nn.with_logical_partitioning(init,
                                                  (axes.EMBED, axes.LATENT)))
+    def slot_bias_init(key, shape, dtype):
+      del key  # deterministic: zeros, and the style slot's start value
+      return jnp.zeros(shape, dtype).at[:, -1].set(c.style_bias_init)
+
     self.cross_slot_bias = self.param(
         "cross_slot_bias", nn.with_logical_partitioning(
-            nn.initializers.zeros, (axes.HEADS, axes.RELPOS)),
+            slot_bias_init, (axes.HEADS, axes.RELPOS)),
         (tc.num_heads, c.context_chunks + 1), jnp.float32)
 
   # ---- the cached context -------------------------------------------------

@@ -349,6 +349,26 @@ def test_cross_bias_maps_slots(scfg, sparams):
   np.testing.assert_array_equal(got, table[:, slot][None, :, None, :])
 
 
+
+def test_style_bias_init_sets_only_the_style_slot(tcfg):
+  n_slots = StudentConfig(tcfg, lora_rank=RANK).context_chunks + 1
+  fresh = st.init_student_params(StudentConfig(tcfg, lora_rank=RANK),
+                                 jax.random.key(0))["cross_slot_bias"]
+  np.testing.assert_array_equal(fresh, np.zeros((tcfg.num_heads, n_slots)))
+  cfg = StudentConfig(tcfg, lora_rank=RANK, style_bias_init=1.5)
+  got = np.asarray(st.init_student_params(cfg, jax.random.key(0))
+                   ["cross_slot_bias"])
+  want = np.zeros((tcfg.num_heads, n_slots), np.float32)
+  want[:, -1] = 1.5
+  np.testing.assert_array_equal(got, want)
+  # ... and the decoder sees it: the style tokens' columns carry 1.5.
+  bias = np.asarray(StudentModel(cfg).apply(
+      {"params": st.init_student_params(cfg, jax.random.key(0))},
+      method=StudentModel.cross_bias))
+  s = cfg.geometry.style_levels
+  np.testing.assert_array_equal(bias[..., -s:], 1.5)
+  np.testing.assert_array_equal(bias[..., :-s], 0.0)
+
 # ---- 6. the consistency boundary ---------------------------------------------
 
 
