@@ -57,6 +57,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       head_init_scale=0.03,
       # Start value of the style segment's cross-attention bias.
       style_bias_init=0.0,
+      # Start the style embedding's projection at zero (the same start at
+      # every seed) instead of a random one.
+      style_in_zero_init=False,
       # Frames per student chunk (0 = the teacher's 25-frame, 1 s chunk);
       # any divisor of 25 that divides the 100-frame context, e.g. 5.
       chunk_frames=0))

@@ -111,6 +111,7 @@ def student_config(config, teacher_cfg) -> S.StudentConfig:
       teacher=teacher_cfg, lora_rank=int(s.lora_rank),
       head_init_scale=float(s.get("head_init_scale", 0.0)),
       style_bias_init=float(s.get("style_bias_init", 0.0)),
+      style_in_zero_init=bool(s.get("style_in_zero_init", False)),
       chunk_frames=int(s.get("chunk_frames", 0)),
       noise=NoiseSchedule(sigma_min=s.sigma_min, sigma_max=s.sigma_max,
                           sigma_data=s.sigma_data, num_scales=s.num_scales))

@@ -65,6 +65,11 @@ class StudentConfig:
   # `cross_slot_bias`): > 0 starts the decoder listening more to the style
   # than to the N x L context tokens (S style tokens against hundreds).
   style_bias_init: float = 0.0
+  # Start `style_in` (the style embedding's projection onto the style
+  # tokens) at zero, so a fresh student sees exactly the teacher's style
+  # tokens; otherwise a random projection at about a tenth of their norm,
+  # different for every seed.
+  style_in_zero_init: bool = False
   noise: NoiseSchedule = NoiseSchedule()
   # Frames per student chunk; 0 = the teacher's chunk. Shorter chunks cut
   # the control delay (a control change is heard one chunk sooner) at the
@@ -243,7 +248,10 @@ def _dummy_inputs(cfg: StudentConfig):
 def init_student_params(cfg: StudentConfig, rng: jax.Array):
   """Random student params (f32, unboxed); see `from_teacher` for the
   teacher-initialised backbone."""
-  return nn.unbox(StudentModel(cfg).init(rng, *_dummy_inputs(cfg))["params"])
+  params = nn.unbox(StudentModel(cfg).init(rng, *_dummy_inputs(cfg))["params"])
+  if cfg.style_in_zero_init:
+    params["style_in"]["kernel"] = jnp.zeros_like(params["style_in"]["kernel"])
+  return params
 
 
 def student_partition_spec(cfg: StudentConfig):

@@ -369,6 +369,29 @@ def test_style_bias_init_sets_only_the_style_slot(tcfg):
   np.testing.assert_array_equal(bias[..., -s:], 1.5)
   np.testing.assert_array_equal(bias[..., :-s], 0.0)
 
+
+def test_style_in_zero_init_starts_from_the_teacher_style_tokens(tcfg):
+  base = StudentConfig(tcfg, lora_rank=RANK)
+  cfg = StudentConfig(tcfg, lora_rank=RANK, style_in_zero_init=True)
+  rand = flatten_dict(st.init_student_params(base, jax.random.key(0)))
+  zero = flatten_dict(st.init_student_params(cfg, jax.random.key(0)))
+  assert np.abs(np.asarray(rand[("style_in", "kernel")])).max() > 0
+  np.testing.assert_array_equal(zero[("style_in", "kernel")], 0.0)
+  for k in rand:  # only style_in changes
+    if k != ("style_in", "kernel"):
+      np.testing.assert_array_equal(zero[k], rand[k])
+  # The continuous embedding no longer moves a fresh student's style
+  # encoding: it is the teacher's encoder on the style tokens alone.
+  params = unflatten_dict(zero)
+  ids = jnp.asarray(np.arange(cfg.geometry.style_levels)[None] + 3,
+                    jnp.int32)
+  e = cfg.geometry.style_embed_dim
+  a, b = (StudentModel(cfg).apply(
+      {"params": params}, ids,
+      jnp.asarray(np.random.default_rng(i).normal(size=(1, e)), jnp.float32),
+      method=StudentModel.encode_style) for i in (0, 1))
+  np.testing.assert_array_equal(a, b)
+
 # ---- 6. the consistency boundary ---------------------------------------------
 
 
