@@ -154,7 +154,9 @@ class StudentModel(nn.Module):
     self.latent_in = Dense(d, (axes.LATENT, axes.EMBED), jnp.float32)
     self.sigma_in = Dense(d, (axes.LATENT, axes.MLP), jnp.float32)
     self.sigma_hidden = Dense(d, (axes.MLP, axes.EMBED), jnp.float32)
-    self.style_in = Dense(d, (axes.LATENT, axes.EMBED), jnp.float32)
+    self.style_in = Dense(d, (axes.LATENT, axes.EMBED), jnp.float32,
+                          kernel_init=(nn.initializers.zeros
+                                       if c.style_in_zero_init else None))
     # Zero output head by default: at init f = c_skip x.
     init = (nn.initializers.normal(c.head_init_scale) if c.head_init_scale
             else nn.initializers.zeros)
@@ -248,10 +250,7 @@ def _dummy_inputs(cfg: StudentConfig):
 def init_student_params(cfg: StudentConfig, rng: jax.Array):
   """Random student params (f32, unboxed); see `from_teacher` for the
   teacher-initialised backbone."""
-  params = nn.unbox(StudentModel(cfg).init(rng, *_dummy_inputs(cfg))["params"])
-  if cfg.style_in_zero_init:
-    params["style_in"]["kernel"] = jnp.zeros_like(params["style_in"]["kernel"])
-  return params
+  return nn.unbox(StudentModel(cfg).init(rng, *_dummy_inputs(cfg))["params"])
 
 
 def student_partition_spec(cfg: StudentConfig):

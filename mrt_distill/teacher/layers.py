@@ -11,6 +11,7 @@ logits and softmax in the activation dtype; no 1/sqrt(Hd) logit scaling.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -57,11 +58,15 @@ class Dense(nn.Module):
   dtype: jnp.dtype = jnp.bfloat16
   lora_rank: int = 0
   lora_alpha: float | None = None
+  # None: truncated-normal fan-in scaling (the teacher's). New student heads
+  # may start elsewhere, e.g. at zero.
+  kernel_init: Callable | None = None
 
   @nn.compact
   def __call__(self, x):
-    kernel = _param(self, "kernel", nn.initializers.variance_scaling(
-        1.0, "fan_in", "truncated_normal"), (x.shape[-1], self.features),
+    init = self.kernel_init or nn.initializers.variance_scaling(
+        1.0, "fan_in", "truncated_normal")
+    kernel = _param(self, "kernel", init, (x.shape[-1], self.features),
                     self.names)
     y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
     if self.lora_rank:

@@ -349,7 +349,6 @@ def test_cross_bias_maps_slots(scfg, sparams):
   np.testing.assert_array_equal(got, table[:, slot][None, :, None, :])
 
 
-
 def test_style_bias_init_sets_only_the_style_slot(tcfg):
   n_slots = StudentConfig(tcfg, lora_rank=RANK).context_chunks + 1
   fresh = st.init_student_params(StudentConfig(tcfg, lora_rank=RANK),
@@ -391,6 +390,7 @@ def test_style_in_zero_init_starts_from_the_teacher_style_tokens(tcfg):
       jnp.asarray(np.random.default_rng(i).normal(size=(1, e)), jnp.float32),
       method=StudentModel.encode_style) for i in (0, 1))
   np.testing.assert_array_equal(a, b)
+
 
 # ---- 6. the consistency boundary ---------------------------------------------
 
