@@ -30,8 +30,16 @@ def run(args) -> int:
     logging.getLogger("mrt_distill").setLevel(logging.WARNING)
   config = config_io.load_config(args.config)
   config = config_io.apply_overrides(config, list(args.config_overrides))
+  # The workdir is checked and locked for the whole command: training,
+  # export and report (workdir.py); a refused start leaves nothing behind.
+  from mrt_distill.distill import workdir as workdirs
+  with workdirs.claim(args.workdir, main=distributed.is_main()) as claim:
+    return _train_export_report(args, config, claim)
+
+
+def _train_export_report(args, config, claim) -> int:
   try:
-    summary, r, state = loop.train(config, args.workdir)
+    summary, r, state = loop.train(config, args.workdir, claim=claim)
   except loop.NonFiniteError as e:
     # A diverged run is an outcome, not a crash: one line (step, terms,
     # the checkpoint kept), as main() prints caller mistakes.

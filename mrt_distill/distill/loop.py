@@ -33,12 +33,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mrt_distill import atomic
 from mrt_distill import distributed
 from mrt_distill.distill import checkpoints
+from mrt_distill.distill import limits
 from mrt_distill.distill import prompts as P
 from mrt_distill.distill import student as S
 from mrt_distill.distill.subchunks import split_examples
 from mrt_distill.distill import train_step as T
+from mrt_distill.distill import workdir as workdirs
 from mrt_distill.distill.losses import LossWeights, NoiseSchedule
 from mrt_distill.distill.metric_writer import MetricWriter
 from mrt_distill.distill.plots import plot_loss_curves
@@ -113,6 +116,7 @@ def student_config(config, teacher_cfg) -> S.StudentConfig:
       style_bias_init=float(s.get("style_bias_init", 0.0)),
       style_in_zero_init=bool(s.get("style_in_zero_init", False)),
       chunk_frames=int(s.get("chunk_frames", 0)),
+      coupled=bool(s.get("coupled", False)),
       noise=NoiseSchedule(sigma_min=s.sigma_min, sigma_max=s.sigma_max,
                           sigma_data=s.sigma_data, num_scales=s.num_scales))
 
@@ -206,6 +210,8 @@ def build(config, workdir: pathlib.Path):
   weights = LossWeights(**config.losses.to_dict())
   T.check_energy_draws(weights, int(config.student.imle_samples))
   T.check_imle_select(imle_select(config))
+  T.check_coupled_draws(bool(config.student.get("coupled", False)),
+                        int(config.student.imle_samples))
   world = load_world(config)
   style_embed = style_embedder(world, weights)
   g = world.geometry
@@ -232,7 +238,7 @@ def build(config, workdir: pathlib.Path):
                         imle_samples=int(config.student.imle_samples),
                         style_embed=style_embed,
                         imle_select=imle_select(config)),
-      state_sh, mesh)
+      state_sh, mesh, coupled=scfg.coupled)
 
   dataset = P.prompt_dataset(records, seed=int(config.seed),
                              process_index=jax.process_index(),
@@ -243,7 +249,8 @@ def build(config, workdir: pathlib.Path):
   rollout = RolloutGenerator(system, prompt_iter, batch=int(r.batch),
                              session_chunks=int(r.session_chunks),
                              seed=int(config.seed),
-                             on_policy_prob=float(r.on_policy_prob))
+                             on_policy_prob=float(r.on_policy_prob),
+                             coupled=scfg.coupled)
   replay = ReplayBuffer(int(r.replay_capacity), int(config.seed) + 1)
   run = Run(config, world, model, scaler, mesh, rollout, replay, dataset,
             prompt_iter, held_out, weights, n_train / n_all, style_embed)
@@ -286,11 +293,11 @@ def _batch(run: Run, examples: dict[str, np.ndarray], sharded: bool = True):
   """Host examples -> global arrays. Sharded: `examples` are this process's
   rows of the global batch (all of it on one process)."""
   sh = T.batch_sharding(run.mesh) if sharded else T.replicated(run.mesh)
+  keys = T.batch_keys(run.model.cfg.coupled)
   if sharded:
     return distributed.global_batch(
-        {k: np.asarray(examples[k]) for k in T.BATCH_KEYS}, sh)
-  return {k: jax.device_put(jnp.asarray(examples[k]), sh)
-          for k in T.BATCH_KEYS}
+        {k: np.asarray(examples[k]) for k in keys}, sh)
+  return {k: jax.device_put(jnp.asarray(examples[k]), sh) for k in keys}
 
 
 def _eval_batch(run: Run):
@@ -298,9 +305,10 @@ def _eval_batch(run: Run):
   records = iter([P.PromptRecord(p).to_dict() for p in run.held_out] * 4)
   gen = RolloutGenerator(run.rollout.system, records,
                          batch=min(run.rollout.batch, len(run.held_out)),
-                         session_chunks=2, seed=int(run.config.seed) + 99)
+                         session_chunks=2, seed=int(run.config.seed) + 99,
+                         coupled=run.model.cfg.coupled)
   a, b = (_student_examples(run, gen.next()) for _ in range(2))
-  return _batch(run, {k: np.concatenate([a[k], b[k]]) for k in T.BATCH_KEYS},
+  return _batch(run, {k: np.concatenate([a[k], b[k]]) for k in a},
                 sharded=False)
 
 
@@ -321,16 +329,27 @@ def _stop_reason(sigterm: bool, over_budget: bool) -> int:
   return reason
 
 
-def train(config, workdir) -> dict:
-  """Runs (or resumes) a distillation; returns the summary dict."""
+def train(config, workdir, claim=None) -> dict:
+  """Runs (or resumes) a distillation; returns the summary dict.
+
+  claim: the workdir's `workdir.claim` when the caller holds it (the CLI
+  does, over the export and report too); by default claimed for this call.
+  A workdir that is not new, empty or a run, or is in use, is refused
+  before anything is written (workdir.py)."""
   workdir = pathlib.Path(workdir)
+  limits.check(config)  # a bad number before any write or load
+  if claim is None:
+    with workdirs.claim(workdir, main=distributed.is_main()) as c:
+      return train(config, workdir, claim=c)
   t_start = time.perf_counter()
-  if workdir.exists() and not workdir.is_dir():
-    raise ValueError(f"workdir {str(workdir)!r} is a file; give a folder "
-                     f"(it holds checkpoints/, metrics.jsonl and the report)")
   checkpoints.check_resume_config(workdir, config)  # before the slow build
   run, state, step_fn = build(config, workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
+  if (config.rollout.on_policy_prob > 0 and run.model.cfg.geometry.chunk_frames
+      != run.world.geometry.chunk_frames):  # a refusal: before any write
+    raise ValueError(
+        "rollout.on_policy_prob > 0 needs the student to write whole "
+        "teacher chunks: set student.chunk_frames=0 or on_policy_prob=0")
+  claim.start()
   mngr = checkpoints.manager(workdir, config)
   try:
     restored, latest = checkpoints.resume(
@@ -344,8 +363,8 @@ def train(config, workdir) -> dict:
              mngr.directory)
   # After the resume: a refused workdir keeps the config.json it had.
   if distributed.is_main():
-    (workdir / "config.json").write_text(
-        config.to_json_best_effort(indent=2))
+    atomic.write_text(workdir / "config.json",
+                      config.to_json_best_effort(indent=2))
 
   eval_batch = _eval_batch(run)
   eval_fn = jax.jit(lambda st, b: T.compute_losses(
@@ -356,11 +375,6 @@ def train(config, workdir) -> dict:
       imle_select=imle_select(config))[1])
   holder = {"state": state}
   if config.rollout.on_policy_prob > 0:
-    if run.model.cfg.geometry.chunk_frames != run.world.geometry.chunk_frames:
-      raise ValueError(
-          "rollout.on_policy_prob > 0 needs the student to write whole "
-          "teacher chunks: set student.chunk_frames=0 or on_policy_prob=0")
-
     def student_codes(ctx_ids, style_ids, style_emb):
       s = holder["state"]
       streamer = StudentStreamer(run.model, S.merge_params(s.params, s.frozen),
@@ -479,8 +493,8 @@ def train(config, workdir) -> dict:
       "workdir": str(workdir),
   }
   if distributed.is_main():
-    (workdir / "train_summary.json").write_text(json.dumps(summary,
-                                                           indent=2))
+    atomic.write_text(workdir / "train_summary.json",
+                      json.dumps(summary, indent=2))
   if jax.process_index() == 0:
     plot_loss_curves(workdir)
   return summary, run, state
