@@ -28,7 +28,7 @@ import numpy as np
 
 from mrt_distill.geometry import MASK_ID, PAD_ID
 from mrt_distill.teacher.config import TeacherConfig
-from mrt_distill.teacher.model import KV, TeacherModel
+from mrt_distill.teacher.model import KV, TeacherModel, encoder_pad_bias
 
 _MIN_TEMPERATURE = 1e-4  # t5x: at or below this, take the argmax
 _TOPK_FILL = -1e7  # t5x's value for logits outside the top-k
@@ -142,6 +142,7 @@ def _decode(cfg: TeacherConfig, use_cfg: bool, stop_on_mask: bool, params,
 
   encoded = call(enc_ids_RxLe, method=TeacherModel.encode)
   cross = call(encoded, method=TeacherModel.cross_kv)
+  cross_bias = encoder_pad_bias(enc_ids_RxLe)  # PAD keys masked, as in v1
 
   def tile(ids_B):
     return jnp.concatenate([ids_B, ids_B], axis=0) if use_cfg else ids_B
@@ -163,7 +164,7 @@ def _decode(cfg: TeacherConfig, use_cfg: bool, stop_on_mask: bool, params,
 
   def frame_body(f, carry):
     key, t_caches, prev_BxK, out_BxCxK, ended_B = carry
-    t_out, t_caches = call(tile(prev_BxK), f, t_caches, cross,
+    t_out, t_caches = call(tile(prev_BxK), f, t_caches, cross, cross_bias,
                            method=TeacherModel.temporal_step)
     d_caches = _zeros_kv(cfg, rows, k_lv, cfg.num_depth_layers)
     frame0 = jnp.zeros((batch, k_lv), jnp.int32)

@@ -36,6 +36,21 @@ class KV(NamedTuple):
   v: jax.Array
 
 
+def encoder_pad_bias(enc_ids_BxLe):
+  """Additive cross-attention bias (B, 1, 1, Le): 0, or NEG_INF at PAD (id 0).
+
+  flaxformer's decoder masks encoder PAD keys in cross-attention
+  (`make_attention_mask(ones, encoder_input_tokens > 0)` at decode time); the
+  boolean mask becomes this additive bias, added to the logits in the
+  activation dtype. Without PAD it is all zeros, and adding +0.0 leaves every
+  logit bit-identical, so PAD-free inputs (all of v1's: it feeds MASK, not
+  PAD) decode exactly as without the mask. Query-side (target PAD) masking,
+  which flaxformer applies only in teacher-forced training, is not applied:
+  it would change the rows of positions not decoded yet.
+  """
+  return jnp.where(enc_ids_BxLe > 0, 0.0, NEG_INF)[:, None, None, :]
+
+
 class Embed(nn.Module):
   """Shared token table `embedding` (V, D); lookup in the activation dtype."""
   num_embeddings: int
@@ -89,7 +104,7 @@ class Encoder(nn.Module):
     x = x_BxLxD.astype(jnp.float32) + pos[None]
     x = self.drop(x, deterministic=deterministic).astype(c.dtype)
     # Only PAD (id 0) is masked; MASK tokens are ordinary attended tokens.
-    bias = jnp.where(ids_BxL > 0, 0.0, NEG_INF)[:, None, None, :]
+    bias = encoder_pad_bias(ids_BxL)
     for layer in self.layers:
       x = layer(x, bias, deterministic)
     x = self.encoder_norm(x)
@@ -132,7 +147,7 @@ class TemporalLayer(nn.Module):
     x = x_BxCxD + self.drop(h, deterministic=deterministic)
     return self._cross_and_mlp(x, cross, deterministic, cross_bias)
 
-  def step(self, x_Bx1xD, index, cache: KV, cross: KV, bias):
+  def step(self, x_Bx1xD, index, cache: KV, cross: KV, bias, cross_bias=None):
     """One frame at position `index`; returns (out, updated cache)."""
     h = self.pre_self_attention_layer_norm(x_Bx1xD)
     q = self.self_attention.project_q(h)
@@ -141,7 +156,7 @@ class TemporalLayer(nn.Module):
                jax.lax.dynamic_update_slice_in_dim(cache.v, v, index, axis=1))
     h = self.self_attention.attend(q, cache.k, cache.v, bias)
     x = x_Bx1xD + h
-    return self._cross_and_mlp(x, cross, True), cache
+    return self._cross_and_mlp(x, cross, True, cross_bias), cache
 
 
 class DepthLayer(nn.Module):
@@ -207,11 +222,12 @@ class TemporalStack(nn.Module):
       x_BxCxD = layer(x_BxCxD, kv, bias, deterministic, cross_bias)
     return x_BxCxD  # no final norm (v1)
 
-  def step(self, x_Bx1xD, index, caches: list[KV], cross: list[KV]):
+  def step(self, x_Bx1xD, index, caches: list[KV], cross: list[KV],
+           cross_bias=None):
     bias = self.bias(index[None], caches[0].k.shape[1])
     new = []
     for layer, cache, kv in zip(self.layers, caches, cross):
-      x_Bx1xD, cache = layer.step(x_Bx1xD, index, cache, kv, bias)
+      x_Bx1xD, cache = layer.step(x_Bx1xD, index, cache, kv, bias, cross_bias)
       new.append(cache)
     return x_Bx1xD, new
 
@@ -297,8 +313,13 @@ class TeacherModel(nn.Module):
     return self.decoder.decoder.temporal_decoder.cross_kv(encoded_BxLexD)
 
   # ---- parallel (teacher-forced) decoder ------------------------------------
-  def decode(self, encoded_BxLexD, targets_BxN, deterministic=True):
-    """Teacher-forced logits (B, N, V) for flattened frame-major targets."""
+  def decode(self, encoded_BxLexD, targets_BxN, deterministic=True,
+             enc_ids_BxLe=None):
+    """Teacher-forced logits (B, N, V) for flattened frame-major targets.
+
+    enc_ids_BxLe: the encoder ids, to mask their PAD positions in
+    cross-attention (`encoder_pad_bias`); None attends every position.
+    """
     c = self.cfg
     k_lv = c.geometry.target_levels
     b, n = targets_BxN.shape
@@ -310,8 +331,10 @@ class TeacherModel(nn.Module):
     # Frame t's temporal input is the mean embedding of frame t-1 (BOS for 0).
     t_in = jnp.concatenate([bos, frames_BxCxKxD[:, :-1].mean(axis=2)], axis=1)
     stacks = self.decoder.decoder
+    cross_bias = (None if enc_ids_BxLe is None
+                  else encoder_pad_bias(enc_ids_BxLe))
     t_out = stacks.temporal_decoder(t_in, self.cross_kv(encoded_BxLexD),
-                                    deterministic)
+                                    deterministic, cross_bias=cross_bias)
     # Depth position 0 = temporal output, positions 1.. = levels 0..K-2.
     d_in = jnp.concatenate([t_out[:, :, None, :], frames_BxCxKxD[:, :, :-1]],
                            axis=2)
@@ -321,18 +344,21 @@ class TeacherModel(nn.Module):
 
   def __call__(self, enc_ids_BxLe, targets_BxN, deterministic=True):
     return self.decode(self.encode(enc_ids_BxLe, deterministic), targets_BxN,
-                       deterministic)
+                       deterministic, enc_ids_BxLe=enc_ids_BxLe)
 
   # ---- incremental decoder --------------------------------------------------
-  def temporal_step(self, prev_frame_ids_BxK, frame_index, caches, cross):
+  def temporal_step(self, prev_frame_ids_BxK, frame_index, caches, cross,
+                    cross_bias=None):
     """Runs the temporal stack for one frame.
 
     prev_frame_ids_BxK: ids of frame f-1 (all PAD/BOS for f = 0).
+    cross_bias: `encoder_pad_bias(enc_ids)`, computed once per chunk like
+      `cross`; None attends every encoder position.
     Returns (temporal output (B, 1, D), new caches).
     """
     x = self.embed_decoder(prev_frame_ids_BxK).mean(axis=1, keepdims=True)
     return self.decoder.decoder.temporal_decoder.step(x, frame_index, caches,
-                                                      cross)
+                                                      cross, cross_bias)
 
   def depth_step(self, x_Bx1xD, level_index, caches):
     """One depth position -> (logits (B, V) f32, new caches)."""

@@ -89,6 +89,18 @@ def test_cached_equals_reference_without_cfg(cfg, params, enc):
   np.testing.assert_array_equal(fast, slow)
 
 
+def test_cached_equals_reference_with_pad_in_the_encoder(cfg, params, enc):
+  """The cached decode masks encoder PAD in cross-attention exactly as the
+  teacher-forced forward does (left padding, as a short prompt set gets)."""
+  pos, neg = (x.copy() for x in enc)
+  pos[:, :9] = PAD_ID
+  neg[:, :9] = PAD_ID
+  key = jax.random.PRNGKey(13)
+  fast = np.asarray(generate_tokens(cfg, params, pos, neg, key, GUIDED))
+  slow = reference_decode(cfg, params, pos, neg, key, GUIDED)
+  np.testing.assert_array_equal(fast, slow)
+
+
 def test_cfg_changes_the_result(cfg, params, enc):
   pos, neg = enc
   guided = _gen(cfg, params, pos, neg, seed=3)

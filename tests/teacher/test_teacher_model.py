@@ -26,7 +26,7 @@ from mrt_distill.teacher.layers import (RelativePositionBias, relative_buckets,
                                         sinusoidal_positions)
 from mrt_distill.teacher.load import load_teacher_config
 from mrt_distill.teacher.model import (TeacherModel, abstract_params,
-                                       count_params)
+                                       count_params, encoder_pad_bias)
 from mrt_distill.teacher.model import numpy_init_params
 
 ATOL = 1e-5
@@ -432,10 +432,71 @@ def test_decoder_reads_encoder(params, fwd, batch):
   assert np.all(np.abs(out[:, 0] - base[:, 0]).max(axis=-1) > 1e-4)
 
 
+# ---- the encoder PAD mask in cross-attention ---------------------------------------
+def _with_pad(enc, positions):
+  out = enc.copy()
+  out[:, positions] = PAD_ID
+  return out
+
+
+# Left padding (as a shorter prompt set would be padded) plus one in the middle.
+_PAD_POSITIONS = np.r_[0:5, 9]  # of 18 (tiny)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_pad_free_inputs_are_bit_identical_to_the_unmasked_decoder(
+    cfg, batch, dtype):
+  """The mask adds +0.0 where there is no PAD: every logit keeps its bits, so
+  the shipped teachers (fed MASK, never PAD) are unchanged by it."""
+  c = cfg.replace(activation_dtype=dtype)
+  p = numpy_init_params(c, 0)
+  enc, tgt = batch
+  assert (enc > 0).all()
+  model = TeacherModel(c)
+  masked = jax.jit(lambda p, e, t: model.apply({"params": p}, e, t))
+  unmasked = jax.jit(lambda p, e, t: model.apply(
+      {"params": p}, model.apply({"params": p}, e, method=TeacherModel.encode),
+      t, method=TeacherModel.decode))  # enc_ids_BxLe=None: no mask at all
+  a, b = np.asarray(masked(p, enc, tgt)), np.asarray(unmasked(p, enc, tgt))
+  np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_pad_parity_with_deleted_encoder_positions(cfg, params, fwd, batch):
+  """Independent form of the mask: attending with PAD keys masked equals
+  attending to an encoder output from which the PAD positions were cut out
+  (exp(-1e10) is exactly 0 in float32)."""
+  enc, tgt = batch
+  with_pad = _with_pad(enc, _PAD_POSITIONS)
+  keep = np.flatnonzero(with_pad[0] != PAD_ID)
+  model = TeacherModel(cfg)
+  encoded = np.asarray(model.apply({"params": params}, with_pad,
+                                   method=TeacherModel.encode))
+  # The cut sequence has no PAD left to mask: decode it unmasked.
+  want = np.asarray(model.apply({"params": params}, encoded[:, keep], tgt,
+                                method=TeacherModel.decode))
+  got = np.asarray(fwd(params, with_pad, tgt))
+  np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+  unmasked = np.asarray(model.apply({"params": params}, encoded, tgt,
+                                    method=TeacherModel.decode))
+  assert np.abs(unmasked - want).max() > 1e-3  # the mask matters here
+
+
+def test_all_pad_encoder_row_is_finite(cfg, params, fwd, batch):
+  """A row of PAD only masks every key: flaxformer's additive -1e10 then
+  averages all values uniformly; no NaN."""
+  enc, tgt = batch
+  out = np.asarray(fwd(params, np.zeros_like(enc), tgt))
+  assert np.isfinite(out).all()
+
+
 # ---- incremental path ------------------------------------------------------------
-def test_incremental_steps_reproduce_teacher_forcing(cfg, params, fwd, batch):
+@pytest.mark.parametrize("pad", [False, True])
+def test_incremental_steps_reproduce_teacher_forcing(cfg, params, fwd, batch,
+                                                     pad):
   g = cfg.geometry
   enc, tgt = batch
+  if pad:
+    enc = _with_pad(enc, _PAD_POSITIONS)
   c, k = g.chunk_frames, g.target_levels
   model = TeacherModel(cfg)
 
@@ -450,10 +511,12 @@ def test_incremental_steps_reproduce_teacher_forcing(cfg, params, fwd, batch):
 
   want = np.asarray(fwd(params, enc, tgt))
   cross = cross_kv(params, encode(params, enc))
+  cross_bias = encoder_pad_bias(enc)
   t_caches = _zeros_kv(cfg, 2, c, cfg.num_temporal_layers)
   prev = jnp.zeros((2, k), jnp.int32)  # BOS frame
   for f in range(c):
-    t_out, t_caches = t_step(params, prev, jnp.int32(f), t_caches, cross)
+    t_out, t_caches = t_step(params, prev, jnp.int32(f), t_caches, cross,
+                             cross_bias)
     assert t_out.shape == (2, 1, cfg.d_model)
     d_caches = _zeros_kv(cfg, 2, k, cfg.num_depth_layers)
     x = t_out
