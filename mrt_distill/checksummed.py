@@ -19,6 +19,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mrt_distill import atomic
+
 
 class ChecksumError(ValueError):
   """A weights file is missing, unreadable, or does not match its checksum."""
@@ -49,13 +51,12 @@ def save_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray],
     if float_dtype is not None and np.issubdtype(v.dtype, np.floating):
       v = v.astype(float_dtype)
     stored[k] = v
-  tmp = path.with_name(path.name + ".tmp")
-  _write_deterministic_npz(tmp, stored)
-  os.replace(tmp, path)  # never leave a half-written weights file behind
+  with atomic.target(path) as tmp:  # never a half-written weights file
+    _write_deterministic_npz(tmp, stored)
   info = {"meta": dict(meta or {}), "sha256": sha256_file(path),
           "arrays": {k: {"dtype": str(v.dtype), "shape": list(v.shape)}
                      for k, v in stored.items()}}
-  sidecar(path).write_text(json.dumps(info, indent=2, sort_keys=True))
+  atomic.write_text(sidecar(path), json.dumps(info, indent=2, sort_keys=True))
   return path
 
 

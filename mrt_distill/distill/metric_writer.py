@@ -13,6 +13,8 @@ import pathlib
 
 import jax
 
+from mrt_distill import atomic
+
 log = logging.getLogger("mrt_distill.distill")
 
 
@@ -42,9 +44,7 @@ class MetricWriter:
     keep = [l for l in lines if not l.strip()
             or json.loads(l).get("step", 0) <= step]
     if len(keep) < len(lines):
-      tmp = self.path.with_name(self.path.name + ".tmp")
-      tmp.write_text("".join(keep))
-      tmp.replace(self.path)
+      atomic.write_text(self.path, "".join(keep))
       log.info("metrics.jsonl: dropped %d rows logged after step %d, the "
                "checkpoint this run resumes from", len(lines) - len(keep),
                step)
@@ -52,8 +52,8 @@ class MetricWriter:
   def write(self, step: int, metrics: dict[str, float]):
     if not self.enabled:
       return
-    with self.path.open("a") as f:
-      f.write(json.dumps({"step": step, **metrics}) + "\n")
+    # A failed append (disk full) truncates back: no torn row.
+    atomic.append_line(self.path, json.dumps({"step": step, **metrics}))
     if self.tb is not None:
       for k, v in metrics.items():
         self.tb.add_scalar(k, v, step)

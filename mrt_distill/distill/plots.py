@@ -36,7 +36,9 @@ def plot_loss_curves(workdir) -> pathlib.Path | None:
   axes[0][0].legend(fontsize=8)
   fig.tight_layout()
   out = workdir / "loss_curves.png"
-  fig.savefig(out, dpi=110)
+  from mrt_distill import atomic
+  with atomic.target(out) as tmp:
+    fig.savefig(tmp, dpi=110)
   plt.close(fig)
   return out
 
@@ -93,6 +95,8 @@ def save_spectrogram(audio, sample_rate: int, path, *, title: str = "",
   fig.colorbar(img, ax=ax, format="%+.0f dB", pad=0.01)
   fig.tight_layout()
   path = pathlib.Path(path)
-  fig.savefig(path, dpi=110)
+  from mrt_distill import atomic
+  with atomic.target(path) as tmp:
+    fig.savefig(tmp, dpi=110)
   plt.close(fig)
   return path

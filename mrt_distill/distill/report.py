@@ -240,7 +240,8 @@ def to_markdown(report: dict, title: str = "Distillation report") -> str:
 
 def write(report: dict, workdir) -> pathlib.Path:
   workdir = pathlib.Path(workdir)
-  (workdir / "report.json").write_text(json.dumps(report, indent=2))
+  from mrt_distill import atomic
+  atomic.write_text(workdir / "report.json", json.dumps(report, indent=2))
   md = workdir / "report.md"
-  md.write_text(to_markdown(report))
+  atomic.write_text(md, to_markdown(report))
   return md

@@ -38,7 +38,9 @@ def _colors(keys):
 
 def _save(fig, path: pathlib.Path) -> pathlib.Path:
   fig.tight_layout()
-  fig.savefig(path, dpi=90)
+  from mrt_distill import atomic
+  with atomic.target(path) as tmp:
+    fig.savefig(tmp, dpi=90)
   _plt().close(fig)
   return path
 

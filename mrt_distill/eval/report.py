@@ -245,10 +245,11 @@ def write(report: dict, out_dir) -> dict[str, pathlib.Path]:
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   text = to_json(report)
-  (out / "report.json").write_text(text)
+  from mrt_distill import atomic
+  atomic.write_text(out / "report.json", text)
   clean = json.loads(text)
   pngs = figures.write_all(clean, out)
   md = out / "report.md"
-  md.write_text(to_markdown(clean, [p.name for p in pngs]))
+  atomic.write_text(md, to_markdown(clean, [p.name for p in pngs]))
   return {"json": out / "report.json", "md": md,
           **{p.stem: p for p in pngs}}

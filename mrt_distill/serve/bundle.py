@@ -125,9 +125,9 @@ def export_student(config, trainable, path, metrics: dict | None = None
           "teacher": teacher_identity(config), "metrics": metrics or {}}
   arrays = {f"params/{k}": v for k, v in _flat(trainable).items()}
   arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-  tmp = path.with_name(path.name + ".tmp.npz")
-  np.savez(tmp, **arrays)
-  tmp.replace(path)
+  from mrt_distill import atomic
+  with atomic.target(path) as tmp:  # a failed write keeps the old file
+    np.savez(tmp, **arrays)
   return path
 
 

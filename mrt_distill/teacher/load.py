@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
+from mrt_distill import atomic
 from mrt_distill.geometry import get_geometry
 from mrt_distill.teacher.config import TeacherConfig
 from mrt_distill.teacher.model import abstract_params
@@ -211,7 +212,7 @@ def save_teacher(path: str | os.PathLike, params, cfg: TeacherConfig,
           "config": {k: v for k, v in dataclasses.asdict(cfg).items()
                      if k != "geometry"},
           "geometry": cfg.geometry.name, **(extra or {})}
-  (path / _META).write_text(json.dumps(meta, indent=2))
+  atomic.write_text(path / _META, json.dumps(meta, indent=2))
 
 
 def load_teacher(path: str | os.PathLike, cfg: TeacherConfig | None = None):

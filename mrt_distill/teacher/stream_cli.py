@@ -77,8 +77,10 @@ def write_audio(out, audio, sample_rate: int) -> pathlib.Path:
   """float audio (N,) or (N, channels) in [-1, 1] -> `out` (format from the
   extension; 16-bit PCM for .wav)."""
   import soundfile as sf
+  from mrt_distill import atomic
   out = pathlib.Path(out)
-  sf.write(out, np.asarray(audio, np.float32), int(sample_rate))
+  with atomic.target(out) as tmp:  # a failed write keeps an existing file
+    sf.write(tmp, np.asarray(audio, np.float32), int(sample_rate))
   return out
 
 

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from mrt_distill import atomic
 from mrt_distill.geometry import REFERENCE
 from mrt_distill.style import mixing
 from mrt_distill.world import judges as judges_lib
@@ -172,7 +173,8 @@ def render_examples(world, out_dir, *, seed: int = 0, seconds: float = 8.0,
     fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
     for ax, (name, clip) in zip(axes, clips.items()):
       path = out_dir / f"{style}_{name}.wav"
-      sf.write(path, clip, g.sample_rate)
+      with atomic.target(path) as tmp:
+        sf.write(tmp, clip, g.sample_rate)
       written.append(path)
       mel = librosa.power_to_db(librosa.feature.melspectrogram(
           y=clip[:, 0], sr=g.sample_rate, n_mels=64), ref=np.max)
@@ -184,10 +186,11 @@ def render_examples(world, out_dir, *, seed: int = 0, seconds: float = 8.0,
                  "/ teacher")
     fig.tight_layout()
     png = out_dir / f"{style}.png"
-    fig.savefig(png, dpi=80)
+    with atomic.target(png) as tmp:
+      fig.savefig(tmp, dpi=80)
     plt.close(fig)
     written.append(png)
-  (out_dir / "index.json").write_text(json.dumps(
+  atomic.write_text(out_dir / "index.json", json.dumps(
       [str(p.name) for p in written], indent=2))
   return written
 
@@ -277,5 +280,5 @@ def write_markdown(asset_dir: pathlib.Path, out_md: pathlib.Path,
               f"**{ev.get('codec_ceiling_accuracy_mean', float('nan')):.2f}**"
               " | | |", ""]
   text = "\n".join(lines) + "\n"
-  out_md.write_text(text)
+  atomic.write_text(out_md, text)
   return text

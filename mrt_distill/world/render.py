@@ -28,6 +28,7 @@ import numpy as np
 import pretty_midi
 import tinysoundfont
 
+from mrt_distill import atomic
 from mrt_distill.world import music
 
 PEAK_DBFS = -1.0
@@ -167,8 +168,9 @@ def _main() -> None:
   parser.add_argument("--channels", type=int, default=2)
   args = parser.parse_args()
   piece = music.generate_piece(args.style, args.seed, args.seconds)
-  soundfile.write(args.output, render(piece, args.sample_rate, args.channels),
-                  args.sample_rate, subtype="FLOAT")
+  with atomic.target(args.output) as tmp:
+    soundfile.write(tmp, render(piece, args.sample_rate, args.channels),
+                    args.sample_rate, subtype="FLOAT")
   print(f"{piece.key}, {piece.tempo_bpm:.0f} BPM, "
         f"{', '.join(piece.instruments)}: {piece.text}")
 

@@ -61,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mrt_distill import atomic
 from mrt_distill.audio_losses import DEFAULT_FFT_SIZES
 from mrt_distill.audio_losses import complex_stft_loss
 from mrt_distill.audio_losses import multi_resolution_stft_loss
@@ -379,7 +380,7 @@ def train_codec(out_path,
       "total_seconds": time.time() - t_start,
       "weights": str(out_path),
   }
-  metrics_path(out_path).write_text(json.dumps(result, indent=2) + "\n")
+  atomic.write_text(metrics_path(out_path), json.dumps(result, indent=2) + "\n")
   snr = ", ".join(f"K={k}: {v:.2f} dB" for k, v in ev["snr_db"].items())
   mr = ", ".join(f"K={k}: {v:.3f}" for k, v in ev["mr_stft"].items())
   log(f"[codec] held-out SNR {snr}; continuous {ev['continuous']['snr_db']:.2f}"

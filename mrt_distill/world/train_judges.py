@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mrt_distill import atomic
 from mrt_distill.world import judges
 from mrt_distill.world import music
 from mrt_distill.world import render
@@ -354,7 +355,7 @@ def train_judges(out_path, *, steps: int, batch: int, seed: int,
       "window_accuracy": metrics["window_accuracy"], "steps": done,
       "batch": batch, "seed": seed}})
   metrics_path = out_path.with_suffix(".metrics.json")
-  metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+  atomic.write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=True))
   log.info("judges: wrote %s and %s", out_path, metrics_path)
   return metrics
 

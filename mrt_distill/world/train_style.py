@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mrt_distill import atomic
 from mrt_distill.codec.base import seeded_rng
 from mrt_distill.geometry import Geometry
 from mrt_distill.geometry import REFERENCE
@@ -400,7 +401,7 @@ def train_style(out_path, *, steps: int, batch: int, seed: int,
       "zero_shot_accuracy": metrics["zero_shot_accuracy"],
       "steps": done, "batch": batch, "seed": seed}})
   metrics_path = out_path.with_suffix(".metrics.json")
-  metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+  atomic.write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=True))
   log.info("style: wrote %s and %s", out_path, metrics_path)
   return metrics
 

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mrt_distill import atomic
 from mrt_distill.codec.base import Codec
 from mrt_distill.style.base import StyleModel
 from mrt_distill.teacher.config import TeacherConfig
@@ -237,9 +238,9 @@ def train_teacher(out_dir, cfg: TeacherConfig, codec: Codec,
   summary = {"train": {k: v for k, v in metrics.items() if k != "curve"}}
   if out_dir.suffix == ".npz":
     save_teacher_npz(out_dir, params, cfg, gin_name=gin_name, extra=summary)
-    out_dir.with_name(out_dir.stem + ".metrics.json").write_text(
-        json.dumps(metrics, indent=2))
+    atomic.write_text(out_dir.with_name(out_dir.stem + ".metrics.json"),
+                      json.dumps(metrics, indent=2))
   else:
     save_teacher(out_dir, params, cfg, gin_name=gin_name, extra=summary)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic.write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2))
   return metrics
