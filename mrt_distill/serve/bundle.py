@@ -132,18 +132,8 @@ def export_student(config, trainable, path, metrics: dict | None = None
 
 
 def _from_npz(path: pathlib.Path) -> StudentBundle:
-  try:
-    with np.load(path) as z:
-      meta = json.loads(z["__meta__"].tobytes().decode())
-      trainable = _unflat({k[len("params/"):]: z[k] for k in z.files
-                           if k.startswith("params/")})
-  except (KeyError, ValueError, OSError) as e:
-    raise StudentLoadError(
-        f"{path} is not a student file written by export_student ({e}); "
-        f"give a distill workdir or re-export the student") from e
-  if meta.get("format") != FORMAT:
-    raise StudentLoadError(f"{path}: format {meta.get('format')!r}, "
-                           f"expected {FORMAT!r}")
+  from mrt_distill.serve import student_files
+  meta, trainable = student_files.read(path)  # damage -> one clear error
   config = ml_collections.ConfigDict(meta["config"])
   _check_teacher(meta.get("teacher"), config, f"student {path.name!r}")
   return _assemble(config, trainable, str(path))
@@ -159,44 +149,11 @@ def _check_teacher(saved: str | None, config, what: str) -> None:
     raise StudentLoadError(str(e)) from None
 
 
-def newest_checkpoint(workdir: pathlib.Path) -> tuple[int, Any]:
-  """-> (step, trainable params) of the newest checkpoint in a workdir."""
-  import orbax.checkpoint as ocp
-  mngr = ocp.CheckpointManager((workdir / "checkpoints").absolute())
-  step = mngr.latest_step()
-  if step is None:
-    raise StudentLoadError(f"{workdir} has no checkpoint yet: train with "
-                           f"`mrt-distill distill --workdir {workdir}`")
-  out = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore()))
-  return step, out["state"]["params"]
-
-
-def _checkpoint_teacher(workdir: pathlib.Path, step: int) -> str | None:
-  """The teacher identity recorded in a checkpoint's metadata, if any."""
-  import orbax.checkpoint as ocp
-  from mrt_distill.distill import checkpoints
-  mngr = ocp.CheckpointManager((workdir / "checkpoints").absolute())
-  try:
-    meta = checkpoints.read_meta(mngr, step)
-  except Exception:  # no metadata item: written before it was recorded
-    return None
-  finally:
-    mngr.close()
-  return (meta.get("teacher") or {}).get("id")
-
-
 def _from_workdir(workdir: pathlib.Path) -> StudentBundle:
-  cfg_path = workdir / "config.json"
-  if not cfg_path.is_file():
-    raise StudentLoadError(f"{workdir} is not a distill workdir (no "
-                           f"config.json); give one written by "
-                           f"`mrt-distill distill --workdir DIR`")
-  config = ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
-  step, trainable = newest_checkpoint(workdir)
-  _check_teacher(_checkpoint_teacher(workdir, step), config,
-                 f"the checkpoint at step {step} in {workdir}")
-  return _assemble(config, trainable, f"{workdir}@{step}")
+  """The newest readable checkpoint, else an older one or the exported
+  student.npz, saying which (student_files.py)."""
+  from mrt_distill.serve import student_files
+  return student_files.from_workdir(workdir)
 
 
 def reference_student_path() -> pathlib.Path:

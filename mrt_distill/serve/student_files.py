@@ -1,0 +1,202 @@
+"""Reading a student from disk as carefully as `distill` resumes a run.
+
+`generate`, `serve`, `eval` and the Colab player load students through
+`bundle.load_student`, which comes here for the two kinds of file:
+
+* a student file (`student.npz`, written by `bundle.export_student`):
+  every array is read in full, so the zip's CRC-32 catches a flipped bit;
+  an empty, truncated or damaged file is one `StudentLoadError` naming the
+  file and how to get it back;
+* a distill workdir: the newest checkpoint that can be read, falling back
+  -- with a warning naming each unreadable step -- to the one before it, or
+  to the exported `student.npz` beside them when that is newer than the
+  next checkpoint (or no checkpoint can be read), saying which it used. A
+  reader never moves or deletes anything (a run may be writing there; the
+  next `distill` sets damaged checkpoints aside itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import pathlib
+from typing import Any
+
+log = logging.getLogger("mrt_distill.serve")
+
+EXPORTED = "student.npz"
+
+
+def _first_line(e: BaseException, limit: int = 200) -> str:
+  text = (str(e).strip().splitlines() or [""])[0]
+  return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
+
+
+def _error(text: str):
+  from mrt_distill.serve.bundle import StudentLoadError
+  return StudentLoadError(text)
+
+
+def _export_again(path: pathlib.Path) -> str:
+  """How to get a student file back."""
+  run = path.parent
+  if (run / "checkpoints").is_dir():
+    return (f"load its run instead (--checkpoint {run}), or write it again "
+            f"by rerunning `mrt-distill distill --workdir {run}` with the "
+            f"run's config")
+  return ("write it again by rerunning `mrt-distill distill --workdir DIR` "
+          "on the run that trained it, or give that distill workdir")
+
+
+def read(path) -> tuple[dict, Any]:
+  """A student file -> (meta, trainable params as numpy arrays).
+
+  Raises:
+    StudentLoadError: empty, truncated, damaged, another format, or not a
+      student file; the message names the file and the fix.
+  """
+  import numpy as np
+  from mrt_distill.serve import bundle
+  path = pathlib.Path(path)
+  try:
+    if path.stat().st_size == 0:
+      raise ValueError("the file is empty")
+    with np.load(path, allow_pickle=False) as z:
+      meta = json.loads(z["__meta__"].tobytes().decode())
+      if not isinstance(meta, dict):
+        raise ValueError("its metadata is not a JSON object")
+      # Reading every array in full checks each member's CRC-32.
+      flat = {k[len("params/"):]: z[k] for k in z.files
+              if k.startswith("params/")}
+  except Exception as e:  # damage shows up as many error types
+    raise _error(
+        f"{path} is damaged or not a student file written by export_student "
+        f"({_first_line(e)}); {_export_again(path)}") from None
+  if meta.get("format") != bundle.FORMAT:
+    raise _error(f"{path}: format {meta.get('format')!r}, expected "
+                 f"{bundle.FORMAT!r}")
+  if not isinstance(meta.get("config"), dict) or not flat:
+    raise _error(f"{path} has no {'config' if flat else 'parameters'} "
+                 f"inside (format {bundle.FORMAT}, but not written whole); "
+                 f"{_export_again(path)}")
+  return meta, bundle._unflat(flat)
+
+
+def _exported_step(path: pathlib.Path) -> int | None:
+  """The training step a student file was exported at (its metrics), None
+  when it is absent or unreadable."""
+  import numpy as np
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      meta = json.loads(z["__meta__"].tobytes().decode())
+    return int(meta["metrics"]["steps"])
+  except Exception:
+    return None
+
+
+@contextlib.contextmanager
+def _manager(workdir: pathlib.Path):
+  """A read-only orbax manager of workdir/checkpoints (creates nothing)."""
+  import orbax.checkpoint as ocp
+  absl = logging.getLogger("absl")
+  level = absl.level
+  absl.setLevel(logging.ERROR)  # read_only's notes on its own options
+  try:
+    mngr = ocp.CheckpointManager(
+        (workdir / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(read_only=True))
+  finally:
+    absl.setLevel(level)
+  try:
+    yield mngr
+  finally:
+    mngr.close()
+
+
+def _restore(workdir: pathlib.Path, step: int):
+  """-> (trainable params, teacher id or None) of one checkpoint."""
+  import orbax.checkpoint as ocp
+  from mrt_distill.distill import checkpoints
+  with _manager(workdir) as mngr:
+    out = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))
+    try:
+      meta = checkpoints.read_meta(mngr, step)
+    except Exception:  # no metadata item: written before it was recorded
+      meta = {}
+  return out["state"]["params"], (meta.get("teacher") or {}).get("id")
+
+
+def _config(workdir: pathlib.Path):
+  import ml_collections
+  cfg_path = workdir / "config.json"
+  if not cfg_path.is_file():
+    raise _error(f"{workdir} is not a distill workdir (no config.json); "
+                 f"give one written by `mrt-distill distill --workdir DIR`")
+  try:
+    return ml_collections.ConfigDict(json.loads(cfg_path.read_text()))
+  except Exception as e:
+    raise _error(
+        f"{cfg_path} cannot be read ({_first_line(e)}); distill writes it "
+        f"when a run starts: rerun `mrt-distill distill --workdir {workdir}` "
+        f"with the run's config, or load its {EXPORTED}") from None
+
+
+def from_workdir(workdir: pathlib.Path):
+  """A distill workdir -> StudentBundle (see the module docstring)."""
+  from mrt_distill.serve import bundle
+  workdir = pathlib.Path(workdir)
+  exported = workdir / EXPORTED
+  try:
+    config = _config(workdir)
+  except bundle.StudentLoadError as e:
+    if not exported.is_file() or not (workdir / "config.json").exists():
+      raise
+    log.warning("%s; using the exported %s instead", e, exported)
+    return bundle._from_npz(exported)
+  with _manager(workdir) as mngr:
+    steps = sorted(mngr.all_steps(), reverse=True)
+  failures: list[tuple[int, str]] = []
+  exported_step = _exported_step(exported) if exported.is_file() else None
+
+  def use_exported(why: str):
+    log.warning("using the exported %s (step %s): %s", exported,
+                exported_step, why)
+    b = bundle._from_npz(exported)
+    b.source = f"{exported} (fallback: {why})"
+    return b
+
+  for step in steps:
+    if failures and exported_step is not None and exported_step >= step:
+      break
+    try:
+      trainable, teacher = _restore(workdir, step)
+    except Exception as e:  # damage shows up as many error types
+      failures.append((step, _first_line(e)))
+      log.warning("the checkpoint at step %d in %s cannot be read (%s); "
+                  "trying the one before it", step, workdir / "checkpoints",
+                  failures[-1][1])
+      continue
+    bundle._check_teacher(teacher, config,
+                          f"the checkpoint at step {step} in {workdir}")
+    if failures:
+      log.warning("using the checkpoint at step %d in %s (unreadable: "
+                  "step(s) %s; left in place)", step, workdir,
+                  ", ".join(str(s) for s, _ in failures))
+    return bundle._assemble(config, trainable, f"{workdir}@{step}")
+  bad = ", ".join(str(s) for s, _ in failures)
+  if exported_step is not None or (exported.is_file() and not failures):
+    return use_exported(f"the checkpoint(s) at step(s) {bad} cannot be read"
+                        if failures else "the workdir has no checkpoint")
+  if failures:
+    detail = "; ".join(f"step {s}: {m}" for s, m in failures)
+    also = (f"; its {EXPORTED} cannot be read either"
+            if exported.is_file() else f" and there is no {EXPORTED}")
+    raise _error(
+        f"no checkpoint in {workdir / 'checkpoints'} can be read ({detail})"
+        f"{also}. Rerun `mrt-distill distill --workdir {workdir}` (it sets "
+        f"damaged checkpoints aside and resumes from the newest good one), "
+        f"or give another student")
+  raise _error(f"{workdir} has no checkpoint yet: train with "
+               f"`mrt-distill distill --workdir {workdir}`")
