@@ -263,6 +263,7 @@ def import_t5x(src: str | os.PathLike, dst: str | os.PathLike,
 
   cfg = load_teacher_config(gin)
   ckpt = t5x_format.read_t5x_checkpoint(src)
+  check_stored_dtypes(ckpt.dtypes, cfg, src)
   params = unflatten_dict(
       {tuple(k.split(".")): np.asarray(v, np.float32)
        for k, v in flatten_dict(ckpt.params, sep=".").items()})
@@ -272,8 +273,42 @@ def import_t5x(src: str | os.PathLike, dst: str | os.PathLike,
   n = sum(int(np.size(x)) for x in jax.tree.leaves(params))
   log.info("imported %d tensors (%d parameters) from %s", len(
       jax.tree.leaves(params)), n, src)
+  slots = ckpt.slots or {"tensors": 0, "bytes": 0}
+  if slots["tensors"]:
+    # A teacher checkpoint holds params only; continuing pretraining needs the
+    # slots: read them with read_t5x_checkpoint(include_optimizer_state=True).
+    log.warning(
+        "import-t5x: dropped the %d optimizer (Adafactor) slot tensors of %s "
+        "(%d bytes stored, %.2f MB); the teacher needs the parameters only. "
+        "To continue pretraining, read them with "
+        "t5x_format.read_t5x_checkpoint(src, include_optimizer_state=True).",
+        slots["tensors"], src, slots["bytes"], slots["bytes"] / 1e6)
   return {"tensors": len(jax.tree.leaves(params)), "params": n,
-          "step": ckpt.step, "config": cfg.name}
+          "step": ckpt.step, "config": cfg.name,
+          "dropped_optimizer_slots": {"tensors": slots["tensors"],
+                                      "bytes": slots["bytes"]}}
+
+
+# Stored dtypes a float32 teacher parameter may come in: float32 (v1's), or
+# a narrower float that converts to float32 exactly.
+PARAM_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def check_stored_dtypes(dtypes: dict, cfg: TeacherConfig, src) -> None:
+  """Raises TeacherLoadError naming every parameter stored in a dtype that
+  does not convert exactly to the float32 parameters `cfg` expects."""
+  want = flatten_dict(abstract_params(cfg)[0], sep=".")
+  bad = sorted(f"{k} ({d})" for k, d in dtypes.items()
+               if k in want and d not in PARAM_DTYPES)
+  if bad:
+    shown = "; ".join(bad[:5]) + (f"; ... and {len(bad) - 5} more"
+                                  if len(bad) > 5 else "")
+    raise TeacherLoadError(
+        f"t5x checkpoint {src}: {len(bad)} parameter(s) stored in a dtype the "
+        f"teacher config {cfg.name!r} cannot take: {shown}. Its parameters "
+        f"are float32; supported stored dtypes: {', '.join(PARAM_DTYPES)} "
+        "(converted exactly). The checkpoint is not this model's weights; "
+        "check the source and the --gin config")
 
 
 # ---- shipped (npz) teacher weights -------------------------------------------

@@ -28,9 +28,12 @@ TensorStore spec, e.g.
 The kvstore path is relative to the checkpoint directory. Small leaves (the
 step, unpartitioned arrays) are stored inline as msgpack-encoded arrays.
 
-`read_t5x_checkpoint` decodes the zarr arrays itself (numpy + gzip/zlib) rather
-than through TensorStore, so that a missing chunk file is an error instead of
-being silently read as zeros. `write_t5x_checkpoint` writes through
+`read_t5x_checkpoint` checks the zarr arrays itself (`zarr_v2.py`: metadata,
+the set of chunk files) and lets TensorStore decompress the chunks (gzip, zlib,
+zstd, blosc, bz2 or none), so that a missing chunk file is an error instead of
+being silently read as zeros. Arrays t5x saved from several devices go through
+jax's array serialization, which writes zstd chunks of one device's shard
+each; both layouts read the same. `write_t5x_checkpoint` writes through
 TensorStore, which is what t5x itself uses, so its output is exactly what the
 real format looks like (including the `.zarray` TensorStore emits).
 """
@@ -49,7 +52,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from mrt_distill.teacher.zarr_v2 import ZarrFormatError, read_zarr_array
+from mrt_distill.teacher.zarr_v2 import (SUPPORTED_COMPRESSORS,
+                                         ZarrFormatError, read_zarr_array,
+                                         stored_dtype)
 
 _log = logging.getLogger(__name__)
 
@@ -86,6 +91,11 @@ class T5xCheckpoint:
     names: Sorted flat dotted names of `params`, e.g.
       `decoder.layers_0.mlp.wo.kernel`.
     path: The resolved `checkpoint_<step>` directory that was read.
+    dtypes: Flat dotted param name -> the dtype it is stored in ('float32',
+      'bfloat16', ...); `params` are float32 whatever it is.
+    slots: Summary of the optimizer slots (`optimizer.state.param_states`,
+      Adafactor's v_row/v_col/v) from the msgpack alone, whether read or
+      not: {"tensors": count, "bytes": stored size, "read": bool}.
   """
 
   params: dict[str, Any]
@@ -93,6 +103,8 @@ class T5xCheckpoint:
   param_states: dict[str, Any] | None
   names: list[str]
   path: pathlib.Path | None = None
+  dtypes: dict[str, str] = dataclasses.field(default_factory=dict)
+  slots: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------
@@ -207,7 +219,8 @@ def write_t5x_checkpoint(ckpt_dir: PathLike,
                          step: int,
                          param_states: Mapping[str, Any] | None = None,
                          max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
-                         compress: bool = True) -> None:
+                         compress: bool | str = True,
+                         shards: int = 1) -> None:
   """Writes a legacy t5x checkpoint (msgpack + one zarr array per leaf).
 
   Every array leaf of `params` (cast to float32, as t5x's default save dtype
@@ -228,7 +241,15 @@ def write_t5x_checkpoint(ckpt_dir: PathLike,
       `{"decoder": {"wo": {"kernel": {"v_row": ..., "v_col": ...}}}}`.
     max_chunk_bytes: Largest zarr chunk in bytes (t5x: 64 MiB). Tests pass a
       small value to force multi-chunk arrays.
-    compress: gzip-compress chunks (t5x does); False writes raw chunks.
+    compress: True: gzip chunks (t5x does); False: raw chunks; or a
+      compressor id from `zarr_v2.SUPPORTED_COMPRESSORS`, e.g. "zstd".
+    shards: > 1 writes the multi-device layout of jax's array serialization
+      (what t5x uses for arrays saved from several devices): each array is
+      split into `shards` equal shards along its last axis that `shards`
+      divides (arrays with no such axis stay whole, as replicated arrays
+      do), every chunk is one shard (`chunks` = the shard shape, whatever
+      `max_chunk_bytes` says), and each shard is written on its own, as each
+      device writes its own. Pair it with compress="zstd", jax's compressor.
 
   Raises:
     T5xFormatError: If `ckpt_dir` is non-empty or a tree is malformed.
@@ -244,6 +265,15 @@ def write_t5x_checkpoint(ckpt_dir: PathLike,
         "path.")
   if max_chunk_bytes < 1:
     raise T5xFormatError(f"max_chunk_bytes must be >= 1, got {max_chunk_bytes}")
+  compressor = ({"id": "gzip"} if compress is True else
+                None if compress is False or compress is None else
+                {"id": compress})
+  if compressor is not None and compressor["id"] not in SUPPORTED_COMPRESSORS:
+    raise T5xFormatError(
+        f"compress={compress!r}: use True (gzip), False (raw) or one of "
+        f"{SUPPORTED_COMPRESSORS}")
+  if shards < 1:
+    raise T5xFormatError(f"shards must be >= 1, got {shards}")
   try:
     target_leaves = list(_iter_leaves(params, ()))
     state_leaves = list(_iter_leaves(param_states or {}, ()))
@@ -262,21 +292,27 @@ def write_t5x_checkpoint(ckpt_dir: PathLike,
         if cast_f32 and arr.dtype != np.float32:
           arr = arr.astype(np.float32)
         name = ".".join(prefix + path)
+        shard_shape = _shard_shape(arr.shape, shards)
         rel_spec = {
             "driver": "zarr",
             "dtype": arr.dtype.name,
             "kvstore": {"driver": "file", "path": name},
             "metadata": {
-                "compressor": {"id": "gzip"} if compress else None,
+                "compressor": compressor,
                 "shape": list(arr.shape),
-                "chunks": choose_chunk_shape(arr.shape, arr.dtype.itemsize,
-                                             max_chunk_bytes),
+                "chunks": (list(shard_shape) if shards > 1 else
+                           choose_chunk_shape(arr.shape, arr.dtype.itemsize,
+                                              max_chunk_bytes)),
             },
         }
         abs_spec = json.loads(json.dumps(rel_spec))
         abs_spec["kvstore"]["path"] = str(tmp_dir / name)
         store = ts.open(abs_spec, create=True, open=True).result()
-        store.write(arr).result()
+        if shards > 1:  # One write per shard, as each device writes its own.
+          for region in _shard_regions(arr.shape, shard_shape):
+            store[region].write(arr[region]).result()
+        else:
+          store.write(arr).result()
         # Exactly what t5x puts in the msgpack: the JSON of the relative spec.
         flat[".".join(path)] = ts.Spec(rel_spec).to_json()
       return unflatten(flat)
@@ -302,6 +338,22 @@ def write_t5x_checkpoint(ckpt_dir: PathLike,
     raise
   _log.info("Wrote t5x checkpoint (step %d, %d params, %d slots) to %s", step,
             len(target_leaves), len(state_leaves), ckpt_dir)
+
+
+def _shard_shape(shape: tuple[int, ...], shards: int) -> tuple[int, ...]:
+  """`shape` split `shards` ways along its last axis that `shards` divides
+  (unchanged if none does: the array is replicated)."""
+  for axis in reversed(range(len(shape))):
+    if shards > 1 and shape[axis] >= shards and shape[axis] % shards == 0:
+      return shape[:axis] + (shape[axis] // shards,) + shape[axis + 1:]
+  return tuple(max(1, n) for n in shape)
+
+
+def _shard_regions(shape, shard_shape) -> Iterator[tuple[slice, ...]]:
+  grid = [math.ceil(n / c) for n, c in zip(shape, shard_shape)]
+  for idx in np.ndindex(*grid):
+    yield tuple(slice(i * c, min((i + 1) * c, n))
+                for i, c, n in zip(idx, shard_shape, shape))
 
 
 # ---------------------------------------------------------------------------
@@ -337,6 +389,7 @@ def resolve_checkpoint_dir(path: PathLike) -> pathlib.Path:
         "msgpack file.")
   if (path / MSGPACK_NAME).is_file():
     return path
+  _refuse_newer_layout(path)
   steps = sorted(
       (int(m.group(1)), child) for child in path.iterdir()
       if child.is_dir() and (m := _CKPT_DIR_RE.match(child.name)))
@@ -353,11 +406,42 @@ def resolve_checkpoint_dir(path: PathLike) -> pathlib.Path:
   else:
     _log.info("Using t5x checkpoint %s (step %d).", chosen, step)
   if not (chosen / MSGPACK_NAME).is_file():
+    _refuse_newer_layout(chosen)
     raise T5xFormatError(
         f"t5x checkpoint directory {chosen} has no '{MSGPACK_NAME}' msgpack "
         "file; the checkpoint is incomplete (t5x writes it last). Re-download "
         "it or pass another checkpoint_<step> directory.")
   return chosen
+
+
+# Files and folders of the newer t5x/orbax layout (OCDBT: one key-value store
+# for all arrays, zarr3 inside), by which it is recognised.
+_OCDBT_MARKERS = ("manifest.ocdbt", "_METADATA", "_CHECKPOINT_METADATA",
+                  "ocdbt.process_0")
+_LEGACY_LAYOUT = (
+    f"this importer reads the legacy t5x layout (a '{MSGPACK_NAME}' msgpack "
+    "file and one zarr v2 folder per array, the layout of Magenta RT v1's "
+    "published checkpoints)")
+
+
+def _refuse_newer_layout(path: pathlib.Path) -> None:
+  """Raises a clear error if `path` (or a folder in it) is an OCDBT
+  checkpoint of the newer t5x/orbax layout."""
+  for folder in [path] + sorted(p for p in path.iterdir() if p.is_dir()):
+    found = [m for m in _OCDBT_MARKERS if (folder / m).exists()]
+    if not found:
+      continue
+    hint = ("; it is a teacher checkpoint of this project already (it has "
+            "teacher.json): load it with load_teacher / "
+            "--config.magenta_rt.teacher instead of importing it"
+            if (path / "teacher.json").is_file() else
+            "; save it again in t5x's legacy format (or restore it with "
+            "orbax and write its params with "
+            "t5x_format.write_t5x_checkpoint), then import that")
+    raise T5xFormatError(
+        f"{path} holds a checkpoint in the newer t5x/orbax OCDBT layout "
+        f"(found {', '.join(found)} in {folder}), but {_LEGACY_LAYOUT}"
+        f"{hint}.")
 
 
 def read_t5x_checkpoint(ckpt_dir: PathLike, *,
@@ -409,14 +493,19 @@ def read_t5x_checkpoint(ckpt_dir: PathLike, *,
         "checkpoint is not a t5x training checkpoint.")
   state = optimizer.get("state") or {}
 
-  params = _materialize(target, ckpt, _TARGET_PREFIX, to_float32=True)
+  dtypes: dict[str, str] = {}
+  params = _materialize(target, ckpt, _TARGET_PREFIX, to_float32=True,
+                        dtypes=dtypes)
   if not params:
     raise T5xFormatError(
         f"{msgpack_path}: 'optimizer.target' holds no arrays.")
   step = None
   if "step" in state and state["step"] is not None:
-    step_arr = _load_leaf(state["step"], ckpt, "state.step")
+    step_arr, _ = _load_leaf(state["step"], ckpt, "state.step",
+                             with_dtype=True)
     step = int(np.asarray(step_arr).reshape(-1)[0])
+  slots = _slot_summary(state.get("param_states"))
+  slots["read"] = bool(include_optimizer_state and slots["tensors"])
   param_states = None
   if include_optimizer_state and state.get("param_states"):
     param_states = _materialize(state["param_states"], ckpt,
@@ -426,7 +515,33 @@ def read_t5x_checkpoint(ckpt_dir: PathLike, *,
             len(names), "" if param_states is None else
             f", {len(flatten(param_states))} optimizer slots")
   return T5xCheckpoint(params=params, step=step, param_states=param_states,
-                       names=names, path=ckpt)
+                       names=names, path=ckpt, dtypes=dtypes, slots=slots)
+
+
+def _slot_summary(tree: Any) -> dict[str, Any]:
+  """Counts the optimizer slot arrays and their stored bytes from the
+  msgpack (specs' shape and dtype), without reading any array."""
+  count = nbytes = 0
+  for _, leaf in _iter_specs(tree or {}):
+    count += 1
+    if _is_spec(leaf):
+      meta = leaf.get("metadata") or {}
+      code = leaf.get("dtype") or meta.get("dtype") or "float32"
+      size = 2 if code == "bfloat16" else np.dtype(code).itemsize
+      nbytes += size * math.prod(meta.get("shape") or ())
+    else:
+      nbytes += np.asarray(leaf).nbytes
+  return {"tensors": count, "bytes": int(nbytes)}
+
+
+def _iter_specs(node: Any, path=()) -> Iterator[tuple[tuple[str, ...], Any]]:
+  """(path, leaf) of a msgpack subtree, a TensorStore spec being a leaf."""
+  if _is_spec(node) or not isinstance(node, dict):
+    if node is not None:
+      yield path, node
+    return
+  for key, value in node.items():
+    yield from _iter_specs(value, path + (str(key),))
 
 
 def _is_spec(x: Any) -> bool:
@@ -434,7 +549,8 @@ def _is_spec(x: Any) -> bool:
 
 
 def _materialize(tree: Any, ckpt: pathlib.Path, prefix: tuple[str, ...],
-                 to_float32: bool) -> dict[str, Any]:
+                 to_float32: bool,
+                 dtypes: dict[str, str] | None = None) -> dict[str, Any]:
   """Replaces every spec/inline leaf of a msgpack subtree by a numpy array."""
   flat = {}
 
@@ -443,7 +559,9 @@ def _materialize(tree: Any, ckpt: pathlib.Path, prefix: tuple[str, ...],
       if node is None:
         return
       name = ".".join(prefix + path)
-      arr = np.asarray(_load_leaf(node, ckpt, name))
+      arr, stored = _load_leaf(node, ckpt, name, with_dtype=True)
+      if dtypes is not None:
+        dtypes[".".join(path)] = stored
       if to_float32 and arr.dtype != np.float32 and (
           np.issubdtype(arr.dtype, np.floating)):
         arr = arr.astype(np.float32)
@@ -464,11 +582,19 @@ def _spec_array_dir(spec: dict[str, Any], ckpt: pathlib.Path,
                     name: str) -> pathlib.Path:
   """Resolves the (relative) array directory named by a TensorStore spec."""
   driver = spec.get("driver")
+  kvstore = spec["kvstore"]
+  kv_driver = kvstore.get("driver") if isinstance(kvstore, dict) else (
+      str(kvstore).split(":", 1)[0])
+  if driver == "zarr3" or kv_driver == "ocdbt":
+    raise T5xFormatError(
+        f"{ckpt / MSGPACK_NAME}: leaf {name!r} is stored in the newer "
+        f"t5x/orbax layout (TensorStore driver {driver!r}, kvstore "
+        f"{kv_driver!r}: OCDBT / zarr3), but {_LEGACY_LAYOUT}; save the "
+        "checkpoint again in t5x's legacy format, then import that.")
   if driver not in ("zarr", "zarr2"):
     raise T5xFormatError(
         f"{ckpt / MSGPACK_NAME}: leaf {name!r} uses TensorStore driver "
-        f"{driver!r}; only 'zarr' (t5x's) is supported.")
-  kvstore = spec["kvstore"]
+        f"{driver!r}; only 'zarr' (zarr v2, t5x's) is supported.")
   if isinstance(kvstore, str):  # URL form, e.g. "file://target.x/".
     kv_path = re.sub(r"^[a-z0-9+]+://", "", kvstore)
   elif isinstance(kvstore, dict):
@@ -497,11 +623,34 @@ def _read_array(array_dir: pathlib.Path) -> np.ndarray:
     raise T5xFormatError(str(e)) from None
 
 
-def _load_leaf(leaf: Any, ckpt: pathlib.Path, name: str) -> np.ndarray:
-  """Returns an inline leaf as an array, or reads the zarr array it names."""
+def _dtype_name(code: Any) -> str | None:
+  if code in (None, "bfloat16"):
+    return code
+  try:
+    return np.dtype(code).name
+  except TypeError:
+    return str(code)
+
+
+def _load_leaf(leaf: Any, ckpt: pathlib.Path, name: str,
+               with_dtype: bool = False):
+  """Returns an inline leaf as an array, or reads the zarr array it names;
+  with_dtype: (array, the dtype it is stored in)."""
   if not _is_spec(leaf):
-    return np.asarray(leaf)
+    arr = np.asarray(leaf)
+    return (arr, arr.dtype.name) if with_dtype else arr
   array_dir = _spec_array_dir(leaf, ckpt, name)
+  try:
+    stored = stored_dtype(array_dir)
+  except ZarrFormatError as e:
+    raise T5xFormatError(str(e)) from None
+  spec_dtype = _dtype_name(leaf.get("dtype") or (
+      leaf.get("metadata") or {}).get("dtype"))
+  if spec_dtype is not None and spec_dtype != stored:
+    raise T5xFormatError(
+        f"dtype mismatch for {name!r}: the msgpack spec says {spec_dtype} but "
+        f"{array_dir / '.zarray'} says {stored}. The checkpoint mixes files "
+        "from different runs; re-download it.")
   arr = _read_array(array_dir)
   meta_shape = (leaf.get("metadata") or {}).get("shape")
   if meta_shape is not None and tuple(meta_shape) != arr.shape:
@@ -509,4 +658,4 @@ def _load_leaf(leaf: Any, ckpt: pathlib.Path, name: str) -> np.ndarray:
         f"Shape mismatch for {name!r}: the msgpack spec says "
         f"{tuple(meta_shape)} but {array_dir / '.zarray'} says {arr.shape}. "
         "The checkpoint mixes files from different runs; re-download it.")
-  return arr
+  return (arr, stored) if with_dtype else arr

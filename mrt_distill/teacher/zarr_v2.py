@@ -1,23 +1,32 @@
-"""A minimal zarr v2 array reader (numpy + gzip/zlib), as t5x writes arrays.
+"""A checked zarr v2 array reader, as t5x (and jax's array serialization)
+write arrays.
 
-Written for the legacy t5x checkpoint format (`t5x_format.py`): unlike
-TensorStore, a missing chunk is an error when the array has no fill value,
-instead of silently reading zeros, and every error names the file at fault.
+Written for the legacy t5x checkpoint format (`t5x_format.py`). The metadata
+and the set of chunk files are checked here, so every error names the file at
+fault and, unlike TensorStore alone, a missing chunk is an error when the
+array has no fill value instead of silently reading zeros. The chunks are
+then read and decompressed by TensorStore's zarr driver (a dependency
+already, and what t5x writes with), chunk by chunk, so a corrupt chunk is
+named too. Compressors: none, gzip and zlib (t5x), zstd (jax's array
+serialization, which t5x uses for arrays saved from several devices), blosc
+and bz2 -- every zarr v2 compressor TensorStore reads and writes.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
 import pathlib
-import zlib
 from typing import Any
 
 import numpy as np
 
 PathLike = str | os.PathLike
+
+# The zarr v2 compressor ids TensorStore's zarr driver supports (read and
+# write); `null` (no compression) is accepted as well.
+SUPPORTED_COMPRESSORS = ("blosc", "bz2", "gzip", "zlib", "zstd")
 
 
 class ZarrFormatError(ValueError):
@@ -83,31 +92,38 @@ def _read_zarray(array_dir: pathlib.Path) -> dict[str, Any]:
   return meta
 
 
-def _decompress(raw: bytes, compressor: Any, chunk_path: pathlib.Path) -> bytes:
+def compressor_id(meta: dict[str, Any], zarray: pathlib.Path) -> str | None:
+  """The `.zarray`'s compressor id (None: raw chunks); raises on an unknown
+  one, naming it and the supported ones."""
+  compressor = meta.get("compressor")
   if compressor is None:
-    return raw
+    return None
   cid = compressor.get("id") if isinstance(compressor, dict) else None
-  try:
-    if cid == "gzip":
-      return gzip.decompress(raw)
-    if cid == "zlib":
-      return zlib.decompress(raw)
-  except (OSError, EOFError, zlib.error) as e:
+  if cid not in SUPPORTED_COMPRESSORS:
     raise ZarrFormatError(
-        f"Chunk {chunk_path} does not decompress with {cid}: {e}. The file "
-        "is corrupt; re-download the checkpoint.") from e
-  raise ZarrFormatError(
-      f"{chunk_path.parent / '.zarray'}: compressor {compressor!r} is not "
-      "supported (t5x writes gzip or none).")
+        f"{zarray}: chunk compressor {cid if cid else compressor!r} is not "
+        f"supported; supported: none (raw), "
+        f"{', '.join(SUPPORTED_COMPRESSORS)} (what TensorStore, t5x and jax "
+        "write). Re-save the array with one of them.")
+  return cid
+
+
+def stored_dtype(array_dir: PathLike) -> str:
+  """The dtype an array is stored in, by name ('float32', 'bfloat16', ...)."""
+  array_dir = pathlib.Path(array_dir)
+  meta = _read_zarray(array_dir)
+  dtype, is_bf16 = _decode_dtype(meta["dtype"], array_dir / ".zarray")
+  return "bfloat16" if is_bf16 else dtype.name
 
 
 def read_zarr_array(array_dir: PathLike) -> np.ndarray:
   """Reads a zarr v2 array directory (as written by t5x) into numpy.
 
-  Supports gzip, zlib or no compression, C/F order, '.' or '/' dimension
-  separators, numeric dtypes and TensorStore's `bfloat16` (returned as
-  float32). Unlike TensorStore, a missing chunk is an error when the array
-  has no fill value (t5x's default), instead of silently reading zeros.
+  Supports raw chunks and every compressor in `SUPPORTED_COMPRESSORS`, C/F
+  order, '.' or '/' dimension separators, numeric dtypes and TensorStore's
+  `bfloat16` (returned as float32). Unlike TensorStore alone, a missing
+  chunk is an error when the array has no fill value (t5x's default),
+  instead of silently reading zeros.
 
   Args:
     array_dir: Directory holding `.zarray` and the chunk files.
@@ -116,47 +132,58 @@ def read_zarr_array(array_dir: PathLike) -> np.ndarray:
     The array.
 
   Raises:
-    ZarrFormatError: On a missing directory/`.zarray`/chunk or corrupt data.
+    ZarrFormatError: On a missing directory/`.zarray`/chunk, an unsupported
+      compressor, or corrupt data.
   """
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top
+
   array_dir = pathlib.Path(array_dir)
   meta = _read_zarray(array_dir)
   zarray = array_dir / ".zarray"
   shape, chunks = tuple(meta["shape"]), tuple(meta["chunks"])
   dtype, is_bf16 = _decode_dtype(meta["dtype"], zarray)
-  order = meta.get("order", "C")
+  cid = compressor_id(meta, zarray)
   sep = meta.get("dimension_separator", ".") or "."
   fill = meta.get("fill_value")
-  if isinstance(fill, str):  # zarr v2 spells non-finite floats as strings.
-    fill = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}.get(
-        fill, fill)
-  if is_bf16 and fill is not None:  # Stored as the high half of a float32.
-    fill = int(np.array(fill, np.float32).view(np.uint32)) >> 16
-  out = np.empty(shape, dtype=dtype)
-  chunk_elems = math.prod(chunks)
+  chunk_bytes = math.prod(chunks) * dtype.itemsize
   grid = [math.ceil(n / c) for n, c in zip(shape, chunks)]
+  regions = []
   for idx in np.ndindex(*grid):
     key = sep.join(str(i) for i in idx) if idx else "0"
     chunk_path = array_dir / key
-    region = tuple(slice(i * c, min((i + 1) * c, n))
-                   for i, c, n in zip(idx, chunks, shape))
     if not chunk_path.is_file():
       if fill is None:
         raise ZarrFormatError(
             f"Chunk file {chunk_path} is missing (array shape {shape}, "
             f"chunks {chunks}, expected {math.prod(grid)} chunk files). The "
             "checkpoint is incomplete; re-download or re-copy it.")
-      out[region] = fill  # zarr semantics: absent chunk == fill_value.
-      continue
-    data = _decompress(chunk_path.read_bytes(), meta.get("compressor"),
-                       chunk_path)
-    if len(data) != chunk_elems * dtype.itemsize:
+      # zarr semantics: an absent chunk reads as fill_value (TensorStore).
+    elif cid is None and chunk_path.stat().st_size != chunk_bytes:
       raise ZarrFormatError(
-          f"Shape mismatch in {chunk_path}: {len(data)} bytes of data but "
-          f"{zarray} declares chunks {chunks} of {meta['dtype']} "
-          f"({chunk_elems * dtype.itemsize} bytes). The chunk or .zarray is "
+          f"Shape mismatch in {chunk_path}: {chunk_path.stat().st_size} "
+          f"bytes of data but {zarray} declares chunks {chunks} of "
+          f"{meta['dtype']} ({chunk_bytes} bytes). The chunk or .zarray is "
           "corrupt; re-download the checkpoint.")
-    block = np.frombuffer(data, dtype=dtype).reshape(chunks, order=order)
-    out[region] = block[tuple(slice(0, r.stop - r.start) for r in region)]
+    regions.append((chunk_path, tuple(
+        slice(i * c, min((i + 1) * c, n))
+        for i, c, n in zip(idx, chunks, shape))))
+  try:
+    store = ts.open({"driver": "zarr",
+                     "kvstore": {"driver": "file", "path": str(array_dir)}},
+                    open=True, read=True).result()
+  except ValueError as e:
+    raise ZarrFormatError(
+        f"{zarray} is corrupt: TensorStore cannot open the array ({e}). "
+        "Re-download the checkpoint.") from None
+  out = np.empty(shape, dtype=store.dtype.numpy_dtype)
+  for chunk_path, region in regions:
+    try:
+      out[region] = store[region].read().result()
+    except ValueError as e:
+      raise ZarrFormatError(
+          f"Chunk {chunk_path} does not decompress/decode as "
+          f"{cid or 'raw'} chunks {chunks} of {meta['dtype']}: {e}. The "
+          "chunk or .zarray is corrupt; re-download the checkpoint.") from None
   if is_bf16:
-    out = (out.astype(np.uint32) << 16).view(np.float32)
+    out = out.astype(np.float32)
   return out.astype(out.dtype.newbyteorder("="), copy=False)

@@ -359,7 +359,9 @@ def test_error_zarray_shape_disagrees_with_data(tmp_path):
   meta = json.loads(zpath.read_text())
   meta["chunks"] = [12, 20]  # Chunk files hold 12 x 10.
   zpath.write_text(json.dumps(meta))
-  with pytest.raises(T5xFormatError, match=r"Shape mismatch in .*wo\.kernel"):
+  with pytest.raises(T5xFormatError,
+                     match=r"wo\.kernel/0\.0 does not decompress/decode as "
+                     r"gzip chunks \(12, 20\) of <f4"):
     t5x_format.read_t5x_checkpoint(ckpt)
 
 
@@ -426,3 +428,190 @@ def test_bfloat16_slots_and_legacy_spec_path_are_read(tmp_path):
   assert v.dtype == np.float32
   np.testing.assert_array_equal(v, [1.5, -2.0, 3.25])
   np.testing.assert_array_equal(got.params["w"]["kernel"], np.ones((2, 3)))
+
+
+# ---------------------------------------------------------------------------
+# Compressors, the multi-device layout, newer layouts, slots, dtypes.
+
+
+@pytest.mark.parametrize("cid", ["zstd", "blosc", "bz2", "zlib", "gzip"])
+def test_every_supported_compressor_reads_bit_identical(tmp_path, cid):
+  ckpt, params = _write(tmp_path, compress=cid)
+  zarray = json.loads((_kernel_dir(ckpt) / ".zarray").read_text())
+  assert zarray["compressor"]["id"] == cid
+  got = t5x_format.flatten(t5x_format.read_t5x_checkpoint(ckpt).params)
+  for k, v in t5x_format.flatten(params).items():
+    np.testing.assert_array_equal(got[k].view(np.uint32), v.view(np.uint32))
+
+
+def test_multi_device_layout_is_one_zstd_chunk_per_shard(tmp_path):
+  ckpt, params = _write(tmp_path, compress="zstd", shards=4)
+  kdir = _kernel_dir(ckpt)  # (48, 10): 10 % 4 != 0, so split 48 -> 12.
+  zarray = json.loads((kdir / ".zarray").read_text())
+  assert zarray["compressor"]["id"] == "zstd"
+  assert zarray["chunks"] == [12, 10]
+  assert sorted(p.name for p in kdir.iterdir()) == [
+      ".zarray", "0.0", "1.0", "2.0", "3.0"]
+  rel = json.loads((ckpt / "target.encoder.relpos_bias.rel_embedding" /
+                    ".zarray").read_text())
+  assert rel["chunks"] == [4, 8]  # (4, 32): the last axis is split.
+  got = t5x_format.flatten(t5x_format.read_t5x_checkpoint(ckpt).params)
+  for k, v in t5x_format.flatten(params).items():
+    np.testing.assert_array_equal(got[k], v)
+
+
+_JAX_WRITER = """
+import json, os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax, numpy as np
+from jax.experimental.array_serialization import serialization
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+out = sys.argv[1]
+x = np.arange(48 * 10, dtype=np.float32).reshape(48, 10) / 7
+mesh = Mesh(np.array(jax.devices()), ("model",))
+arr = jax.device_put(x, NamedSharding(mesh, P("model", None)))
+assert len(arr.addressable_shards) == 4
+spec = serialization.get_tensorstore_spec(out)
+spec["metadata"] = serialization._get_metadata(arr)
+serialization.run_serialization([arr], [spec])
+print(json.dumps(spec["metadata"]))
+"""
+
+
+def test_jax_array_serialization_layout_matches_ours(tmp_path):
+  """jax itself (4 CPU devices, an array sharded 4 ways) writes the zstd,
+  chunk-per-shard layout that `shards=4` writes, and it reads back."""
+  import subprocess
+  import sys
+  jax_dir = tmp_path / "jax_written"
+  run = subprocess.run([sys.executable, "-c", _JAX_WRITER, str(jax_dir)],
+                       capture_output=True, text=True, timeout=120)
+  assert run.returncode == 0, run.stderr[-2000:]
+  x = np.arange(48 * 10, dtype=np.float32).reshape(48, 10) / 7
+  np.testing.assert_array_equal(t5x_format.read_zarr_array(jax_dir), x)
+  # t5x's own chunking would keep (48, 10) whole at its 64 MiB target.
+  ckpt, _ = _write(tmp_path, compress="zstd", shards=4,
+                   max_chunk_bytes=t5x_format.DEFAULT_MAX_CHUNK_BYTES)
+  theirs = json.loads((jax_dir / ".zarray").read_text())
+  ours = json.loads((_kernel_dir(ckpt) / ".zarray").read_text())
+  assert theirs["compressor"]["id"] == "zstd"
+  for key in ("chunks", "compressor", "dimension_separator", "order",
+              "filters", "fill_value", "zarr_format"):
+    assert ours.get(key) == theirs.get(key), key
+  assert sorted(p.name for p in jax_dir.iterdir()) == sorted(
+      p.name for p in _kernel_dir(ckpt).iterdir())
+
+
+def test_error_unknown_compressor_names_it_and_the_supported(tmp_path):
+  ckpt, _ = _write(tmp_path)
+  zpath = _kernel_dir(ckpt) / ".zarray"
+  meta = json.loads(zpath.read_text())
+  meta["compressor"] = {"id": "lz4", "acceleration": 1}
+  zpath.write_text(json.dumps(meta))
+  with pytest.raises(
+      T5xFormatError,
+      match=r"wo\.kernel/\.zarray: chunk compressor 'lz4' is not supported; "
+      r"supported: none \(raw\), blosc, bz2, gzip, zlib, zstd"):
+    t5x_format.read_t5x_checkpoint(ckpt)
+
+
+def test_error_spec_and_zarray_dtypes_disagree(tmp_path):
+  ckpt, _ = _write(tmp_path)
+  zpath = _kernel_dir(ckpt) / ".zarray"
+  meta = json.loads(zpath.read_text())
+  meta["dtype"] = "<i4"  # Same bytes per element: decodable, but not f32.
+  zpath.write_text(json.dumps(meta))
+  with pytest.raises(T5xFormatError,
+                     match=r"dtype mismatch for .*wo\.kernel.*msgpack spec "
+                     r"says float32 but .*\.zarray says int32"):
+    t5x_format.read_t5x_checkpoint(ckpt)
+
+
+def test_stored_dtypes_are_reported(tmp_path):
+  import ml_dtypes  # pylint: disable=g-import-not-at-top
+  ckpt = tmp_path / "checkpoint_1"
+  params = {"a": {"kernel": np.ones((2, 3), np.float32)}}
+  t5x_format.write_t5x_checkpoint(ckpt, params, 1)
+  got = t5x_format.read_t5x_checkpoint(ckpt)
+  assert got.dtypes == {"a.kernel": "float32"}
+  # A bf16 array in place of the f32 one (spec and .zarray agree).
+  contents = _msgpack(ckpt)
+  spec = contents["optimizer"]["target"]["a"]["kernel"]
+  spec["dtype"] = "bfloat16"
+  (ckpt / "checkpoint").write_bytes(
+      flax.serialization.msgpack_serialize(contents))
+  shutil.rmtree(ckpt / "target.a.kernel")
+  ts.open({"driver": "zarr", "dtype": "bfloat16",
+           "kvstore": {"driver": "file", "path": str(ckpt / "target.a.kernel")},
+           "metadata": {"shape": [2, 3], "chunks": [2, 3]}},
+          create=True).result().write(
+              np.full((2, 3), 1.5, ml_dtypes.bfloat16)).result()
+  got = t5x_format.read_t5x_checkpoint(ckpt)
+  assert got.dtypes == {"a.kernel": "bfloat16"}
+  assert got.params["a"]["kernel"].dtype == np.float32
+  np.testing.assert_array_equal(got.params["a"]["kernel"], 1.5)
+
+
+def test_slot_summary_counts_dropped_slots_without_reading_them(tmp_path):
+  ckpt = tmp_path / "checkpoint_5"
+  params = _params()
+  slots = _slots(params)
+  t5x_format.write_t5x_checkpoint(ckpt, params, 5, param_states=slots)
+  want_bytes = sum(v.nbytes for v in t5x_format.flatten(slots).values())
+  # Slot arrays are not touched unless asked: remove them all.
+  for d in ckpt.glob("state.param_states.*"):
+    shutil.rmtree(d)
+  got = t5x_format.read_t5x_checkpoint(ckpt)
+  assert got.param_states is None
+  assert got.slots == {"tensors": len(t5x_format.flatten(slots)),
+                       "bytes": want_bytes, "read": False}
+
+
+def _orbax_checkpoint(path):
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  with ocp.PyTreeCheckpointer() as ckptr:
+    ckptr.save(path, {"target": {"w": np.ones((4, 3), np.float32)}})
+
+
+def test_error_ocdbt_checkpoint_says_what_was_found(tmp_path):
+  _orbax_checkpoint(tmp_path / "run" / "checkpoint_7")
+  for arg in (tmp_path / "run", tmp_path / "run" / "checkpoint_7"):
+    with pytest.raises(
+        T5xFormatError,
+        match=r"holds a checkpoint in the newer t5x/orbax OCDBT layout "
+        r"\(found manifest\.ocdbt.* in .*checkpoint_7\), but this importer "
+        r"reads the legacy t5x "
+        r"layout \(a 'checkpoint' msgpack file and one zarr v2 folder per "
+        r"array"):
+      t5x_format.read_t5x_checkpoint(arg)
+
+
+def test_error_teacher_checkpoint_passed_to_the_importer(tmp_path):
+  _orbax_checkpoint(tmp_path / "teacher" / "params")
+  (tmp_path / "teacher" / "teacher.json").write_text("{}")
+  with pytest.raises(T5xFormatError,
+                     match=r"OCDBT layout \(found .* in .*params\).*teacher "
+                     r"checkpoint of this project already"):
+    t5x_format.read_t5x_checkpoint(tmp_path / "teacher")
+
+
+def test_error_zarr3_or_ocdbt_spec_in_the_msgpack(tmp_path):
+  ckpt, _ = _write(tmp_path)
+  contents = _msgpack(ckpt)
+  spec = contents["optimizer"]["target"]["encoder"]["token_embedder"][
+      "embedding"]
+  spec["kvstore"] = {"driver": "ocdbt", "base": "file://" + str(ckpt),
+                     "path": "target.encoder.token_embedder.embedding"}
+  spec["driver"] = "zarr3"
+  (ckpt / "checkpoint").write_bytes(
+      flax.serialization.msgpack_serialize(contents))
+  with pytest.raises(T5xFormatError,
+                     match=r"'target\.encoder\.token_embedder\.embedding' is "
+                     r"stored in the newer t5x/orbax layout \(TensorStore "
+                     r"driver 'zarr3', kvstore 'ocdbt'"):
+    t5x_format.read_t5x_checkpoint(ckpt)
+
+
+def test_write_rejects_unknown_compressor(tmp_path):
+  with pytest.raises(T5xFormatError, match="compress='lz4'"):
+    _write(tmp_path, compress="lz4")

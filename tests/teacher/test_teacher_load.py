@@ -333,6 +333,108 @@ def test_import_wrong_vocab_mentions_geometry(tmp_path, params):
   assert "token_embedder.embedding: (128, 32) != expected (256, 32)" in msg
 
 
+def test_zstd_multi_device_and_gzip_checkpoints_import_the_same(
+    tmp_path, params):
+  """The same weights saved the t5x way (gzip, <= max_chunk_bytes chunks) and
+  the multi-device way (jax's serialization: zstd, one chunk per shard of 4)
+  import to bit-identical parameters."""
+  roots = {}
+  for how, kw in (("gzip", {"max_chunk_bytes": _SMALL_CHUNK}),
+                  ("zstd", {"compress": "zstd", "shards": 4})):
+    roots[how] = tmp_path / how
+    t5x_format.write_t5x_checkpoint(roots[how] / "checkpoint_100",
+                                    jax.tree.map(np.asarray, params), step=100,
+                                    **kw)
+  emb = roots["zstd"] / "checkpoint_100" / "target.token_embedder.embedding"
+  meta = json.loads((emb / ".zarray").read_text())
+  assert meta["compressor"]["id"] == "zstd" and meta["chunks"] == [256, 8]
+  got = {}
+  for how, root in roots.items():
+    import_t5x(root, tmp_path / f"teacher_{how}", gin="tiny")
+    got[how] = flatten_dict(load_teacher(tmp_path / f"teacher_{how}")[0],
+                            sep=".")
+  src = flatten_dict(params, sep=".")
+  assert set(got["zstd"]) == set(got["gzip"]) == set(src)
+  for k in src:
+    np.testing.assert_array_equal(np.asarray(got["zstd"][k]).view(np.uint32),
+                                  np.asarray(got["gzip"][k]).view(np.uint32))
+    np.testing.assert_array_equal(np.asarray(got["zstd"][k]), src[k])
+
+
+def _restore_as(ckpt, name, arr, dtype_name):
+  """Replaces array `name` of a t5x checkpoint by `arr` stored as
+  `dtype_name` (spec and .zarray agree, as a foreign writer would have it)."""
+  import shutil
+
+  import tensorstore as ts
+  contents = flax.serialization.msgpack_restore(
+      (ckpt / "checkpoint").read_bytes())
+  node = contents["optimizer"]["target"]
+  for part in name.split("."):
+    node = node[part]
+  node["dtype"] = dtype_name
+  (ckpt / "checkpoint").write_bytes(
+      flax.serialization.msgpack_serialize(contents))
+  adir = ckpt / f"target.{name}"
+  shutil.rmtree(adir)
+  ts.open({"driver": "zarr", "dtype": dtype_name,
+           "kvstore": {"driver": "file", "path": str(adir)},
+           "metadata": {"shape": list(arr.shape), "chunks": list(arr.shape),
+                        "compressor": {"id": "zstd"}}},
+          create=True).result().write(arr).result()
+
+
+def test_import_refuses_a_parameter_stored_as_int(tmp_path, params):
+  root = tmp_path / "src"
+  ckpt = _write_t5x(root, params)
+  _restore_as(ckpt, "encoder.encoder_norm.scale", np.ones(32, np.int32),
+              "int32")
+  with pytest.raises(
+      TeacherLoadError,
+      match=r"1 parameter\(s\) stored in a dtype the teacher config 'tiny' "
+      r"cannot take: encoder\.encoder_norm\.scale \(int32\)\. Its parameters "
+      r"are float32; supported stored dtypes: float32, bfloat16, float16"):
+    import_t5x(root, tmp_path / "dst", gin="tiny")
+  assert not (tmp_path / "dst").exists()
+
+
+def test_import_takes_a_bfloat16_parameter_exactly(tmp_path, params):
+  import ml_dtypes
+  root = tmp_path / "src"
+  ckpt = _write_t5x(root, params)
+  scale = np.asarray(params["encoder"]["encoder_norm"]["scale"])
+  bf = scale.astype(ml_dtypes.bfloat16)
+  _restore_as(ckpt, "encoder.encoder_norm.scale", bf, "bfloat16")
+  import_t5x(root, tmp_path / "dst", gin="tiny")
+  got = load_teacher(tmp_path / "dst")[0]["encoder"]["encoder_norm"]["scale"]
+  np.testing.assert_array_equal(np.asarray(got), bf.astype(np.float32))
+
+
+def test_import_reports_and_logs_the_dropped_adafactor_slots(
+    tmp_path, params, caplog):
+  flat = flatten_dict(params, sep=".")
+  slots = {}
+  for k, v in flat.items():
+    if v.ndim == 2:
+      slots[k + ".v_row"] = np.ones(v.shape[0], np.float32)
+      slots[k + ".v_col"] = np.ones(v.shape[1], np.float32)
+    else:
+      slots[k + ".v"] = np.ones(v.shape, np.float32)
+  root = tmp_path / "src"
+  t5x_format.write_t5x_checkpoint(
+      root / "checkpoint_3", jax.tree.map(np.asarray, params), step=3,
+      param_states=t5x_format.unflatten(slots))
+  nbytes = sum(v.nbytes for v in slots.values())
+  with caplog.at_level("WARNING", logger="mrt_distill.teacher.load"):
+    report = import_t5x(root, tmp_path / "dst", gin="tiny")
+  assert report["dropped_optimizer_slots"] == {"tensors": len(slots),
+                                               "bytes": nbytes}
+  assert (f"dropped the {len(slots)} optimizer (Adafactor) slot tensors"
+          in caplog.text)
+  assert f"({nbytes} bytes stored, {nbytes / 1e6:.2f} MB)" in caplog.text
+  assert "include_optimizer_state=True" in caplog.text
+
+
 def test_load_teacher_without_metadata(tmp_path):
   (tmp_path / "params").mkdir()
   with pytest.raises(TeacherLoadError, match="teacher.json") as e:
