@@ -62,3 +62,21 @@ def test_refuses_missing_reports_and_other_prompt_sets(tmp_path, capsys):
   (tmp_path / "bad" / "report.json").write_text("{}")
   with pytest.raises(ValueError, match="not a distillation report"):
     pool_reports.pool([tmp_path / "bad"])
+
+
+def test_pooled_intervals_are_90_percent_intervals(tmp_path):
+  """Pooled over 400 (run, prompt) pairs with the teacher at 1 and the
+  student at 1 on half of them, the bootstrap ratio is Binomial(400, 1/2) /
+  400: the tool's intervals must be its 5th-95th percentiles (0.46-0.54),
+  which an 80% (0.4675-0.5325) or 99% (0.435-0.565) interval misses."""
+  from scipy import stats
+  prompts = [f"p{i}" for i in range(10)]
+  dirs = [_write(tmp_path / f"s{r}", [1.0] * 10, [1.0, 0.0] * 5,
+                 [1.0] * 10, [0.0, 1.0] * 5, prompts=prompts)
+          for r in range(40)]
+  pooled = pool_reports.pool(dirs)["pooled"]
+  assert pooled["pairs"] == 400
+  want = stats.binom.ppf([0.05, 0.95], 400, 0.5) / 400
+  np.testing.assert_allclose(want, [0.46, 0.54])
+  np.testing.assert_allclose(pooled["accuracy_ratio_ci90"], want, atol=0.004)
+  np.testing.assert_allclose(pooled["fd_ratio_ci90"], want, atol=0.004)
