@@ -195,7 +195,12 @@ def test_mini_training_lowers_the_loss(tmp_path):
       heldout_pieces_per_style=1, heldout_seconds=4.0, codebook_audio=80,
       codebook_text=16, codebook_iters=5)
   assert m["loss_last"] < m["loss_first"]
-  assert 0.0 <= m["zero_shot_accuracy"] <= 1.0
+  # Thresholds an untrained model fails (measured with this call, seed 0;
+  # steps=1 for the untrained side), 10 held-out windows, 10 styles:
+  # zero-shot accuracy 0.4 after 30 steps, 0.1 untrained (chance); the
+  # prompt-audio cosine 0.66 after 30 steps, -0.02 untrained.
+  assert m["zero_shot_accuracy"] >= 0.3
+  assert m["prompt_audio_cosine"] > 0.3
   assert set(m["zero_shot_accuracy_per_style"]) == set(
       train_style.music.STYLES)
   assert json.loads(out.with_suffix(".metrics.json").read_text())["steps"] == 30

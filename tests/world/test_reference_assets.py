@@ -80,7 +80,10 @@ def test_teacher_loads_and_streams():
     out.append(audio)
   audio = np.concatenate(out)
   assert audio.shape == (2 * REFERENCE.chunk_samples, 1)
-  assert np.isfinite(audio).all() and np.sqrt(np.mean(audio**2)) > 1e-3
+  # Louder than a random teacher: the shipped one streams these 2 s at RMS
+  # 0.126; random teachers (numpy_init_params seeds 0-4, same codec, style
+  # and sampling) at 0.058-0.070.
+  assert np.isfinite(audio).all() and np.sqrt(np.mean(audio**2)) > 0.09
   assert (state.context_tokens[-2 * REFERENCE.chunk_frames:] >= 0).all()
 
 
