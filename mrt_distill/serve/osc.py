@@ -19,6 +19,13 @@ examples):
   /mrt/play   (optionally 1 / 0)        start (0 stops: a Max toggle works)
   /mrt/stop
   /mrt/transition <seconds> <text> <weight> ...   glide to a new mix
+  /mrt/input <mode> [gain] [loop_seconds]   the page's input: off/free/looper
+  /mrt/input/gain <g>                   input gain (0..8; 0 mutes the input)
+  /mrt/input/loop <seconds>             looper length
+
+The input's audio itself comes from a page (its microphone or line input,
+over the WebSocket); OSC sets how the model hears it, e.g. a foot switch
+that toggles the looper.
 
 UDP has no replies here, so a bad message (unknown address, wrong
 arguments, a value the session refuses) is logged with the reason and
@@ -61,13 +68,17 @@ class OscServer:
   message read it); `port` is the bound port (pass 0 for a free one).
   """
 
-  def __init__(self, controller, host: str = "127.0.0.1", port: int = 9000):
+  def __init__(self, controller, host: str = "127.0.0.1", port: int = 9000,
+               live_input=None):
     self.controller = controller
+    self.live_input = live_input
     d = osc_dispatcher.Dispatcher(strict_timing=False)  # never sleep on bundles
     for name, fn in (("prompt", self._prompt), ("weight", self._weight),
                      ("cfg", self._cfg), ("steps", self._steps),
                      ("play", self._play), ("stop", self._stop),
-                     ("transition", self._transition)):
+                     ("transition", self._transition),
+                     ("input", self._input), ("input/gain", self._input_gain),
+                     ("input/loop", self._input_loop)):
       d.map(f"{PREFIX}/{name}", self._guard(fn))
     d.set_default_handler(self._unknown)
     self._server = osc_server.BlockingOSCUDPServer((host, port), d)
@@ -118,7 +129,7 @@ class OscServer:
   def _unknown(self, address, *args):
     self._reject(address, args, ProtocolError(
         f"unknown address; use {PREFIX}/prompt, /weight, /cfg, /steps, "
-        f"/play, /stop or /transition"))
+        f"/play, /stop, /transition, /input, /input/gain or /input/loop"))
 
   def _prompt(self, *args):
     self.controller.set_prompts(_pairs(args, f"{PREFIX}/prompt"))
@@ -155,3 +166,24 @@ class OscServer:
       raise ProtocolError(f"{PREFIX}/transition takes <seconds> then a mix")
     self.controller.transition(_pairs(args[1:], f"{PREFIX}/transition"),
                                args[0])
+
+  def _live_input(self):
+    if self.live_input is None:
+      raise ProtocolError("this server takes no input audio")
+    return self.live_input
+
+  def _input(self, *args):
+    if not 1 <= len(args) <= 3:
+      raise ProtocolError(f"{PREFIX}/input takes <mode> [gain] [loop_seconds]"
+                          f" (mode off, free or looper)")
+    self._live_input().configure(*args)
+
+  def _input_gain(self, *args):
+    if len(args) != 1:
+      raise ProtocolError(f"{PREFIX}/input/gain takes one number")
+    self._live_input().configure(gain=args[0])
+
+  def _input_loop(self, *args):
+    if len(args) != 1:
+      raise ProtocolError(f"{PREFIX}/input/loop takes one number (seconds)")
+    self._live_input().configure(loop_seconds=args[0])

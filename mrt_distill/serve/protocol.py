@@ -9,7 +9,9 @@ controller and OSC.
 Audio (server -> client): binary messages, a 16-byte little-endian header
 (FRAME_HEADER: magic b"MRTA", version, sample format code, channels, sample
 rate, chunk index) then the (T, channels) samples interleaved as float32 or
-int16 (FORMATS); `encode_frame` / `decode_frame`.
+int16 (FORMATS); `encode_frame` / `decode_frame`. The musician's input
+(client -> server, `live_input`) uses the same frame, the index counting the
+client's own blocks; an "input" control message sets its mode and gain.
 
 docs/serving.md describes the whole protocol. No network, no JAX.
 """
@@ -33,6 +35,9 @@ PROTOCOL_MAX_BYTES = 1024 * 1024
 MAX_PROMPTS = 16
 MAX_PROMPT_CHARS = 256
 MAX_TRANSITION_SECONDS = 600.0
+INPUT_MODES = ("off", "free", "looper")  # "off": no injection
+MAX_INPUT_GAIN = 8.0
+MAX_LOOP_SECONDS = 60.0
 
 # Binary audio frame: a 16-byte little-endian header, then interleaved
 # samples. magic, version, sample format, channels, sample rate, chunk index.
@@ -42,7 +47,7 @@ FRAME_HEADER = struct.Struct("<4sBBHII")
 FORMATS = {"float32": 1, "int16": 2}
 
 COMMANDS = ("prompt", "weight", "cfg", "steps", "play", "stop", "transition",
-            "status")
+            "input", "status")
 
 
 class ProtocolError(ValueError):
@@ -86,6 +91,25 @@ def check_text(value, what: str) -> str:
     raise ProtocolError(
         f"{what} has {len(text)} characters (at most {MAX_PROMPT_CHARS})")
   return text
+
+
+def check_input(mode=None, gain=None, loop_seconds=None
+                ) -> tuple[str | None, float | None, float | None]:
+  """Input settings (None keeps a value) -> checked (mode, gain, seconds)."""
+  if mode is not None and mode not in INPUT_MODES:
+    raise ProtocolError(f"input mode {mode!r:.40}: expected one of "
+                        f"{', '.join(INPUT_MODES)}")
+  if gain is not None:
+    gain = check_number(gain, "input gain")
+    if not 0 <= gain <= MAX_INPUT_GAIN:
+      raise ProtocolError(f"input gain must be in [0, {MAX_INPUT_GAIN:g}], got "
+                          f"{gain:g}")
+  if loop_seconds is not None:
+    loop_seconds = check_number(loop_seconds, "loop_seconds")
+    if not 0 < loop_seconds <= MAX_LOOP_SECONDS:
+      raise ProtocolError(f"loop_seconds must be in (0, {MAX_LOOP_SECONDS:g}]"
+                          f", got {loop_seconds:g}")
+  return mode, gain, loop_seconds
 
 
 def check_rows(rows: Sequence[tuple[Any, Any]], what: str = "prompts") -> Rows:
@@ -159,6 +183,7 @@ class Command:
   index: int | None = None
   value: float | None = None
   seconds: float | None = None
+  mode: str | None = None
 
 
 def parse_message(message: str | bytes,
@@ -169,8 +194,8 @@ def parse_message(message: str | bytes,
   oversized message, malformed JSON, unknown type, missing or bad values.
   """
   if isinstance(message, (bytes, bytearray, memoryview)):
-    raise ProtocolError("binary messages are not accepted; send JSON text "
-                        "control messages")
+    raise ProtocolError("binary messages are input audio frames (see "
+                        "decode_frame), not control messages; send JSON text")
   size = len(message.encode("utf-8", "surrogatepass"))
   if size > max_bytes:
     raise ProtocolError(f"message of {size} bytes is over the {max_bytes} "
@@ -219,6 +244,13 @@ def parse_message(message: str | bytes,
     return Command("transition", rows=_json_rows(msg["to"], "to"),
                    from_rows=None if src is None else _json_rows(src, "from"),
                    seconds=seconds)
+  if kind == "input":
+    keys = ("mode", "gain", "loop_seconds")
+    if not any(k in msg for k in keys):
+      raise ProtocolError("input message needs \"mode\" (off, free, looper), "
+                          "\"gain\" or \"loop_seconds\"")
+    mode, gain, seconds = check_input(*(msg.get(k) for k in keys))
+    return Command("input", mode=mode, value=gain, seconds=seconds)
   raise ProtocolError(f"unknown message type {kind!r:.60}; expected one of "
                       f"{', '.join(COMMANDS)}")
 

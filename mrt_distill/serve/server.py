@@ -30,7 +30,9 @@ The protocol (binary audio frames, JSON control and status messages) is in
 docs/serving.md. The parts that need no network are plain classes in their
 own modules, tested without a browser: message parsing and frame encoding
 (`protocol`), the controller shared with OSC (`controller`), the real-time
-pump and client outboxes (`pump`). The command line is `server_cli`. None
+pump and client outboxes (`pump`), the musician's input audio into the
+session's injection (`live_input`; binary frames from a page, settings from
+the page and OSC). The command line is `server_cli`. None
 of them imports JAX at the top level: `mrt-distill` builds its parser from
 `server_cli`.
 """
@@ -55,11 +57,14 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 from mrt_distill.serve.controller import Controller
+from mrt_distill.serve.live_input import LiveInput
 from mrt_distill.serve.protocol import FORMATS
 from mrt_distill.serve.protocol import FRAME_HEADER
 from mrt_distill.serve.protocol import FRAME_VERSION
+from mrt_distill.serve.protocol import INPUT_MODES
 from mrt_distill.serve.protocol import MAX_MESSAGE_BYTES
 from mrt_distill.serve.protocol import MAX_PROMPTS
+from mrt_distill.serve.protocol import MAX_TRANSITION_SECONDS
 from mrt_distill.serve.protocol import PROTOCOL_MAX_BYTES
 from mrt_distill.serve.protocol import Rows
 from mrt_distill.serve.protocol import encode_frame
@@ -173,6 +178,8 @@ class StreamServer:
     self.controller = Controller(session, rows, cfg_weight=cfg_weight,
                                  steps=steps, transport=self.pump,
                                  on_change=self._on_change)
+    self.live_input = LiveInput(session, on_change=self._on_change)
+    self.vocab = style_vocab(getattr(session, "style_model", None))
     self.osc = None
     self._clients: set[_Client] = set()
     self._loop: asyncio.AbstractEventLoop | None = None
@@ -205,7 +212,8 @@ class StreamServer:
     self._port = self._server.sockets[0].getsockname()[1]
     if self.osc_port is not None:
       from mrt_distill.serve.osc import OscServer
-      self.osc = OscServer(self.controller, self.osc_host, self.osc_port)
+      self.osc = OscServer(self.controller, self.osc_host, self.osc_port,
+                           live_input=self.live_input)
       self.osc.start()
       self.osc_port = self.osc.port
     self._status_task = asyncio.create_task(self._status_loop())
@@ -277,6 +285,9 @@ class StreamServer:
             "prebuffer_chunks": self.prebuffer_chunks,
             "max_message_bytes": MAX_MESSAGE_BYTES,
             "max_prompts": MAX_PROMPTS, "max_steps": self.max_steps,
+            "max_transition_seconds": MAX_TRANSITION_SECONDS,
+            "vocab": self.vocab, "input_modes": list(INPUT_MODES),
+            "input": self.live_input.snapshot(),
             **self.controller.snapshot()}
 
   async def _handler(self, ws) -> None:
@@ -304,6 +315,7 @@ class StreamServer:
         log.exception("client %s failed", peer)
     finally:
       self._clients.discard(client)
+      self.live_input.release(client)
       sender.cancel()
       log.info("client %s left (%d now)", peer, len(self._clients))
 
@@ -324,9 +336,15 @@ class StreamServer:
       log.debug("could not set SO_SNDBUF: %s", e)
 
   async def _on_message(self, client: _Client, message) -> None:
+    if isinstance(message, (bytes, bytearray, memoryview)):
+      await self._on_input_frame(client, message)
+      return
     try:
       cmd = parse_message(message)
-      if cmd.kind != "status":
+      if cmd.kind == "input":
+        await asyncio.to_thread(self.live_input.configure, cmd.mode,
+                                cmd.value, cmd.seconds)
+      elif cmd.kind != "status":
         # Embedding a new prompt may take a while: keep the loop free.
         await asyncio.to_thread(self.controller.apply, cmd)
     except ValueError as e:  # ProtocolError, or the session's own check
@@ -338,6 +356,18 @@ class StreamServer:
     if cmd.kind == "status":
       client.outbox.push_status(json.dumps(self.status(client)))
       client.wake.set()
+
+  async def _on_input_frame(self, client: _Client, frame) -> None:
+    """The musician's audio (a binary frame): into the session's context;
+    only mistakes get a reply (an ack per frame would double the chatter)."""
+    try:
+      # inject_audio waits for the session's control lock: off the loop.
+      await asyncio.to_thread(self.live_input.feed, client, frame,
+                              client.peer)
+    except ValueError as e:
+      client.errors += 1
+      self.counters["errors"] += 1
+      self._send_json(client, _error(str(e)))
 
   async def _sender(self, client: _Client) -> None:
     try:
@@ -433,6 +463,7 @@ class StreamServer:
       base = {"type": "status", **self.controller.snapshot(),
               "level": self._level, "clients": st["clients"],
               "underruns": st["session"].get("underruns"),
+              "input": self.live_input.snapshot(),
               "session": st["session"]}
     if client is None:
       return base
@@ -455,6 +486,16 @@ class StreamServer:
         self._broadcast_status()
       except Exception:  # noqa: BLE001
         log.exception("status broadcast failed")
+
+
+def style_vocab(style_model) -> list[str] | None:
+  """The words a style model knows (its closed `vocab`), for the page's
+  chips and typing help; None for one that embeds any text (MusicCoCa,
+  the random-tiny student's minimal model)."""
+  vocab = getattr(style_model, "vocab", None)
+  if not vocab or isinstance(vocab, str):
+    return None
+  return [str(w) for w in vocab]
 
 
 def _error(message: str) -> dict:

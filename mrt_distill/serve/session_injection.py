@@ -40,6 +40,13 @@ class InjectionMixin:
       return self._read_pos
     return self._index * self.chunk_samples + self.geometry.crossfade_samples
 
+  def played_position(self) -> int:
+    """The played sample position "now" that `inject_audio` places input
+    at by default (live input uses it to keep a fast input clock from
+    drifting ahead of the stream)."""
+    with self._lock:
+      return self._now()
+
   def inject_audio(self, audio, sample_rate: int, gain: float = 1.0,
                    mode: str = "free", *, loop_seconds: float | None = None,
                    at: int | None = None) -> int:

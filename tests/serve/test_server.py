@@ -387,6 +387,111 @@ def test_osc_controls(live):
     _frames(ws, 2)
 
 
+def test_hello_and_status_describe_vocab_and_input(live):
+  _, session, server, _ = live
+  with _connect(server) as ws:
+    hello, _ = _recv(ws, _of_type("hello"))
+    assert hello["vocab"] is None  # random-tiny's style model takes any text
+    assert hello["input_modes"] == ["off", "free", "looper"]
+    assert hello["input"]["mode"] == "off" and hello["input"]["available"]
+    assert hello["max_transition_seconds"] == protocol.MAX_TRANSITION_SECONDS
+    status, _ = _recv(ws, _of_type("status"))
+    assert status["input"]["mode"] == "off"
+    assert "control_delay_ms_p50" in status["session"]
+
+
+def test_style_vocab():
+  from mrt_distill.style.base import MinimalStyleModel
+
+  class Closed:
+    vocab = ("techno", "jazz")
+  assert srv.style_vocab(Closed()) == ["techno", "jazz"]
+  assert srv.style_vocab(None) is None
+  assert srv.style_vocab(MinimalStyleModel.__new__(MinimalStyleModel)) is None
+
+  class Text:
+    vocab = "abc"  # not a word list
+  assert srv.style_vocab(Text()) is None
+
+
+def _tone(n, sr, hz=440.0, amp=0.5):
+  return (amp * np.sin(2 * np.pi * hz * np.arange(n) / sr)
+          ).astype(np.float32)[:, None]
+
+
+def test_input_frames_reach_the_session(live, monkeypatch):
+  _, session, server, _ = live
+  sr = session.sample_rate
+  calls = []
+  inject = session.inject_audio
+
+  def spy(audio, *a, **kw):
+    calls.append((np.array(audio), kw))
+    return inject(audio, *a, **kw)
+  monkeypatch.setattr(session, "inject_audio", spy)
+  x = _tone(5 * 400, sr)
+  with _connect(server) as ws, _connect(server) as other:
+    ws.send(json.dumps({"type": "input", "mode": "free", "gain": 0.5}))
+    _recv(ws, _of_type("ack"))
+    for i in range(5):
+      ws.send(protocol.encode_frame(x[i * 400:(i + 1) * 400], sr, i))
+    _wait_for(lambda: server.live_input.snapshot()["frames"] == 5,
+              what="five input frames")
+    fed = [c for c in calls if c[1].get("gain") == 0.5]
+    np.testing.assert_array_equal(np.concatenate([a for a, _ in fed]), x)
+    assert {kw["mode"] for _, kw in fed} == {"free"}
+    assert session.stats()["inject_mode"] == "free"
+    status, _ = _recv(ws, lambda m: _of_type("status")(m)
+                      and m["input"]["frames"] == 5)
+    assert status["input"]["mode"] == "free"
+    assert status["input"]["source"] is not None
+    assert -10 < status["input"]["level_db"] < -8  # 0.5 amplitude: -9 dB
+
+    # Another page cannot talk over it: one error, then quiet drops.
+    other.send(protocol.encode_frame(x[:400], sr, 0))
+    err, _ = _recv(other, _of_type("error"))
+    assert "is sending input now" in err["message"]
+    # Mistakes get an error naming them; the stream goes on.
+    for frame, want in [
+        (protocol.encode_frame(x[:400], sr * 2, 5),
+         f"the stream runs at {sr} Hz"),
+        (b"MRTA" + b"\x00" * 3, "not an input audio frame")]:
+      ws.send(frame)
+      err, _ = _recv(ws, _of_type("error"))
+      assert want in err["message"], err
+    ws.send(json.dumps({"type": "input", "mode": "off"}))
+    _recv(ws, _of_type("ack"))
+    _wait_for(lambda: session.stats()["inject_mode"] is None,
+              what="injection off")
+    _frames(ws, 2)
+
+
+def test_osc_input_settings(live):
+  from pythonosc.udp_client import SimpleUDPClient
+  _, session, server, _ = live
+  osc = SimpleUDPClient("127.0.0.1", server.osc_port)
+  li = server.live_input
+  rejected = server.osc.stats()["rejected"]
+  osc.send_message("/mrt/input", ["looper", 0.75, 3])
+  _wait_for(lambda: (li.mode, li.gain, li.loop_seconds) == ("looper", 0.75,
+                                                           3.0),
+            what="OSC input settings")
+  osc.send_message("/mrt/input/gain", 0.25)
+  osc.send_message("/mrt/input/loop", 1.5)
+  _wait_for(lambda: (li.gain, li.loop_seconds) == (0.25, 1.5),
+            what="OSC input gain and loop")
+  for address, args in [("/mrt/input", "loud"), ("/mrt/input/gain", -1.0),
+                        ("/mrt/input/loop", [1.0, 2.0]), ("/mrt/input", [])]:
+    osc.send_message(address, args)
+  _wait_for(lambda: server.osc.stats()["rejected"] - rejected >= 4,
+            what="rejected OSC input messages")
+  assert "takes <mode> [gain] [loop_seconds]" in \
+      server.osc.stats()["last_error"]  # the last one: no arguments
+  osc.send_message("/mrt/input", "off")
+  _wait_for(lambda: li.mode == "off", what="OSC input off")
+  assert (li.gain, li.loop_seconds) == (0.25, 1.5)
+
+
 def test_play_stop(live):
   _, _, server, _ = live
   with _connect(server) as ws:

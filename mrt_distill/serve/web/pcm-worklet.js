@@ -1,5 +1,6 @@
-// AudioWorklet processor: plays interleaved PCM chunks from the server
-// through a ring buffer on the audio rendering thread.
+// AudioWorklet processors: `mrt-pcm-player` plays interleaved PCM chunks
+// from the server through a ring buffer on the audio rendering thread;
+// `mrt-pcm-capture` (below) cuts the musician's input into blocks for it.
 //
 // Why a worklet with its own ring buffer: audio arrives in bursts (one chunk
 // per WebSocket message, a prebuffer at play), the render thread asks for
@@ -115,3 +116,56 @@ class MrtPcmPlayer extends AudioWorkletProcessor {
 }
 
 registerProcessor('mrt-pcm-player', MrtPcmPlayer);
+
+// The musician's input on its way to the server: collects what the
+// microphone / line input delivers (the node is created with
+// channelCountMode 'explicit' at the stream's channel count, so the browser
+// up- or down-mixes) into interleaved blocks of `blockFrames` and posts
+// each block to the page, which sends it over the WebSocket. The context
+// runs at the stream's sample rate, so no resampling happens here.
+//
+// Messages out: {type: 'block', samples: Float32Array (interleaved),
+//                rmsDb, peak}
+class MrtPcmCapture extends AudioWorkletProcessor {
+  constructor(options) {
+    super();
+    const o = (options && options.processorOptions) || {};
+    this.channels = Math.max(1, o.channels | 0 || 1);
+    this.blockFrames = Math.max(128, o.blockFrames | 0 || 1024);
+    this.fresh();
+  }
+
+  fresh() {
+    this.block = new Float32Array(this.blockFrames * this.channels);
+    this.filled = 0;
+    this.sumSq = 0;
+    this.peak = 0;
+  }
+
+  process(inputs) {
+    const input = inputs[0];
+    if (!input || input.length === 0) return true;  // nothing connected yet
+    const ch = this.channels;
+    const n = input[0].length;
+    for (let i = 0; i < n; i++) {
+      for (let c = 0; c < ch; c++) {
+        const v = input[Math.min(c, input.length - 1)][i];
+        this.block[this.filled * ch + c] = v;
+        this.sumSq += v * v;
+        const a = v < 0 ? -v : v;
+        if (a > this.peak) this.peak = a;
+      }
+      if (++this.filled === this.blockFrames) {
+        const rms = Math.sqrt(this.sumSq / (this.blockFrames * ch));
+        this.port.postMessage({
+          type: 'block', samples: this.block, peak: this.peak,
+          rmsDb: 20 * Math.log10(Math.max(rms, 1e-6)),
+        }, [this.block.buffer]);
+        this.fresh();
+      }
+    }
+    return true;
+  }
+}
+
+registerProcessor('mrt-pcm-capture', MrtPcmCapture);

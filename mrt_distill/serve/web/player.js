@@ -1,5 +1,7 @@
-// The page's logic: WebSocket to the server, audio frames to the worklet,
-// prompt rows / CFG / steps / play / stop back to the server as JSON.
+// The page's logic: WebSocket to the server, audio frames to the worklet
+// (and through an AnalyserNode to the spectrogram, spectrogram.js), prompt
+// rows / style-word chips / glide / CFG / steps / play / stop back to the
+// server as JSON, the musician's input as binary frames (mic.js).
 //
 // Why it is shaped this way:
 // - The server keeps time and shares one stream between all pages, so the
@@ -11,8 +13,16 @@
 // - Controls are sent as whole states (all prompt rows at once), throttled
 //   while a slider moves; the server's status messages bring back the state
 //   other pages or OSC set, except while the user is editing here.
+// - Style words come from the server (the loaded style model's vocabulary,
+//   `hello.vocab`): chips toggle a word in the mix, and the prompt boxes
+//   offer them as you type (a datalist). A model that takes any text has no
+//   list, and then there are no chips.
+// - Glide: with a glide time above 0, text and chip changes are sent as a
+//   transition over that time; weight sliders stay immediate (they are
+//   gradual already).
 // - window.mrtStats exposes counters (frames received, chunks in the
-//   worklet, underruns, level) for tests and for curious users.
+//   worklet, underruns, level, spectrogram columns, input blocks sent) for
+//   tests and for curious users.
 'use strict';
 
 (function () {
@@ -21,8 +31,17 @@
     connected: false, framesReceived: 0, framesBeforeAudio: 0,
     lastIndex: -1, gaps: 0, workletChunks: 0, workletUnderruns: 0,
     buffered: 0, rmsDb: -120, peak: 0, audioState: 'none',
-    errors: [], status: null, hello: null,
+    errors: [], status: null, hello: null, spectrogramColumns: 0,
+    spectrogramLit: 0, inputBlocks: 0, inputError: null,
   };
+  const spectro = new window.MrtSpectrogram($('spectrogram'),
+                                            $('spectro-labels'));
+  const input = new window.MrtInput((buf) => {
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(buf);
+    return true;
+  });
+  let vocab = null;
   let ws = null;
   let hello = null;
   let ctx = null;
@@ -125,6 +144,13 @@
         });
         n.port.onmessage = (e) => onWorkletStats(e.data);
         n.connect(ctx.destination);
+        const analyser = ctx.createAnalyser();
+        analyser.fftSize = rate >= 32000 ? 4096 : 1024;
+        analyser.smoothingTimeConstant = 0.2;
+        analyser.minDecibels = -100;
+        analyser.maxDecibels = -20;
+        n.connect(analyser);
+        spectro.attach(analyser);
         n.port.postMessage({type: 'active', value: serverPlaying});
         node = n;
       })();
@@ -141,6 +167,8 @@
     stats.rmsDb = m.rmsDb;
     stats.peak = m.peak;
     stats.audioState = ctx ? ctx.state : 'none';
+    stats.spectrogramColumns = spectro.columns;
+    stats.spectrogramLit = spectro.lit;
     const pct = Math.max(0, Math.min(100, (m.rmsDb + 60) / 60 * 100));
     $('meter-bar').style.width = pct.toFixed(1) + '%';
     $('meter-bar').style.background = m.peak >= 0.99 ? '#c44' : '#2a7';
@@ -160,13 +188,20 @@
       $('info').textContent = `${m.sample_rate} Hz · ${m.channels} ch · ` +
           `${(m.chunk_samples / m.sample_rate * 1000).toFixed(0)} ms chunks`;
       buildSteps(m.max_steps || Math.max(4, m.steps));
+      buildVocab(m.vocab);
+      if (typeof m.max_transition_seconds === 'number') {
+        $('glide').max = String(Math.min(60, m.max_transition_seconds));
+      }
       applyState(m, true);
+      applyInput(m.input, true);
     } else if (m.type === 'status') {
       stats.status = m;
       applyState(m, false);
+      applyInput(m.input, false);
       showStats(m);
     } else if (m.type === 'error') {
       stats.errors.push(m.message);
+      if (m.message.startsWith('input')) stats.inputError = m.message;
       showError(m.message);
     } else if (m.type === 'ack') {
       showError('');
@@ -177,15 +212,45 @@
     $('error').textContent = text;
   }
 
+  function setNum(id, text, warn, note) {
+    const el = $(id);
+    el.querySelector('b').textContent = text;
+    el.classList.toggle('warn', !!warn);
+    if (note !== undefined) el.querySelector('span').textContent = note;
+  }
+
   function showStats(m) {
     const s = m.session || {};
-    const ms = (v) => (typeof v === 'number' ? v.toFixed(1) : '–');
+    const ms = (v) => (typeof v === 'number' ? v.toFixed(0) : '–');
     const you = m.you || {};
-    $('stats').textContent =
-        `chunks ${s.chunks ?? '–'} · chunk ${ms(s.chunk_ms_p50)} ms ` +
-        `(p95 ${ms(s.chunk_ms_p95)}) · underruns server ${m.underruns ?? 0}` +
-        ` / here ${stats.workletUnderruns} · dropped ${you.dropped ?? 0}` +
-        ` · listeners ${m.clients}`;
+    const rate = hello ? hello.sample_rate : 1;
+    // The session measures change -> first sample read by the server's
+    // pump; this page's ring buffer comes on top.
+    setNum('n-delay', typeof s.control_delay_ms_p50 === 'number'
+        ? `${ms(s.control_delay_ms_p50)} ms` : 'no change yet', false,
+           `control delay p50 · p95 ${ms(s.control_delay_ms_p95)} ms`);
+    const under = m.underruns ?? 0;
+    setNum('n-under', `${under} / ${stats.workletUnderruns}`,
+           under + stats.workletUnderruns > 0);
+    const chunkMs = hello ? hello.chunk_samples / hello.sample_rate * 1000 : 0;
+    setNum('n-chunk', `${ms(s.chunk_ms_p50)} ms`,
+           typeof s.chunk_ms_p50 === 'number' && s.chunk_ms_p50 > chunkMs,
+           `chunk compute p50 · p95 ${ms(s.chunk_ms_p95)} · budget ` +
+           `${chunkMs.toFixed(0)} ms`);
+    setNum('n-buffer', node ? `${(stats.buffered / rate * 1000).toFixed(0)} ms`
+                            : '–');
+    setNum('n-listen', `${m.clients ?? '–'} · ${you.dropped ?? 0}`,
+           (you.dropped ?? 0) > 0);
+    const tr = s.transition;
+    if (tr && typeof tr.progress === 'number') {
+      $('glide-state').textContent =
+          `gliding to ${tr.to} over ${tr.seconds} s`;
+      $('glide-bar').firstElementChild.style.width =
+          (100 * tr.progress).toFixed(0) + '%';
+    } else {
+      $('glide-state').textContent = 'no glide running';
+      $('glide-bar').firstElementChild.style.width = '0';
+    }
   }
 
   // Server state -> controls, unless the user is editing right now.
@@ -206,6 +271,62 @@
     if (typeof m.steps === 'number') $('steps').value = String(m.steps);
   }
 
+  // ---- style words ----------------------------------------------------------
+  function buildVocab(words) {
+    vocab = Array.isArray(words) && words.length ? words : null;
+    const list = $('vocab-list');
+    const chips = $('chips');
+    list.textContent = '';
+    chips.textContent = '';
+    $('vocab-note').textContent = vocab
+        ? `(${vocab.length} this style model knows: click to add or remove)`
+        : '(this style model takes any text)';
+    if (!vocab) return;
+    for (const w of vocab) {
+      const o = document.createElement('option');
+      o.value = w;
+      list.append(o);
+      const b = document.createElement('button');
+      b.className = 'chip';
+      b.type = 'button';
+      b.textContent = w;
+      b.dataset.word = w;
+      b.addEventListener('click', () => toggleWord(w));
+      chips.append(b);
+    }
+    markChips();
+  }
+
+  function markChips() {
+    const on = new Set(currentRows().map((p) => p.text.toLowerCase()));
+    for (const b of $('chips').querySelectorAll('.chip')) {
+      b.classList.toggle('on', on.has(b.dataset.word.toLowerCase()));
+    }
+  }
+
+  // A chip adds its word as a prompt row (weight 1), or removes the row
+  // that is exactly that word; the last prompt stays.
+  function toggleWord(word) {
+    lastEdit = Date.now();
+    const rows = rowElements();
+    const same = rows.find((r) => r.querySelector('.prompt-text').value.trim()
+        .toLowerCase() === word.toLowerCase());
+    if (same) {
+      if (currentRows().length <= 1) {
+        showError('the mix needs at least one prompt: add another word first');
+        return;
+      }
+      same.remove();
+    } else {
+      const empty = rows.find(
+          (r) => !r.querySelector('.prompt-text').value.trim());
+      if (empty) empty.querySelector('.prompt-text').value = word;
+      else addRow(word, 1.0);
+    }
+    markChips();
+    sendMix();
+  }
+
   // ---- prompt rows ----------------------------------------------------------
   function rowElements() {
     return Array.from($('rows').querySelectorAll('.row'));
@@ -218,6 +339,7 @@
     t.type = 'text';
     t.className = 'prompt-text';
     t.placeholder = 'a style, e.g. techno';
+    t.setAttribute('list', 'vocab-list');
     t.value = text;
     const w = document.createElement('input');
     w.type = 'range';
@@ -233,7 +355,11 @@
     rm.className = 'remove';
     rm.title = 'remove this prompt';
     rm.textContent = '×';
-    t.addEventListener('change', () => { lastEdit = Date.now(); sendRows(); });
+    t.addEventListener('change', () => {
+      lastEdit = Date.now();
+      markChips();
+      sendMix();
+    });
     w.addEventListener('input', () => {
       lastEdit = Date.now();
       v.textContent = Number(w.value).toFixed(2);
@@ -242,7 +368,8 @@
     rm.addEventListener('click', () => {
       lastEdit = Date.now();
       row.remove();
-      sendRows();
+      markChips();
+      sendMix();
     });
     row.append(t, w, v, rm);
     $('rows').append(row);
@@ -254,6 +381,7 @@
     if (rows.length !== prompts.length) {
       $('rows').textContent = '';
       prompts.forEach((p) => addRow(p.text, p.weight));
+      markChips();
       return;
     }
     prompts.forEach((p, i) => {
@@ -262,6 +390,7 @@
       rows[i].querySelector('.weight-value').textContent =
           Number(p.weight).toFixed(2);
     });
+    markChips();
   }
 
   function currentRows() {
@@ -280,6 +409,22 @@
       return;
     }
     send({type: 'prompt', prompts});
+  }
+
+  // A new mix (text, chips, rows added or removed): at once, or as a
+  // transition over the glide time.
+  function sendMix() {
+    const seconds = Number($('glide').value);
+    if (!(seconds > 0)) {
+      sendRows();
+      return;
+    }
+    const prompts = currentRows();
+    if (prompts.length === 0) {
+      showError('give at least one prompt some text');
+      return;
+    }
+    send({type: 'transition', to: prompts, seconds});
   }
 
   // At most one message per `ms` while a slider moves; the last position
@@ -312,6 +457,62 @@
     }
   }
 
+  // ---- the musician's input --------------------------------------------------
+  let inputEdit = 0;
+
+  function inputSettings() {
+    return {
+      type: 'input', mode: $('input-mode').value,
+      gain: Number($('input-gain').value),
+      loop_seconds: Math.max(0.5, Number($('loop-seconds').value) || 4),
+    };
+  }
+
+  function applyInput(s, force) {
+    if (!s) return;
+    $('mic').disabled = s.available === false;
+    const focus = document.activeElement && document.activeElement.id;
+    const editing = ['input-mode', 'input-gain', 'loop-seconds']
+        .includes(focus) || Date.now() - inputEdit < 1500;
+    if (force || !editing) {
+      if (s.mode === 'free' || s.mode === 'looper') $('input-mode').value = s.mode;
+      $('input-gain').value = String(s.gain);
+      $('input-gain-value').textContent = Number(s.gain).toFixed(2);
+      $('loop-seconds').value = String(s.loop_seconds);
+    }
+    const here = input.active ? 'sending from this page' : 'not sending here';
+    const from = s.source ? ` · input from ${s.source}` : '';
+    $('input-state').textContent = s.available === false
+        ? 'this student cannot hear input (no traceable codec encoder)'
+        : `input ${s.mode}${from} · ${here} · ${s.seconds.toFixed(1)} s ` +
+          `received · ${s.level_db.toFixed(0)} dB`;
+  }
+
+  input.onLevel = (inp) => {
+    stats.inputBlocks = inp.blocks;
+    const pct = Math.max(0, Math.min(100, (inp.rmsDb + 60) / 60 * 100));
+    $('input-meter').style.width = pct.toFixed(1) + '%';
+  };
+
+  async function startInput() {
+    await ensureAudio();
+    await ctx.resume();
+    send(inputSettings());
+    await input.start(ctx, hello.channels);
+    $('mic').classList.add('on');
+    $('mic').textContent = 'Stop input';
+  }
+
+  function stopInput() {
+    input.stop();
+    send({type: 'input', mode: 'off'});
+    $('mic').classList.remove('on');
+    $('mic').textContent = 'Use microphone / line in';
+  }
+
+  const sendGainSoon = throttle(
+      () => send({type: 'input', gain: Number($('input-gain').value)}), 60);
+
   // ---- wiring ---------------------------------------------------------------
   $('play').addEventListener('click', async () => {
     try {
@@ -338,6 +539,34 @@
   $('steps').addEventListener('change', () => {
     lastEdit = Date.now();
     send({type: 'steps', value: Number($('steps').value)});
+  });
+
+  $('glide').addEventListener('input', () => {
+    $('glide-value').textContent = `${Number($('glide').value)} s`;
+  });
+  $('mic').addEventListener('click', async () => {
+    try {
+      if (input.active) stopInput();
+      else await startInput();
+    } catch (e) {
+      input.stop();
+      showError('cannot use the input: ' + e.message);
+    }
+  });
+  $('input-mode').addEventListener('change', () => {
+    inputEdit = Date.now();
+    if (input.active) send(inputSettings());
+  });
+  $('loop-seconds').addEventListener('input', () => { inputEdit = Date.now(); });
+  $('loop-seconds').addEventListener('change', () => {
+    inputEdit = Date.now();
+    if (input.active) send(inputSettings());
+  });
+  $('input-gain').addEventListener('input', () => {
+    inputEdit = Date.now();
+    $('input-gain-value').textContent =
+        Number($('input-gain').value).toFixed(2);
+    sendGainSoon();
   });
 
   connect();
