@@ -62,7 +62,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       style_in_zero_init=False,
       # Frames per student chunk (0 = the teacher's 25-frame, 1 s chunk);
       # any divisor of 25 that divides the 100-frame context, e.g. 5.
-      chunk_frames=0))
+      chunk_frames=0,
+      # Coupled distillation (mrt_distill/coupling.py): the teacher samples
+      # every rollout chunk as a deterministic function of a noise tensor
+      # and the student receives that noise, so it learns the teacher's map
+      # from noise to music instead of its average. False: the uncoupled
+      # IMLE student (for the ablation; set imle_samples=4 with it).
+      coupled=True))
+  if c.student.coupled:
+    c.student.imle_samples = 1  # one draw per example: the teacher's noise
 
   # Prompts: a file (.txt/.csv/.jsonl) or "" for the built-in set (each
   # style word with one descriptor word, two-style mixes and transitions).

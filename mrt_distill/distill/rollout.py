@@ -11,6 +11,9 @@ context the teacher saw and the chunk it wrote:
   tokens    int32 (B, C, K)  the teacher's chunk
   latents   f32   (B, C, D)  the chunk as codec latents (sum of codewords)
   session_chunk int32 (B,)   chunk index inside the session (0 = cold start)
+  noise     f32   (B, C, K, D) coupled rollouts only: the coupling noise the
+                             teacher's chunk is a deterministic function of
+                             (mrt_distill/coupling.py)
 
 Sessions start cold (an empty, all-MASK context), run `session_chunks`
 chunks, then restart with the next prompt, so training sees cold starts,
@@ -32,8 +35,10 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import jax
 import numpy as np
 
+from mrt_distill import coupling
 from mrt_distill.distill.prompts import PromptRecord
 from mrt_distill.distill.student import context_ids
 from mrt_distill.style import mixing
@@ -52,7 +57,7 @@ class RolloutGenerator:
   def __init__(self, system: TeacherSystem, prompts: Iterator[dict], *,
                batch: int, session_chunks: int, seed: int,
                on_policy_prob: float = 0.0,
-               student_fn: StudentFn | None = None):
+               student_fn: StudentFn | None = None, coupled: bool = False):
     if batch < 1 or session_chunks < 1:
       raise ValueError(f"batch ({batch}) and session_chunks "
                        f"({session_chunks}) must be >= 1")
@@ -63,6 +68,7 @@ class RolloutGenerator:
     self.batch, self.session_chunks = batch, session_chunks
     self.seed, self.on_policy_prob = seed, on_policy_prob
     self.student_fn = student_fn
+    self.coupled = bool(coupled)
     g = system.geometry
     self.contexts = np.full((batch, g.context_frames, g.target_levels), -1,
                             np.int32)
@@ -127,9 +133,13 @@ class RolloutGenerator:
     style_ids = mixing.style_tokens(system.style_model, g, emb)
     ctx_ids = context_ids(g, self.contexts)
     # Seeds far apart so generators with nearby seeds never share keys.
-    tokens = system.sample_codes(self.contexts, emb,
-                                 seed=self.seed * 1_000_003,
-                                 chunk_index=self.calls)
+    seed = self.seed * 1_000_003
+    noise = None
+    if self.coupled:
+      noise = np.asarray(coupling.draw_noise(
+          jax.random.PRNGKey(seed + self.calls), g, self.batch))
+    tokens = system.sample_codes(self.contexts, emb, seed=seed,
+                                 chunk_index=self.calls, noise=noise)
     latents = system.codec.dequantize(tokens)
     example = {
         "ctx_ids": ctx_ids,
@@ -139,6 +149,8 @@ class RolloutGenerator:
         "latents": latents.astype(np.float32),
         "session_chunk": self.session_chunk.astype(np.int32),
     }
+    if noise is not None:
+      example["noise"] = noise.astype(np.float32)
     advance = tokens
     if self.student_fn is not None and self.on_policy_prob > 0:
       mine = self.rng.random(self.batch) < self.on_policy_prob

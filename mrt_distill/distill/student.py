@@ -12,6 +12,16 @@ out (Song et al. 2023, "Consistency Models"):
 One step from pure noise: x0 = f(sigma_max z, sigma_max). k steps re-noise
 x0 to a smaller sigma and denoise again.
 
+Coupled (`StudentConfig.coupled`, the default of the shipped configs): the
+student also receives the coupling noise z (B, C, K, D) that made the
+teacher's chunk (mrt_distill/coupling.py) through a `noise_in` head, and its
+one-step input is x = sigma_max z[:, :, 0] (the level-0 slice, already in
+latent space). One step then maps the very noise the teacher sampled with
+to the chunk the teacher wrote from it: a function, not an average. k > 1
+steps: step 1 as above; each later step re-noises x0 to a lower sigma with
+fresh noise and denoises it with the same z (the consistency terms train
+f(x0 + sigma n, sigma | z) towards the same teacher chunk).
+
 Cached streaming context: the encoder runs on each context chunk on its
 own (chunk-local self-attention, positions local to the chunk), so a chunk's
 encoder output and its cross-attention keys/values depend on that chunk
@@ -36,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from mrt_distill import axes
+from mrt_distill import axes, coupling
 from mrt_distill.distill.losses import NoiseSchedule
 from mrt_distill.geometry import MASK_ID, Geometry
 from mrt_distill.teacher.config import TeacherConfig
@@ -47,7 +57,7 @@ from mrt_distill.teacher.system import context_frame_ids
 # Top-level parameter scopes that are new in the student (trained in full);
 # every other parameter comes from the teacher and is frozen, except LoRA.
 HEAD_SCOPES = ("latent_in", "sigma_in", "sigma_hidden", "style_in",
-               "latent_out", "cross_slot_bias")
+               "latent_out", "cross_slot_bias", "noise_in")
 LORA_LEAVES = ("lora_a", "lora_b")
 
 
@@ -75,6 +85,9 @@ class StudentConfig:
   # the control delay (a control change is heard one chunk sooner) at the
   # cost of a shorter non-causal window per call (docs/serving.md).
   chunk_frames: int = 0
+  # Coupled distillation: the student's input is the teacher's coupling
+  # noise (see the module docstring and mrt_distill/coupling.py).
+  coupled: bool = False
 
   def __post_init__(self):
     if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
@@ -152,6 +165,8 @@ class StudentModel(nn.Module):
     self.decoder = _Decoder(tc)
     d = tc.d_model
     self.latent_in = Dense(d, (axes.LATENT, axes.EMBED), jnp.float32)
+    if c.coupled:  # all K levels' noise of a frame -> the model width
+      self.noise_in = Dense(d, (axes.LATENT, axes.EMBED), jnp.float32)
     self.sigma_in = Dense(d, (axes.LATENT, axes.MLP), jnp.float32)
     self.sigma_hidden = Dense(d, (axes.MLP, axes.EMBED), jnp.float32)
     self.style_in = Dense(d, (axes.LATENT, axes.EMBED), jnp.float32,
@@ -211,11 +226,21 @@ class StudentModel(nn.Module):
     feats = jnp.concatenate([jnp.sin(ang), jnp.cos(ang)], axis=-1)
     return self.sigma_hidden(nn.silu(self.sigma_in(feats)))
 
-  def denoise(self, x_BxCxD, sigma_B, cross: list[KV]):
-    """The consistency function f(x, sigma) given cached cross KVs."""
+  def denoise(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD=None):
+    """The consistency function f(x, sigma | z) given cached cross KVs;
+    z: the coupling noise, required iff the student is coupled."""
     noise = self.cfg.noise
     h = self.latent_in(x_BxCxD * noise.c_in(sigma_B)[:, None, None])
     h = h + self.sigma_embedding(sigma_B)[:, None, :]
+    if self.cfg.coupled:
+      if z_BxCxKxD is None:
+        raise ValueError("a coupled student needs its coupling noise z "
+                         "(B, C, K, D): draw it with coupling.draw_noise")
+      b, c = z_BxCxKxD.shape[:2]
+      h = h + self.noise_in(z_BxCxKxD.reshape(b, c, -1))
+    elif z_BxCxKxD is not None:
+      raise ValueError("coupling noise given to an uncoupled student "
+                       "(student.coupled=False): it would be ignored")
     h = self.decoder.decoder.temporal_decoder(
         h, cross, causal=False, cross_bias=self.cross_bias())
     out = self.latent_out(self.decoder.decoder_norm(h).astype(jnp.float32))
@@ -231,9 +256,9 @@ class StudentModel(nn.Module):
     return self.cross_kv(enc)
 
   def __call__(self, ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE, x_BxCxD,
-               sigma_B):
+               sigma_B, z_BxCxKxD=None):
     cross = self.context_kv(ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE)
-    return self.denoise(x_BxCxD, sigma_B, cross)
+    return self.denoise(x_BxCxD, sigma_B, cross, z_BxCxKxD)
 
 
 # ---- parameters ----------------------------------------------------------------
@@ -244,7 +269,9 @@ def _dummy_inputs(cfg: StudentConfig):
           jnp.full((1, g.style_levels), MASK_ID, jnp.int32),
           jnp.zeros((1, g.style_embed_dim), jnp.float32),
           jnp.zeros((1, g.chunk_frames, g.codec_latent_dim), jnp.float32),
-          jnp.ones((1,), jnp.float32))
+          jnp.ones((1,), jnp.float32),
+          (jnp.zeros(coupling.noise_shape(g, 1), jnp.float32) if cfg.coupled
+           else None))
 
 
 def init_student_params(cfg: StudentConfig, rng: jax.Array):
@@ -362,13 +389,33 @@ class LatentScaler:
             + self._lift(self.mean, x))
 
 
+def first_step_input(cfg: StudentConfig, key: jax.Array, batch: int,
+                     z_BxCxKxD=None):
+  """-> (x at sigma_max (B, C, D), coupling noise z or None).
+
+  Uncoupled: x = sigma_max * N(0, I). Coupled: z is drawn from `key` when
+  not given (serving draws its own; training passes the teacher's), and
+  x = sigma_max * z's level-0 slice, so one step is a function of z alone.
+  """
+  g, sigma_max = cfg.geometry, cfg.noise.sigma_max
+  if cfg.coupled:
+    if z_BxCxKxD is None:
+      z_BxCxKxD = coupling.draw_noise(key, g, batch)
+    return sigma_max * coupling.student_latent_noise(z_BxCxKxD), z_BxCxKxD
+  if z_BxCxKxD is not None:
+    raise ValueError("coupling noise given to an uncoupled student")
+  shape = (batch, g.chunk_frames, g.codec_latent_dim)
+  return jax.random.normal(key, shape) * sigma_max, None
+
+
 def sample(model: StudentModel, params, cross: list[KV], key: jax.Array,
-           batch: int, steps, sigmas=None):
+           batch: int, steps, sigmas=None, z_BxCxKxD=None):
   """k-step consistency sampling -> student-space latents (B, C, D).
 
   steps: number of network calls (1 = one step from pure noise). sigmas:
   the noise levels of steps 2..k (default: a geometric ladder from
-  sigma_max/20 down). Pure function of its inputs: jit it with `steps`
+  sigma_max/20 down). z: a coupled student's coupling noise (drawn from
+  `key` when None). Pure function of its inputs: jit it with `steps`
   static.
   """
   cfg = model.cfg
@@ -376,13 +423,13 @@ def sample(model: StudentModel, params, cross: list[KV], key: jax.Array,
   shape = (batch, g.chunk_frames, g.codec_latent_dim)
   ladder = (sigmas if sigmas is not None else noise.sampling_ladder(steps))
   key, sub = jax.random.split(key)
-  x = jax.random.normal(sub, shape) * noise.sigma_max
+  x, z = first_step_input(cfg, sub, batch, z_BxCxKxD)
   x0 = model.apply({"params": params}, x, jnp.full((batch,), noise.sigma_max),
-                   cross, method=StudentModel.denoise)
+                   cross, z, method=StudentModel.denoise)
   for s in ladder[:steps - 1]:
     key, sub = jax.random.split(key)
     s_noise = jnp.sqrt(jnp.maximum(s * s - noise.sigma_min ** 2, 0.0))
     x = x0 + s_noise * jax.random.normal(sub, shape)
-    x0 = model.apply({"params": params}, x, jnp.full((batch,), s), cross,
+    x0 = model.apply({"params": params}, x, jnp.full((batch,), s), cross, z,
                      method=StudentModel.denoise)
   return x0

@@ -26,13 +26,15 @@ def split_examples(examples: dict[str, np.ndarray], teacher: Geometry,
   """Rollout examples at the teacher's chunk -> (B * J) student examples.
 
   examples: ctx_ids (B, W/C, C*Lc), tokens (B, C, K), latents (B, C, D),
-  style_ids, style_emb. Returns ctx_ids (B*J, W/F, F*Lc), latents
-  (B*J, F, D) and the style repeated, slice-major (all B examples of slice
+  style_ids, style_emb (and noise (B, C, K, D) for coupled rollouts).
+  Returns ctx_ids (B*J, W/F, F*Lc), latents (B*J, F, D), noise
+  (B*J, F, K, D) when given, and the style repeated, slice-major (all B examples of slice
   0 first), so slice 0 of every example equals the teacher-chunk case.
   """
   c, f, w = teacher.chunk_frames, student.chunk_frames, teacher.context_frames
+  keys = KEYS + (("noise",) if "noise" in examples else ())
   if f == c:
-    return {k: examples[k] for k in KEYS}
+    return {k: examples[k] for k in keys}
   if c % f or w % f or student.context_frames != w:
     raise ValueError(f"student chunk of {f} frames does not tile the "
                      f"teacher's chunk ({c}) and context ({w}) frames")
@@ -40,11 +42,13 @@ def split_examples(examples: dict[str, np.ndarray], teacher: Geometry,
   ctx = np.asarray(examples["ctx_ids"]).reshape(b, w, lc)  # frame-major
   chunk = context_frame_ids(teacher, np.asarray(examples["tokens"]))
   stream = np.concatenate([ctx, chunk.reshape(b, c, lc)], axis=1)
-  out = {k: [] for k in KEYS}
+  out = {k: [] for k in keys}
   for j in range(c // f):
     out["ctx_ids"].append(stream[:, j * f:j * f + w].reshape(b, w // f,
                                                              f * lc))
     out["latents"].append(examples["latents"][:, j * f:(j + 1) * f])
+    if "noise" in keys:  # coupling noise of the slice's own frames
+      out["noise"].append(examples["noise"][:, j * f:(j + 1) * f])
     out["style_ids"].append(examples["style_ids"])
     out["style_emb"].append(examples["style_emb"])
   return {k: np.concatenate(v).astype(examples[k].dtype)

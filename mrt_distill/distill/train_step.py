@@ -20,6 +20,12 @@ Per example the step draws noise and an adjacent pair of noise levels
     at sigma_n+1 (reconstruction across noise levels) and the consistency
     loss between the two (iCT weighting).
 
+Coupled students (`StudentConfig.coupled`): the batch also holds `noise`,
+the coupling noise (B, C, K, D) the teacher sampled the chunk with; the
+one-step term is f(sigma_max z_0 | z) (z_0: its level-0 slice) and every
+evaluation receives z, so the regression target is a function of the input
+(no IMLE: there is one draw, the teacher's).
+
 NaN/Inf: `optax.apply_if_finite` skips the update and counts it
 (`metrics["nonfinite"]`); the host loop stops after a configured number.
 
@@ -40,11 +46,29 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mrt_distill import axes
 from mrt_distill.distill import losses as L
+from mrt_distill.distill import student as S
 from mrt_distill.distill.student import (LatentScaler, StudentModel,
                                          merge_params)
 from mrt_distill.geometry import MASK_ID
 
 BATCH_KEYS = ("ctx_ids", "style_ids", "style_emb", "latents")
+# A coupled student's batches also carry the teacher's coupling noise.
+COUPLED_BATCH_KEYS = BATCH_KEYS + ("noise",)
+
+
+def batch_keys(coupled: bool) -> tuple[str, ...]:
+  return COUPLED_BATCH_KEYS if coupled else BATCH_KEYS
+
+
+def check_coupled_draws(coupled: bool, imle_samples: int) -> None:
+  """IMLE picks the nearest of K independent draws; a coupled student has
+  exactly one draw per example, the teacher's noise."""
+  if coupled and imle_samples != 1:
+    raise ValueError(
+        f"student.coupled=True takes the teacher's own noise (one draw per "
+        f"example); student.imle_samples is {imle_samples}: set "
+        f"--config.student.imle_samples=1 (or student.coupled=False for the "
+        f"uncoupled IMLE student)")
 
 
 @struct.dataclass
@@ -263,8 +287,16 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
   # The serving path: one step from pure noise.
   check_energy_draws(weights, imle_samples)
   check_imle_select(imle_select)
-  draws = one_step_draws(apply, cross, x0.shape, k_z, noise.sigma_max,
-                         imle_samples)
+  coupled = model.cfg.coupled
+  z = batch["noise"] if coupled else None
+  if coupled:
+    check_coupled_draws(coupled, imle_samples)
+    x_max, _ = S.first_step_input(model.cfg, k_z, b, z)
+    draws = apply(x_max, jnp.full((b,), noise.sigma_max, jnp.float32), cross,
+                  z, method=StudentModel.denoise)[None]
+  else:
+    draws = one_step_draws(apply, cross, x0.shape, k_z, noise.sigma_max,
+                           imle_samples)
   decode = lambda x: codec.decode_latents(scaler.to_codec(x)).mean(axis=-1)
   target = None
   audio_terms = (weights.spectral or weights.onset or weights.style
@@ -287,9 +319,9 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
     sig = jnp.asarray(noise.sigmas(), jnp.float32)
     s_lo, s_hi = sig[lo], sig[hi]
     z2 = jax.random.normal(k_z2, x0.shape)
-    f_hi = apply(x0 + s_hi[:, None, None] * z2, s_hi, cross,
+    f_hi = apply(x0 + s_hi[:, None, None] * z2, s_hi, cross, z,
                  method=StudentModel.denoise)
-    f_lo = apply(x0 + s_lo[:, None, None] * z2, s_lo, cross,
+    f_lo = apply(x0 + s_lo[:, None, None] * z2, s_lo, cross, z,
                  method=StudentModel.denoise)
     terms["latent"] = 0.5 * (terms["latent"] + L.latent_loss(f_hi, x0))
     terms["consistency"] = L.consistency_loss(f_hi, f_lo, s_hi, s_lo)
@@ -317,6 +349,7 @@ def make_train_step(model: StudentModel, optimizer, *, codec,
                     style_embed=None, imle_select: str = "latent"):
   """The pure step; jit it with `jit_train_step` (shardings, donation)."""
   check_imle_select(imle_select)
+  check_coupled_draws(model.cfg.coupled, imle_samples)
 
   def train_step(state: TrainState, batch, rng):
     def loss_fn(trainable):
@@ -402,10 +435,10 @@ def state_shardings(state: TrainState, trainable_sh, frozen_sh, mesh: Mesh):
   return TrainState(rep, trainable_sh, opt_sh, frozen_sh)
 
 
-def jit_train_step(train_step, state_sh, mesh: Mesh):
+def jit_train_step(train_step, state_sh, mesh: Mesh, coupled: bool = False):
   """jit with explicit in/out shardings; the state is donated."""
   bsh = batch_sharding(mesh)
-  batch_sh = {k: bsh for k in BATCH_KEYS}
+  batch_sh = {k: bsh for k in batch_keys(coupled)}
   return jax.jit(train_step,
                  in_shardings=(state_sh, batch_sh, replicated(mesh)),
                  out_shardings=(state_sh, replicated(mesh)),

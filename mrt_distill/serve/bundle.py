@@ -123,6 +123,9 @@ def export_student(config, trainable, path, metrics: dict | None = None
   from mrt_distill.distill.checkpoints import teacher_identity
   meta = {"format": FORMAT, "config": json.loads(config.to_json()),
           "teacher": teacher_identity(config), "metrics": metrics or {}}
+  if config.student.get("coupled", False):
+    from mrt_distill import coupling
+    meta["noise_layout"] = coupling.NOISE_LAYOUT
   arrays = {f"params/{k}": v for k, v in _flat(trainable).items()}
   arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
   from mrt_distill import atomic
@@ -136,7 +139,22 @@ def _from_npz(path: pathlib.Path) -> StudentBundle:
   meta, trainable = student_files.read(path)  # damage -> one clear error
   config = ml_collections.ConfigDict(meta["config"])
   _check_teacher(meta.get("teacher"), config, f"student {path.name!r}")
+  _check_noise_layout(meta, config, path)
   return _assemble(config, trainable, str(path))
+
+
+def _check_noise_layout(meta: dict, config, path: pathlib.Path) -> None:
+  """A coupled student reads its input noise in one layout; a file written
+  for another layout would play garbage, so it is refused by name."""
+  if not config.get("student", {}).get("coupled", False):
+    return
+  from mrt_distill import coupling
+  saved = meta.get("noise_layout")
+  if saved != coupling.NOISE_LAYOUT:
+    raise StudentLoadError(
+        f"{path}: a coupled student trained for noise layout {saved!r}, but "
+        f"this code draws {coupling.NOISE_LAYOUT!r}; use the mrt_distill "
+        f"version it was trained with, or distil a new student")
 
 
 def _check_teacher(saved: str | None, config, what: str) -> None:

@@ -199,39 +199,41 @@ class ChunkStepper:
         jnp.zeros((), jnp.int32),
         jnp.zeros((batch, g.context_samples, g.channels)))
 
-  def denoise_guided(self, params, x, sigma, cross_c, cross_u, w):
-    """(1 + w) f(x | style) - w f(x | no style).
+  def denoise_guided(self, params, x, sigma, cross_c, cross_u, w, z=None):
+    """(1 + w) f(x | style) - w f(x | no style); z: a coupled student's
+    coupling noise (the same for both halves).
 
     w == 0: one pass at batch B. w > 0: still one pass, at batch 2B (the
     conditioned and unconditioned halves side by side), so guidance adds
     work but no sequential network call. cross_u: the unconditioned cross
     KVs, or a function returning them (then only computed when w > 0)."""
-    den = lambda xx, ss, cross: self._apply(params, xx, ss, cross,
-                                            method=S.StudentModel.denoise)
+    den = lambda xx, ss, cross, zz: self._apply(
+        params, xx, ss, cross, zz, method=S.StudentModel.denoise)
 
     def guided():
       unc = cross_u() if callable(cross_u) else cross_u
       both = [KV(jnp.concatenate([c.k, u.k]), jnp.concatenate([c.v, u.v]))
               for c, u in zip(cross_c, unc)]
       out = den(jnp.concatenate([x, x]), jnp.concatenate([sigma, sigma]),
-                both)
+                both, None if z is None else jnp.concatenate([z, z]))
       cond, uncond = jnp.split(out, 2)
       return (1 + w) * cond - w * uncond
 
-    return jax.lax.cond(w > 0, guided, lambda: den(x, sigma, cross_c))
+    return jax.lax.cond(w > 0, guided, lambda: den(x, sigma, cross_c, z))
 
   def sample(self, params, cross_c, cross_u, ctl: Controls, rng):
     """k-step consistency sampling with traced k -> student latents.
 
     Steps 2..k run in a fori_loop with a traced trip count, so k = 1 costs
-    one network pass and changing k never recompiles.
+    one network pass and changing k never recompiles. A coupled student
+    draws its coupling noise here from `rng` (no teacher at serve time).
     """
     g, noise = self.geometry, self.model.cfg.noise
     b = ctl.style_emb.shape[0]
     shape = (b, g.chunk_frames, g.codec_latent_dim)
-    x = jax.random.normal(jax.random.fold_in(rng, 0), shape) * noise.sigma_max
+    x, z = S.first_step_input(self.model.cfg, jax.random.fold_in(rng, 0), b)
     x0 = self.denoise_guided(params, x, jnp.full((b,), noise.sigma_max),
-                             cross_c, cross_u, ctl.cfg_weight)
+                             cross_c, cross_u, ctl.cfg_weight, z)
     steps = jnp.clip(ctl.steps, 1, self.max_steps)
     ladder = self._ladders[steps - 1]
 
@@ -240,7 +242,7 @@ class ChunkStepper:
       s_noise = jnp.sqrt(jnp.maximum(s * s - noise.sigma_min ** 2, 0.0))
       xi = x0 + s_noise * jax.random.normal(jax.random.fold_in(rng, i), shape)
       return self.denoise_guided(params, xi, jnp.full((b,), s), cross_c,
-                                 cross_u, ctl.cfg_weight)
+                                 cross_u, ctl.cfg_weight, z)
 
     return jax.lax.fori_loop(1, steps, body, x0)
 

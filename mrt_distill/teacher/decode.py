@@ -15,6 +15,12 @@ sample (v1 copies the even row into the odd row).
 Sampling knobs (guidance weight, temperature, top-k, max_decode_frames) are
 traced: changing them never recompiles. The step key is split once per token:
 `key, sub = split(key)`, starting from PRNGKey(seed + chunk_index).
+
+Coupled sampling (`noise` given, see mrt_distill/coupling.py): each token is
+instead the DD1 flow map of its final distribution -- after CFG,
+temperature and top-k, restricted to its level's codes -- and the noise
+vector drawn up front for its (frame, level), so the chunk is a
+deterministic function of (encoder input, noise). The key is then unused.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mrt_distill import coupling
 from mrt_distill.geometry import MASK_ID, PAD_ID
 from mrt_distill.teacher.config import TeacherConfig
 from mrt_distill.teacher.model import KV, TeacherModel, encoder_pad_bias
@@ -108,6 +115,32 @@ def sample_logits(key, logits_BxV, temperature, top_k):
       jnp.int32)
 
 
+def level_log_probs(logits_BxV, temperature, top_k):
+  """log p over one level's codes as `sample_logits` would draw them:
+  temperature, then top-k (0 disables it); greedy (temperature <= 1e-4)
+  puts all mass on the argmax."""
+  scaled = logits_BxV / jnp.maximum(temperature, _MIN_TEMPERATURE)
+  keep = kth_largest_mask(scaled, jnp.clip(top_k, 1, scaled.shape[-1]))
+  scaled = jnp.where((top_k > 0) & ~keep, _TOPK_FILL, scaled)
+  greedy = jax.nn.one_hot(jnp.argmax(logits_BxV, axis=-1),
+                          logits_BxV.shape[-1]) > 0
+  scaled = jnp.where(temperature <= _MIN_TEMPERATURE,
+                     jnp.where(greedy, 0.0, _TOPK_FILL), scaled)
+  return jax.nn.log_softmax(scaled, axis=-1)
+
+
+def coupled_pick(g, logits_BxV, level, noise_BxD, books_KxVxD, temperature,
+                 top_k):
+  """One coupled token per row: the flow map of the level's distribution
+  and its noise -> LM ids (B,) int32 (always inside the level's range)."""
+  offset = g.codec_offset + g.codebook_size * level
+  lv = jax.lax.dynamic_slice_in_dim(logits_BxV, offset, g.codebook_size,
+                                    axis=-1)
+  code = coupling.flow_map(level_log_probs(lv, temperature, top_k),
+                           noise_BxD, books_KxVxD[level])
+  return (offset + code).astype(jnp.int32)
+
+
 def cast_for_decode(params, cfg: TeacherConfig):
   """Casts weights to the activation dtype once, outside the decode loop.
 
@@ -130,8 +163,10 @@ def _zeros_kv(cfg: TeacherConfig, rows: int, length: int, n: int) -> list[KV]:
 
 
 def _decode(cfg: TeacherConfig, use_cfg: bool, stop_on_mask: bool, params,
-            enc_ids_RxLe, key, weight, temperature, top_k, n_frames):
-  """Traced body of `generate_tokens`. R = 2B with CFG, else B."""
+            enc_ids_RxLe, key, weight, temperature, top_k, n_frames,
+            noise_BxCxKxD=None, books_KxVxD=None):
+  """Traced body of `generate_tokens`. R = 2B with CFG, else B. With
+  `noise_BxCxKxD` (and the flow codebooks) tokens are coupled picks."""
   g = cfg.geometry
   model = TeacherModel(cfg)
   call = functools.partial(model.apply, {"params": cast_for_decode(params,
@@ -147,13 +182,17 @@ def _decode(cfg: TeacherConfig, use_cfg: bool, stop_on_mask: bool, params,
   def tile(ids_B):
     return jnp.concatenate([ids_B, ids_B], axis=0) if use_cfg else ids_B
 
-  def level_body(q, carry):
+  def level_body(f, q, carry):
     key, d_caches, x_Rx1xD, frame_BxK, ended_B = carry
     logits, d_caches = call(x_Rx1xD, q, d_caches, method=TeacherModel.depth_step)
     if use_cfg:
       logits = cfg_combine(logits, batch, weight)
     key, sub = jax.random.split(key)
-    tok = sample_logits(sub, logits, temperature, top_k)
+    if noise_BxCxKxD is None:
+      tok = sample_logits(sub, logits, temperature, top_k)
+    else:
+      tok = coupled_pick(g, logits, q, noise_BxCxKxD[:, f, q], books_KxVxD,
+                         temperature, top_k)
     if stop_on_mask:
       # t5x: MASK (1) is the implicit EOS; after it a row writes PAD.
       tok = jnp.where(ended_B, PAD_ID, tok)
@@ -169,7 +208,8 @@ def _decode(cfg: TeacherConfig, use_cfg: bool, stop_on_mask: bool, params,
     d_caches = _zeros_kv(cfg, rows, k_lv, cfg.num_depth_layers)
     frame0 = jnp.zeros((batch, k_lv), jnp.int32)
     key, _, _, frame_BxK, ended_B = jax.lax.fori_loop(
-        0, k_lv, level_body, (key, d_caches, t_out, frame0, ended_B))
+        0, k_lv, functools.partial(level_body, f),
+        (key, d_caches, t_out, frame0, ended_B))
     out_BxCxK = jax.lax.dynamic_update_slice_in_dim(
         out_BxCxK, frame_BxK[:, None], f, axis=1)
     return key, t_caches, frame_BxK, out_BxCxK, ended_B
@@ -187,14 +227,27 @@ _decode_jit = jax.jit(_decode, static_argnums=(0, 1, 2))
 
 def generate_tokens(cfg: TeacherConfig, params, enc_pos_BxLe, enc_neg_BxLe,
                     key, sampling: SamplingParams = SamplingParams(),
-                    stop_on_mask: bool = True) -> jax.Array:
+                    stop_on_mask: bool = True, noise=None,
+                    flow_books=None) -> jax.Array:
   """Samples one chunk of LM ids (B, C, K) for a batch of encoder inputs.
 
   enc_neg_BxLe: the CFG negative rows (same context, style masked), or None
-  for unguided decoding. Compiled once per (config, shapes, cfg on/off);
-  the sampling knobs are traced. Frames past `max_decode_frames` are PAD.
+  for unguided decoding. Compiled once per (config, shapes, cfg on/off,
+  coupled or not); the sampling knobs are traced. Frames past
+  `max_decode_frames` are PAD.
+
+  noise: coupling noise (B, C, K, D) (`coupling.draw_noise`) with
+  flow_books (K, V, D) (`coupling.flow_codebooks` of the codec): coupled
+  sampling, a deterministic function of (inputs, noise); `key` unused.
   """
   g = cfg.geometry
+  if noise is not None:
+    coupling.check_noise(noise, g, np.shape(enc_pos_BxLe)[0])
+    if flow_books is None:
+      raise ValueError("coupled decoding needs flow_books: "
+                       "coupling.flow_codebooks(codec.codebooks, levels)")
+    noise = jnp.asarray(noise, jnp.float32)
+    flow_books = jnp.asarray(flow_books, jnp.float32)
   _check_enc(enc_pos_BxLe, g.encoder_length, cfg.vocab_rows, "enc_pos")
   enc = enc_pos_BxLe
   if enc_neg_BxLe is not None:
@@ -204,7 +257,8 @@ def generate_tokens(cfg: TeacherConfig, params, enc_pos_BxLe, enc_neg_BxLe,
                        f"the positive rows {enc_pos_BxLe.shape}")
     enc = jnp.concatenate([enc_pos_BxLe, enc_neg_BxLe], axis=0)
   return _decode_jit(cfg, enc_neg_BxLe is not None, stop_on_mask, params, enc,
-                     key, *sampling.as_arrays(g.chunk_frames))
+                     key, *sampling.as_arrays(g.chunk_frames), noise,
+                     flow_books)
 
 
 def _check_enc(x, length, rows, what):
@@ -228,7 +282,8 @@ def _forward_logits(cfg, params, enc_RxLe, targets_RxN):
 
 def reference_decode(cfg: TeacherConfig, params, enc_pos_BxLe, enc_neg_BxLe,
                      key, sampling: SamplingParams = SamplingParams(),
-                     stop_on_mask: bool = True) -> np.ndarray:
+                     stop_on_mask: bool = True, noise=None,
+                     flow_books=None) -> np.ndarray:
   """Slow decoding that recomputes the full teacher-forced forward per token.
 
   No caches: it is the ground truth the cached decoder is tested against.
@@ -248,9 +303,67 @@ def reference_decode(cfg: TeacherConfig, params, enc_pos_BxLe, enc_neg_BxLe,
     if use_cfg:
       logits = cfg_combine(logits, batch, weight)
     key, sub = jax.random.split(key)
-    tok = np.asarray(sample_logits(sub, logits, temperature, top_k))
+    if noise is None:
+      tok = np.asarray(sample_logits(sub, logits, temperature, top_k))
+    else:
+      f, q = divmod(s, g.target_levels)
+      tok = np.asarray(coupled_pick(
+          g, logits, q, jnp.asarray(noise, jnp.float32)[:, f, q],
+          jnp.asarray(flow_books, jnp.float32), temperature, top_k))
     if stop_on_mask:
       tok = np.where(ended, PAD_ID, tok)
       ended |= tok == MASK_ID
     targets[:, s] = tok
   return targets.reshape(batch, g.chunk_frames, g.target_levels)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def cached_logits(cfg: TeacherConfig, params, enc_ids_BxLe, targets_BxN,
+                  n_frames: int):
+  """Teacher-forced logits (B, n_frames * K, V) computed through the decode
+  path: `temporal_step` / `depth_step` with their KV caches and the encoder
+  PAD mask, exactly as `generate_tokens` runs them, but fed the given
+  targets instead of samples. Compared with the full forward
+  (`TeacherModel.__call__`) it checks the cached decode logit by logit
+  (tools/check_real_teacher.py).
+  """
+  g = cfg.geometry
+  model = TeacherModel(cfg)
+  call = functools.partial(model.apply, {"params": cast_for_decode(params,
+                                                                   cfg)})
+  b = enc_ids_BxLe.shape[0]
+  k_lv = g.target_levels
+  frames_BxCxK = targets_BxN.reshape(b, g.chunk_frames, k_lv)
+  cross = call(call(enc_ids_BxLe, method=TeacherModel.encode),
+               method=TeacherModel.cross_kv)
+  cross_bias = encoder_pad_bias(enc_ids_BxLe)
+
+  def frame_body(f, carry):
+    t_caches, out = carry
+    prev = jax.lax.dynamic_index_in_dim(frames_BxCxK, jnp.maximum(f - 1, 0),
+                                        axis=1, keepdims=False)
+    prev = jnp.where(f > 0, prev, 0)  # BOS frame before frame 0
+    t_out, t_caches = call(prev, f, t_caches, cross, None,
+                           method=TeacherModel.temporal_step)
+    frame_BxK = jax.lax.dynamic_index_in_dim(frames_BxCxK, f, axis=1,
+                                             keepdims=False)
+
+    def level_body(q, c):
+      d_caches, x_Bx1xD, out = c
+      logits, d_caches = call(x_Bx1xD, q, d_caches,
+                              method=TeacherModel.depth_step)
+      out = jax.lax.dynamic_update_slice(out, logits[:, None],
+                                         (0, f * k_lv + q, 0))
+      tok = jax.lax.dynamic_index_in_dim(frame_BxK, q, axis=1)
+      return d_caches, call(tok, method=TeacherModel.embed_decoder), out
+
+    _, _, out = jax.lax.fori_loop(
+        0, k_lv, level_body,
+        (_zeros_kv(cfg, b, k_lv, cfg.num_depth_layers), t_out, out))
+    return t_caches, out
+
+  out = jnp.zeros((b, n_frames * k_lv, cfg.vocab_rows), jnp.float32)
+  _, out = jax.lax.fori_loop(
+      0, n_frames, frame_body,
+      (_zeros_kv(cfg, b, g.chunk_frames, cfg.num_temporal_layers), out))
+  return out

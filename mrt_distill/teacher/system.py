@@ -23,6 +23,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from mrt_distill import coupling
 from mrt_distill.codec.base import Codec
 from mrt_distill.geometry import MASK_ID, Geometry
 from mrt_distill.style import mixing
@@ -129,6 +130,15 @@ class TeacherSystem:
     self.sampling = sampling
     self._ramp = equal_power_ramp(g.crossfade_samples)
     self.stray_tokens = 0  # ids folded into range so far (see generate_chunk)
+    self._flow_books = None
+
+  @property
+  def flow_books(self) -> np.ndarray:
+    """The codec's codebooks normalised for coupled sampling (K, V, D)."""
+    if self._flow_books is None:
+      self._flow_books = coupling.flow_codebooks(
+          self.codec.codebooks, self.geometry.target_levels)
+    return self._flow_books
 
   @property
   def geometry(self) -> Geometry:
@@ -195,9 +205,13 @@ class TeacherSystem:
 
   def sample_codes(self, context_BxFxK: np.ndarray, styles_BxS=None,
                    seed: int | None = None, chunk_index: int = 0,
-                   **sampling_overrides) -> np.ndarray:
+                   noise=None, **sampling_overrides) -> np.ndarray:
     """The decode alone: contexts (B, F, K) -> the next chunk's codes
-    int32 (B, C, K), keyed by PRNGKey(seed + chunk_index) (no audio)."""
+    int32 (B, C, K), keyed by PRNGKey(seed + chunk_index) (no audio).
+
+    noise: coupling noise (B, C, K, D) (`coupling.draw_noise`): coupled
+    sampling, the chunk a deterministic function of (context, style,
+    noise); seed and chunk_index are then unused."""
     g = self.geometry
     ctx = np.asarray(context_BxFxK)
     b = ctx.shape[0]
@@ -215,8 +229,9 @@ class TeacherSystem:
     neg = build_encoder_inputs(g, ctx, None)
     key = jax.random.PRNGKey(int(seed) + int(chunk_index))
     use_cfg = style_ids is not None and sampling.guidance_weight > 0
-    ids = np.asarray(generate_tokens(self.cfg, self.params, pos,
-                                     neg if use_cfg else None, key, sampling))
+    ids = np.asarray(generate_tokens(
+        self.cfg, self.params, pos, neg if use_cfg else None, key, sampling,
+        noise=noise, flow_books=None if noise is None else self.flow_books))
     # v1 folds ids sampled outside their level's range; count them instead
     # of warning every chunk (a diagnostic of teacher quality).
     self.stray_tokens += g.count_stray_ids(ids)

@@ -1,0 +1,212 @@
+"""Paired fidelity: does the coupled student write the teacher's chunk for
+the teacher's noise?
+
+For held-out prompts (the bare style names) the teacher streams with
+coupled sampling; at every chunk, for the same context and style:
+
+  T(z)   the teacher's chunk from noise z (the target),
+  T(z')  the teacher's chunk from independent noise z' (how far apart two
+         valid chunks are: the floor of any student that ignores z),
+  S(z)   the coupled student's chunk from the same z (as served: its
+         guidance weight, one step),
+  U      an uncoupled student's chunk (its own noise), side by side.
+
+Distances to T(z): latent MSE in the student's scaled space and the mean
+absolute log-mel difference (dB) of the codec-decoded audio. The ratio
+d(S(z), T(z)) / d(T(z'), T(z)) is what coupling buys: 1 = no better than
+an independent sample; the issue's target is <= 0.6.
+
+  python tools/paired_fidelity.py --student reference \
+      --uncoupled runs/uncoupled/student.npz --json --png docs/coupled.png
+
+Prints one JSON object (--json) or a table; --png draws, for three styles,
+4 s of teacher(z) / coupled student(z) / uncoupled student / teacher(z')
+spectrograms stacked (same contexts, same noise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STYLES_PNG = ("techno", "jazz_piano_trio", "funk")
+
+
+def _log_mel_db(audio_BxS, sr: int) -> np.ndarray:
+  from mrt_distill.distill import losses as L
+  mel = L.mel_power(jnp.asarray(audio_BxS), sr, 512, 128, 64)
+  return np.asarray(10.0 * jnp.log10(jnp.maximum(mel, 1e-8)))
+
+
+class Player:
+  """One student's chunk for given contexts, styles and (coupled) noise."""
+
+  def __init__(self, bundle):
+    from mrt_distill.serve.chunk_step import ChunkStepper
+    self.b = bundle
+    self.stepper = ChunkStepper(bundle.model, bundle.codec,
+                                bundle.style_model, bundle.scaler)
+    self.w = float(bundle.config.student.get("cfg_weight", 0.0))
+    self.coupled = bundle.model.cfg.coupled
+    self._fn = jax.jit(self._latents)
+
+  def _latents(self, params, ctx_ids, style_ids, emb, z, key):
+    from mrt_distill.distill import student as S
+    m = self.b.model
+    apply = lambda *a, **kw: m.apply({"params": params}, *a, **kw)
+    cross_c = apply(ctx_ids, style_ids, emb, method=S.StudentModel.context_kv)
+    cross_u = apply(ctx_ids, jnp.full_like(style_ids, 1),  # MASK_ID
+                    jnp.zeros_like(emb), method=S.StudentModel.context_kv)
+    b = ctx_ids.shape[0]
+    x, z = S.first_step_input(m.cfg, key, b, z if self.coupled else None)
+    sig = jnp.full((b,), m.cfg.noise.sigma_max)
+    x0 = self.stepper.denoise_guided(params, x, sig, cross_c, cross_u,
+                                     jnp.float32(self.w), z)
+    return self.b.scaler.to_codec(x0)
+
+  def __call__(self, ctx_ids, style_ids, emb, z, key):
+    return np.asarray(self._fn(self.b.params, jnp.asarray(ctx_ids),
+                               jnp.asarray(style_ids), jnp.asarray(emb),
+                               jnp.asarray(z), key))
+
+
+def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
+            png: str | None = None, log=print) -> dict:
+  from mrt_distill import coupling
+  from mrt_distill.distill import student as S
+  from mrt_distill.serve.bundle import load_student
+  from mrt_distill.style import mixing
+  from mrt_distill.world import music
+
+  t0 = time.perf_counter()
+  sb = load_student(student)
+  if not sb.model.cfg.coupled:
+    raise SystemExit(f"error: student {student!r} is not coupled "
+                     f"(student.coupled=False); give a coupled student")
+  players = {"coupled": Player(sb)}
+  if uncoupled:
+    players["uncoupled"] = Player(load_student(uncoupled))
+  samp = sb.config.sampling.to_dict()
+  system = sb.teacher_system(**samp)
+  g, codec, scaler = system.geometry, sb.codec, sb.scaler
+  names = list(music.STYLES)
+  emb = np.concatenate([sb.style_model.embed_text(n) for n in names]
+                       ).reshape(len(names), -1).astype(np.float32)
+  style_ids = mixing.style_tokens(sb.style_model, g, emb).astype(np.int32)
+  b = len(names)
+  ctx = np.full((b, g.context_frames, g.target_levels), -1, np.int32)
+  dist = {k: {"latent_mse": [], "logmel_db": []}
+          for k in ["teacher_indep", *players]}
+  audio_keep = {k: [] for k in ["teacher", "teacher_indep", *players]}
+  for i in range(chunks):
+    key = jax.random.PRNGKey(seed * 7919 + i)
+    z = np.asarray(coupling.draw_noise(jax.random.fold_in(key, 0), g, b))
+    z2 = np.asarray(coupling.draw_noise(jax.random.fold_in(key, 1), g, b))
+    t_z = system.sample_codes(ctx, emb, noise=z)
+    t_z2 = system.sample_codes(ctx, emb, noise=z2)
+    lat = {"teacher": codec.dequantize(t_z),
+           "teacher_indep": codec.dequantize(t_z2)}
+    ids = S.context_ids(g, ctx)
+    for k, p in players.items():
+      lat[k] = p(ids, style_ids, emb, z, jax.random.fold_in(key, 2))
+    audio = {k: np.asarray(codec.decode_latents(jnp.asarray(v, jnp.float32))
+                           ).mean(axis=-1) for k, v in lat.items()}
+    mel = {k: _log_mel_db(a, g.sample_rate) for k, a in audio.items()}
+    ref = np.asarray(scaler.to_student(lat["teacher"]))
+    for k in dist:
+      d = np.asarray(scaler.to_student(lat[k])) - ref
+      dist[k]["latent_mse"].append(np.mean(d ** 2, axis=(1, 2)))
+      dist[k]["logmel_db"].append(np.mean(np.abs(mel[k] - mel["teacher"]),
+                                          axis=(1, 2)))
+    for k in audio_keep:
+      audio_keep[k].append(audio[k])
+    ctx = np.concatenate([ctx, t_z], axis=1)[:, -g.context_frames:]
+    log(f"chunk {i + 1}/{chunks} ({time.perf_counter() - t0:.0f} s)",
+        file=sys.stderr)
+
+  out = {"student": student, "uncoupled": uncoupled, "chunks": chunks,
+         "prompts": names, "seed": seed, "sampling": samp,
+         "student_cfg_weight": players["coupled"].w, "metrics": {}}
+  floor = {m: float(np.mean(dist["teacher_indep"][m])) for m in
+           ("latent_mse", "logmel_db")}
+  for k in dist:
+    for m in ("latent_mse", "logmel_db"):
+      v = float(np.mean(dist[k][m]))
+      out["metrics"].setdefault(k, {})[m] = v
+      out["metrics"][k][m + "_ratio_to_independent_teacher"] = v / floor[m]
+  out["seconds"] = time.perf_counter() - t0
+  if png:
+    _draw(png, {k: np.concatenate(v, axis=1) for k, v in audio_keep.items()},
+          names, g.sample_rate)
+    out["png"] = png
+  return out
+
+
+def _draw(path: str, audio: dict, names: list[str], sr: int) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from mrt_distill import atomic
+  rows = [n for n in STYLES_PNG if n in names]
+  titles = {"teacher": "teacher, noise z", "coupled": "coupled student, z",
+            "uncoupled": "uncoupled student (own noise)",
+            "teacher_indep": "teacher, independent z'"}
+  cols = [k for k in ("teacher", "coupled", "uncoupled", "teacher_indep")
+          if k in audio]
+  fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.6 * len(cols),
+                                                          2.4 * len(rows)),
+                           squeeze=False)
+  for r, name in enumerate(rows):
+    i = names.index(name)
+    for c, k in enumerate(cols):
+      db = _log_mel_db(audio[k][i:i + 1], sr)[0].T
+      ax = axes[r][c]
+      ax.imshow(db, origin="lower", aspect="auto", vmin=-60, vmax=db.max(),
+                extent=(0, audio[k].shape[1] / sr, 0, db.shape[0]),
+                cmap="magma")
+      ax.set_title(f"{name}: {titles[k]}", fontsize=8)
+      ax.set_xlabel("s", fontsize=7)
+      ax.set_ylabel("mel band", fontsize=7)
+      ax.tick_params(labelsize=6)
+  fig.tight_layout()
+  with atomic.target(pathlib.Path(path)) as tmp:
+    fig.savefig(tmp, dpi=90, format="png")
+  plt.close(fig)
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--student", default="reference",
+                  help="coupled student: 'reference', a workdir or a .npz")
+  ap.add_argument("--uncoupled", default=None,
+                  help="an uncoupled student to measure side by side")
+  ap.add_argument("--chunks", type=int, default=4,
+                  help="chunks per prompt (contexts from the teacher)")
+  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--png", default=None, help="write the spectrogram figure")
+  ap.add_argument("--json", action="store_true")
+  args = ap.parse_args(argv)
+  if not 1 <= args.chunks <= 64:
+    ap.error(f"--chunks {args.chunks}: give 1..64")
+  res = measure(args.student, args.uncoupled, args.chunks, args.seed,
+                args.png, log=print)
+  if args.json:
+    print(json.dumps(res, indent=2))
+  else:
+    for k, v in res["metrics"].items():
+      print(f"{k:14s} latent MSE {v['latent_mse']:.4f} "
+            f"({v['latent_mse_ratio_to_independent_teacher']:.2f}x)  "
+            f"log-mel {v['logmel_db']:.2f} dB "
+            f"({v['logmel_db_ratio_to_independent_teacher']:.2f}x)")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
