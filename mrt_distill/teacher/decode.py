@@ -343,7 +343,7 @@ def cached_logits(cfg: TeacherConfig, params, enc_ids_BxLe, targets_BxN,
     prev = jax.lax.dynamic_index_in_dim(frames_BxCxK, jnp.maximum(f - 1, 0),
                                         axis=1, keepdims=False)
     prev = jnp.where(f > 0, prev, 0)  # BOS frame before frame 0
-    t_out, t_caches = call(prev, f, t_caches, cross, None,
+    t_out, t_caches = call(prev, f, t_caches, cross, cross_bias,
                            method=TeacherModel.temporal_step)
     frame_BxK = jax.lax.dynamic_index_in_dim(frames_BxCxK, f, axis=1,
                                              keepdims=False)
