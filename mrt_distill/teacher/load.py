@@ -251,13 +251,11 @@ def load_teacher(path: str | os.PathLike, cfg: TeacherConfig | None = None):
   return params, cfg
 
 
-def import_t5x(src: str | os.PathLike, dst: str | os.PathLike,
-               gin: str = "base") -> dict:
-  """Converts a Magenta RT v1 t5x checkpoint into a teacher checkpoint.
+def read_t5x_teacher(src: str | os.PathLike, gin: str = "base"):
+  """Reads a Magenta RT v1 t5x checkpoint as teacher params, checked name by
+  name, shape by shape and dtype by dtype against the gin config.
 
-  t5x names `target.a.b.c` are the Flax paths of this model with '.' for
-  '/', and kernels are stored (in, out): the import is a re-nesting, checked
-  name by name and shape by shape against the gin config.
+  Returns (params (float32 numpy), TeacherConfig, T5xCheckpoint).
   """
   from mrt_distill.teacher import t5x_format
 
@@ -268,6 +266,18 @@ def import_t5x(src: str | os.PathLike, dst: str | os.PathLike,
       {tuple(k.split(".")): np.asarray(v, np.float32)
        for k, v in flatten_dict(ckpt.params, sep=".").items()})
   check_params(params, cfg, what=f"t5x checkpoint {src}")
+  return params, cfg, ckpt
+
+
+def import_t5x(src: str | os.PathLike, dst: str | os.PathLike,
+               gin: str = "base") -> dict:
+  """Converts a Magenta RT v1 t5x checkpoint into a teacher checkpoint.
+
+  t5x names `target.a.b.c` are the Flax paths of this model with '.' for
+  '/', and kernels are stored (in, out): the import is a re-nesting, checked
+  name by name and shape by shape against the gin config.
+  """
+  params, cfg, ckpt = read_t5x_teacher(src, gin)
   save_teacher(dst, params, cfg, gin_name=str(gin),
                extra={"source": str(src), "step": ckpt.step})
   n = sum(int(np.size(x)) for x in jax.tree.leaves(params))

@@ -101,6 +101,23 @@ def test_cached_equals_reference_with_pad_in_the_encoder(cfg, params, enc):
   np.testing.assert_array_equal(fast, slow)
 
 
+@pytest.mark.parametrize("pad", [0, 9])
+def test_cached_logits_equal_the_teacher_forced_forward(cfg, params, enc, fwd,
+                                                        pad):
+  g = cfg.geometry
+  pos = enc[0].copy()
+  pos[:, :pad] = PAD_ID
+  tgt = np.asarray(generate_tokens(cfg, params, pos, None,
+                                   jax.random.PRNGKey(4), GUIDED))
+  tgt = tgt.reshape(2, -1)
+  want = np.asarray(fwd(params, pos, tgt))
+  for frames in (2, g.chunk_frames):
+    got = np.asarray(decode.cached_logits(cfg, params, pos, tgt, frames))
+    assert got.shape == (2, frames * g.target_levels, cfg.vocab_rows)
+    np.testing.assert_allclose(got, want[:, :frames * g.target_levels],
+                               atol=1e-5, rtol=0)
+
+
 def test_cfg_changes_the_result(cfg, params, enc):
   pos, neg = enc
   guided = _gen(cfg, params, pos, neg, seed=3)
