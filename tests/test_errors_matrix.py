@@ -359,6 +359,47 @@ def _(tmp):
   return ["import-t5x", "downloads/llm_base_x4286_c1860k", "teacher"]
 
 
+@case("import-unknown-compressor")
+def _(tmp):
+  zarray = (_tiny_t5x(tmp) / "checkpoint_1" / "target.encoder.encoder_norm.scale"
+            / ".zarray")
+  meta = json.loads(zarray.read_text())
+  meta["compressor"] = {"id": "lz4"}
+  zarray.write_text(json.dumps(meta))
+  return ["import-t5x", "t5x", "teacher", "--gin", "tiny"]
+
+
+@case("import-param-dtype")
+def _(tmp):
+  """encoder.encoder_norm.scale rewritten as int32 (msgpack spec and .zarray
+  agree, as a foreign writer would have them)."""
+  import flax.serialization
+  import tensorstore as ts
+  ckpt = _tiny_t5x(tmp) / "checkpoint_1"
+  contents = flax.serialization.msgpack_restore(
+      (ckpt / "checkpoint").read_bytes())
+  contents["optimizer"]["target"]["encoder"]["encoder_norm"]["scale"][
+      "dtype"] = "int32"
+  (ckpt / "checkpoint").write_bytes(
+      flax.serialization.msgpack_serialize(contents))
+  adir = ckpt / "target.encoder.encoder_norm.scale"
+  shutil.rmtree(adir)
+  ts.open({"driver": "zarr", "dtype": "int32",
+           "kvstore": {"driver": "file", "path": str(adir)},
+           "metadata": {"shape": [32], "chunks": [32]}},
+          create=True).result().write(np.ones(32, np.int32)).result()
+  return ["import-t5x", "t5x", "teacher", "--gin", "tiny"]
+
+
+@case("import-ocdbt")
+def _(tmp):
+  import orbax.checkpoint as ocp
+  with ocp.PyTreeCheckpointer() as ckptr:
+    ckptr.save((tmp / "run" / "checkpoint_7").resolve(),
+               {"target": {"w": np.ones((4, 3), np.float32)}})
+  return ["import-t5x", "run", "teacher"]
+
+
 @case("info-unknown-gin")
 def _(tmp):
   return ["info", "--gin", "medium"]
