@@ -81,6 +81,8 @@ class Case:
 
 
 CASES: dict[str, Case] = {}
+# Undone after each row (e.g. a workdir lock the row's setup holds).
+_CLEANUP: list[Callable[[], object]] = []
 
 
 def case(row_id: str, error=None, slow=False, new_dirs=()):
@@ -213,6 +215,42 @@ def _(tmp):
           "notes.txt"]
 
 
+@case("workdir-not-a-run")
+def _(tmp):
+  _write(tmp, "mine/notes.txt", "my notes\n")
+  return ["distill", "--config", "reference_cpu:tiny", "--workdir", "mine"]
+
+
+@case("workdir-in-use")
+def _(tmp):
+  """The holder is this process (a flock is per open file: the command's
+  own claim conflicts with it); tests/distill/test_workdir.py runs two."""
+  from mrt_distill.distill import workdir as W
+  held = W.claim(tmp / "w")
+  held.__enter__().start()
+  _CLEANUP.append(lambda: held.__exit__(None, None, None))
+  return ["distill", *TINY]
+
+
+@case("workdir-other-host")
+def _(tmp):
+  from mrt_distill.distill import workdir as W
+  _write(tmp, f"w/{W.MARKER}", "{}")
+  _write(tmp, f"w/{W.LOCK_FILE}", json.dumps(
+      {"pid": 7, "host": "tpu-vm-3", "started": "2026-01-01T00:00:00+00:00"}))
+  return ["distill", *TINY]
+
+
+@case("cfg-steps-zero")
+def _(tmp):
+  return ["distill", *TINY, "--config.train.steps=0"]
+
+
+@case("cfg-replay-too-big")
+def _(tmp):
+  return ["distill", *TINY, "--config.rollout.replay_capacity=100000000"]
+
+
 def _checkpoint_at_step_3(tmp, config, **meta):
   """A workdir `w` whose one checkpoint (step 3) was written by `config`,
   with `meta` added to its metadata item."""
@@ -283,6 +321,11 @@ STREAM = ("teacher-stream", "--checkpoint", "random-tiny")
 @case("stream-seconds")
 def _(tmp):
   return [*STREAM, "--seconds", "0", "--out", "a.wav"]
+
+
+@case("stream-seconds-too-long")
+def _(tmp):
+  return [*STREAM, "--seconds", "1e9", "--out", "a.wav"]
 
 
 @case("stream-temperature")
@@ -482,6 +525,63 @@ def _(tmp):
   return _load_student("student.npz")
 
 
+def _student_like(tmp, name):
+  """A file shaped like a student file: metadata and one parameter array
+  of a recognisable byte pattern."""
+  meta = {"format": "mrt_distill.student/v1", "config": {}}
+  path = tmp / name
+  path.parent.mkdir(parents=True, exist_ok=True)
+  np.savez(path, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+           **{"params/w": np.full(256, 0x5A5A5A5A, np.uint32)})
+  return path
+
+
+@case("student-empty-file")
+def _(tmp):
+  (tmp / "w" / "checkpoints").mkdir(parents=True)
+  _write(tmp, "w/student.npz", b"", "wb")
+  return ["generate", "--checkpoint", "w/student.npz", "--out", "a.wav"]
+
+
+@case("student-truncated")
+def _(tmp):
+  path = _student_like(tmp, "student.npz")
+  path.write_bytes(path.read_bytes()[:600])
+  return ["generate", "--checkpoint", "student.npz", "--out", "a.wav"]
+
+
+@case("student-bit-flipped")
+def _(tmp):
+  path = _student_like(tmp, "student.npz")
+  data = bytearray(path.read_bytes())
+  at = data.index(b"\x5a" * 64) + 100
+  data[at] ^= 0x01
+  path.write_bytes(bytes(data))
+  return ["serve", "--checkpoint", "student.npz", "--port", "0"]
+
+
+def _unreadable_checkpoint_3(tmp):
+  """A workdir whose one checkpoint (step 3) has lost its data."""
+  from mrt_distill.distill import config_io
+  _checkpoint_at_step_3(tmp, config_io.load_config("reference_cpu:tiny"))
+  for f in (tmp / "w" / "checkpoints" / "3" / "state").rglob("*"):
+    if f.is_file():
+      f.write_bytes(b"")
+
+
+@case("student-no-readable-checkpoint", error=_student_error)
+def _(tmp):
+  _unreadable_checkpoint_3(tmp)
+  return _load_student("w")
+
+
+@case("student-config-json-damaged", error=_student_error)
+def _(tmp):
+  _write(tmp, "w/config.json", '{"world": "random-ti')
+  (tmp / "w" / "checkpoints").mkdir()
+  return _load_student("w")
+
+
 @case("student-not-a-workdir", error=_student_error)
 def _(tmp):
   _write(tmp, "renders/a.wav", "audio")
@@ -516,6 +616,28 @@ def _(tmp):
   bundle.export_student(cfg, jax.tree.map(
       lambda s: np.zeros(s.shape, s.dtype), trainable), tmp / "student.npz")
   return _load_student("student.npz")
+
+
+# Sizes and folders of generate / serve / eval.
+@case("generate-seconds-too-long")
+def _(tmp):
+  return ["generate", "--checkpoint", "random-tiny", "--seconds", "1e9",
+          "--out", "a.wav"]
+
+
+SERVE = ("serve", "--checkpoint", "random-tiny")
+case("serve-port")(lambda tmp: [*SERVE, "--port", "70000"])
+case("serve-lead-chunks")(lambda tmp: [*SERVE, "--lead-chunks", "100"])
+case("serve-max-clients")(lambda tmp: [*SERVE, "--max-clients", "0"])
+case("serve-negative-cfg")(lambda tmp: [*SERVE, "--cfg", "-1"])
+case("eval-minutes-too-long")(lambda tmp: [
+    "eval", "--checkpoint", "random-tiny", "--minutes", "1000"])
+
+
+@case("eval-out-not-ours")
+def _(tmp):
+  _write(tmp, "mine/notes.txt", "my notes\n")
+  return ["eval", "--checkpoint", "random-tiny", "--out", "mine"]
 
 
 # Audio (Python API: no command reads an audio file).
@@ -636,6 +758,20 @@ def test_bad_input(row_id, tmp_path, monkeypatch, capsys):
     from mrt_distill.world import assets
     monkeypatch.setattr(assets, "ASSET_DIR", tmp_path / "assets")
   before = files(tmp_path)
+  try:
+    seen = _run_row(action, c, capsys)
+    after = files(tmp_path)
+  finally:
+    while _CLEANUP:
+      _CLEANUP.pop()()
+  _assert_in_order(seen, row.fragments)
+  for d in c.new_dirs:
+    if after.get(d) == "<dir>" and d not in before:
+      del after[d]
+  assert after == before, "a user file was changed, lost or added"
+
+
+def _run_row(action, c, capsys) -> str:
   if isinstance(action, list):
     try:
       rc = cli_main.main(action)
@@ -648,10 +784,5 @@ def test_bad_input(row_id, tmp_path, monkeypatch, capsys):
     with pytest.raises(c.error()) as info:
       action()
     seen = str(info.value)
-  _assert_in_order(seen, row.fragments)
-  after = files(tmp_path)
-  for d in c.new_dirs:
-    if after.get(d) == "<dir>" and d not in before:
-      del after[d]
-  assert after == before, "a user file was changed, lost or added"
+  return seen
 

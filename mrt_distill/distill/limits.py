@@ -60,6 +60,8 @@ def check(config) -> None:
     bad_type = (isinstance(v, bool) or not isinstance(v, numbers.Real)
                 or (not real and not float(v).is_integer()))
     span = f">= {lo:g}" if hi is None else f"in {lo:g}..{hi:g}"
+    if not real:
+      span = f">= {lo}" if hi is None else f"in {lo}..{hi}"
     if bad_type or not math.isfinite(float(v)) or v < lo or (
         hi is not None and v > hi):
       what = "a number" if real else "a whole number"

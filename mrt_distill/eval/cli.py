@@ -97,7 +97,46 @@ def config_from_args(args):
       values[key] = _parse_value(fields[key], text, hints)
     except (TypeError, ValueError) as e:
       raise ValueError(f"--set {item!r}: {e}") from None
-  return EvalConfig(**values)
+  cfg = EvalConfig(**values)
+  check_limits(cfg)
+  return cfg
+
+
+# Upper bounds, and why: every stream's audio is held in memory until it
+# is scored, and the time grows with them (5 minutes per long stream is
+# already 15-25 minutes on a 2-core CPU).
+LIMITS = {"minutes": (60.0, "each long-form stream is held in memory and "
+                      "takes about its own length again to score"),
+          "seconds": (600.0, "every sample is held in memory"),
+          "transition_seconds": (600.0, "every transition stream is held "
+                                 "in memory")}
+
+
+def check_limits(cfg) -> None:
+  for key, (hi, why) in LIMITS.items():
+    v = getattr(cfg, key)
+    if v > hi:
+      flag = "--minutes" if key == "minutes" else f"--set {key}"
+      raise ValueError(f"{flag} {v:g}: at most {hi:g} ({why})")
+
+
+def check_out(out) -> None:
+  """--out is a new folder, an empty one, or an earlier eval's (it has a
+  report.json): a report never overwrites files of the user's own."""
+  import pathlib
+  out = pathlib.Path(out)
+  if out.exists() and not out.is_dir():
+    raise ValueError(f"--out {str(out)!r} is a file; give a folder for "
+                     f"report.md, report.json and the figures")
+  if out.is_dir() and not (out / "report.json").is_file():
+    entries = sorted(p.name for p in out.iterdir())
+    if entries:
+      shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+      raise ValueError(
+          f"--out {str(out)!r} holds files that are not an eval report "
+          f"({shown}); eval writes report.md, report.json and PNGs there "
+          f"and would overwrite files of those names. Give a new or empty "
+          f"folder, e.g. --out {str(out / 'eval')!r}")
 
 
 def command_line(args) -> str:
@@ -124,6 +163,7 @@ def run(args, context=None) -> int:
   """Evaluate, write OUT/report.{md,json} and figures, print a summary.
   `context`: an already loaded `context.Context` for this config (tests)."""
   cfg = config_from_args(args)  # bad flags fail before anything loads
+  check_out(cfg.out)
   from mrt_distill.eval import harness
   from mrt_distill.eval import report as report_lib
   report = harness.evaluate(cfg, command=command_line(args), context=context)

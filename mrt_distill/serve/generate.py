@@ -63,6 +63,14 @@ log = logging.getLogger(__name__)
 # ladder only gets denser and each step costs one more network pass (two
 # with CFG), so 8 is well beyond the useful range.
 MAX_STEPS = 8
+# The longest clip: the whole clip is held in memory (float32, plus one
+# copy to write it) before the file is written, so the limit is a memory
+# one -- an hour of 48 kHz stereo is 1.4 GB per copy; --seconds 1e9 would
+# ask for hundreds of GiB. Endless music is `mrt-distill serve`'s job.
+MAX_SECONDS = 3600.0
+SECONDS_WHY = ("the clip is held in memory before it is written (an hour "
+               "of 48 kHz stereo is 1.4 GB); for endless music use "
+               "`mrt-distill serve`")
 
 TRANSITION_FORM = ("'A -> B over 30s' (or 'over 4 chunks'), where A and B "
                    "are prompt mixes such as 'techno:1, flute:0.5'")
@@ -328,6 +336,9 @@ def check_seconds(seconds) -> float:
   if not math.isfinite(s) or s <= 0:
     raise ValueError(f"--seconds {seconds}: must be a positive number of "
                      f"seconds of audio, e.g. --seconds 10")
+  if s > MAX_SECONDS:
+    raise ValueError(f"--seconds {s:g}: at most {MAX_SECONDS:g} (one "
+                     f"hour): {SECONDS_WHY}")
   return s
 
 

@@ -82,15 +82,52 @@ def _check_bindable(host: str, port: int, what: str,
                        f"another port") from None
 
 
+# Upper bounds of the size arguments, and why.
+MAX_CLIENTS = 1024  # each client is sent its own copy of every chunk
+MAX_LEAD_CHUNKS = 16  # each chunk kept ready adds a chunk of control delay
+
+
+def _check_range(flag: str, value, lo, hi, why: str = "") -> None:
+  import math
+  ok = isinstance(value, (int, float)) and math.isfinite(value) and (
+      lo <= value <= hi)
+  if not ok:
+    raise ValueError(f"{flag} {value}: must be in {lo}..{hi}"
+                     + (f" ({why})" if why else ""))
+
+
+def check_args(args) -> None:
+  """Every number the command takes, before anything loads."""
+  from mrt_distill.serve.generate import MAX_STEPS
+  _check_range("--max-steps", args.max_steps, 1, MAX_STEPS,
+               "each step is one more network pass per chunk; the chunk "
+               "step is compiled for this many")
+  if not 1 <= args.steps <= args.max_steps:
+    raise ValueError(f"--steps {args.steps} must be in 1..--max-steps "
+                     f"{args.max_steps}")
+  _check_range("--port", args.port, 0, 65535, "a TCP port; 0 picks a free "
+               "one")
+  if args.osc_port is not None:
+    _check_range("--osc-port", args.osc_port, 1, 65535, "a UDP port")
+  _check_range("--max-clients", args.max_clients, 1, MAX_CLIENTS,
+               "each client is sent its own copy of every chunk")
+  _check_range("--lead-chunks", args.lead_chunks, 1, MAX_LEAD_CHUNKS,
+               "each chunk kept ready adds one chunk of delay before a "
+               "control change is heard")
+  if args.seed < 0:
+    raise ValueError(f"--seed {args.seed}: must be an integer >= 0")
+  if args.cfg is not None:
+    _check_range("--cfg", args.cfg, 0.0, 100.0, "the guidance weight; 0 = "
+                 "no guidance, 1-8 is typical")
+
+
 def run(args) -> int:
   logging.getLogger("websockets").setLevel(logging.WARNING)
+  check_args(args)
   _warn_exposed("the web server", args.host)
   osc_host = args.osc_host if args.osc_host is not None else args.host
   if args.osc_port is not None:
     _warn_exposed("OSC", osc_host)
-  if not 1 <= args.steps <= args.max_steps:
-    raise ValueError(f"--steps {args.steps} must be in 1..--max-steps "
-                     f"{args.max_steps}")
   rows = rows_from_mix(args.prompt)  # fail on a bad prompt before loading
   _check_bindable(args.host, args.port, "--port")
   if args.osc_port is not None:

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import pathlib
+import zipfile
 from typing import Any
 
 log = logging.getLogger("mrt_distill.serve")
@@ -62,6 +63,9 @@ def read(path) -> tuple[dict, Any]:
   try:
     if path.stat().st_size == 0:
       raise ValueError("the file is empty")
+    if not zipfile.is_zipfile(path):
+      raise ValueError("it is not a whole .npz (zip) archive: cut short, "
+                       "or another kind of file")
     with np.load(path, allow_pickle=False) as z:
       meta = json.loads(z["__meta__"].tobytes().decode())
       if not isinstance(meta, dict):
@@ -76,10 +80,9 @@ def read(path) -> tuple[dict, Any]:
   if meta.get("format") != bundle.FORMAT:
     raise _error(f"{path}: format {meta.get('format')!r}, expected "
                  f"{bundle.FORMAT!r}")
-  if not isinstance(meta.get("config"), dict) or not flat:
-    raise _error(f"{path} has no {'config' if flat else 'parameters'} "
-                 f"inside (format {bundle.FORMAT}, but not written whole); "
-                 f"{_export_again(path)}")
+  if not isinstance(meta.get("config"), dict):
+    raise _error(f"{path} has no config inside (format {bundle.FORMAT}, "
+                 f"but not written whole); {_export_again(path)}")
   return meta, bundle._unflat(flat)
 
 

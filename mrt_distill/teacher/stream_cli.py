@@ -87,6 +87,8 @@ def write_audio(out, audio, sample_rate: int) -> pathlib.Path:
 def run(args) -> None:
   if not args.seconds > 0:  # NaN too; 0 or less would write an empty file
     raise ValueError(f"--seconds must be > 0, got {args.seconds}")
+  from mrt_distill.serve.generate import check_seconds
+  check_seconds(args.seconds)  # the upper bound, and why
   # Caller mistakes before any loading (the teacher takes seconds to build).
   from mrt_distill.style.mixing import parse_prompt_mix
   from mrt_distill.teacher.decode import SamplingParams
