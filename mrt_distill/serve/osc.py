@@ -44,6 +44,7 @@ from pythonosc import osc_server
 from mrt_distill.serve.protocol import ProtocolError
 from mrt_distill.serve.protocol import check_integer
 from mrt_distill.serve.protocol import check_number
+from mrt_distill.serve.protocol import check_rows
 from mrt_distill.serve.protocol import rows_from_mix
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,10 @@ class OscServer:
   """
 
   def __init__(self, controller, host: str = "127.0.0.1", port: int = 9000,
-               live_input=None):
+               live_input=None, check_words=None):
     self.controller = controller
     self.live_input = live_input
+    self.check_words = check_words or (lambda rows: None)
     d = osc_dispatcher.Dispatcher(strict_timing=False)  # never sleep on bundles
     for name, fn in (("prompt", self._prompt), ("weight", self._weight),
                      ("cfg", self._cfg), ("steps", self._steps),
@@ -132,7 +134,9 @@ class OscServer:
         f"/play, /stop, /transition, /input, /input/gain or /input/loop"))
 
   def _prompt(self, *args):
-    self.controller.set_prompts(_pairs(args, f"{PREFIX}/prompt"))
+    rows = check_rows(_pairs(args, f"{PREFIX}/prompt"))
+    self.check_words(rows)
+    self.controller.set_prompts(rows)
 
   def _weight(self, *args):
     if len(args) != 2:
@@ -164,8 +168,9 @@ class OscServer:
   def _transition(self, *args):
     if len(args) < 2:
       raise ProtocolError(f"{PREFIX}/transition takes <seconds> then a mix")
-    self.controller.transition(_pairs(args[1:], f"{PREFIX}/transition"),
-                               args[0])
+    rows = check_rows(_pairs(args[1:], f"{PREFIX}/transition"), "to")
+    self.check_words(rows)
+    self.controller.transition(rows, args[0])
 
   def _live_input(self):
     if self.live_input is None:

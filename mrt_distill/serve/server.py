@@ -66,6 +66,7 @@ from mrt_distill.serve.protocol import MAX_MESSAGE_BYTES
 from mrt_distill.serve.protocol import MAX_PROMPTS
 from mrt_distill.serve.protocol import MAX_TRANSITION_SECONDS
 from mrt_distill.serve.protocol import PROTOCOL_MAX_BYTES
+from mrt_distill.serve.protocol import ProtocolError
 from mrt_distill.serve.protocol import Rows
 from mrt_distill.serve.protocol import encode_frame
 from mrt_distill.serve.protocol import parse_message
@@ -213,7 +214,8 @@ class StreamServer:
     if self.osc_port is not None:
       from mrt_distill.serve.osc import OscServer
       self.osc = OscServer(self.controller, self.osc_host, self.osc_port,
-                           live_input=self.live_input)
+                           live_input=self.live_input,
+                           check_words=self.check_words)
       self.osc.start()
       self.osc_port = self.osc.port
     self._status_task = asyncio.create_task(self._status_loop())
@@ -341,6 +343,8 @@ class StreamServer:
       return
     try:
       cmd = parse_message(message)
+      if cmd.kind in ("prompt", "transition"):
+        self.check_words(cmd.rows + (cmd.from_rows or ()))
       if cmd.kind == "input":
         await asyncio.to_thread(self.live_input.configure, cmd.mode,
                                 cmd.value, cmd.seconds)
@@ -356,6 +360,30 @@ class StreamServer:
     if cmd.kind == "status":
       client.outbox.push_status(json.dumps(self.status(client)))
       client.wake.set()
+
+  def check_words(self, rows: Rows) -> None:
+    """A style model with a word list drops words it does not know with
+    only a log warning, so a typo would silently change the music: refuse
+    the prompt instead, naming the word and its nearest known ones."""
+    if not self.vocab:
+      return
+    import difflib
+
+    from mrt_distill.style.text_parsing import parse_text
+    for text, weight in rows:
+      if weight <= 0:
+        continue  # not embedded
+      known, unknown = parse_text(text, self.vocab)
+      if unknown or not known:
+        near = sorted({w for u in unknown for w in
+                       difflib.get_close_matches(u, self.vocab, 3, 0.6)})
+        raise ProtocolError(
+            f"prompt {text!r}: "
+            + (f"unknown word(s) {', '.join(map(repr, unknown))}"
+               if unknown else "no style word")
+            + (f"; did you mean {', '.join(near)}?" if near else "")
+            + f" This style model knows {len(self.vocab)} words (the "
+            f"chips on the page, `vocab` in the hello message)")
 
   async def _on_input_frame(self, client: _Client, frame) -> None:
     """The musician's audio (a binary frame): into the session's context;

@@ -11,7 +11,8 @@ WAV this module writes (a 440 Hz tone), so the test can check that the tone,
 not just some bytes, reached the session's audio injection.
 
 One browser and one server serve the whole module (they cost most of the
-time); the tests run in file order and each sets the state it needs.
+time); each test starts from whatever state the others left (any order,
+any -k selection works).
 
 MRT_SCREENSHOTS=docs python -m pytest -q tests/serve/test_browser.py writes
 the screenshots docs/web_player.png and docs/web_player_mic.png (after a few
@@ -125,6 +126,22 @@ def srv_vocab(server):
   return vocab
 
 
+def _play(page, server):
+  if not server.pump.playing:
+    page.click("#play")
+  page.wait_for_function("window.mrtStats.workletChunks >= 2",
+                         timeout=20_000)
+
+
+def _rows(server):
+  return [(p["text"], p["weight"])
+          for p in server.controller.snapshot()["prompts"]]
+
+
+def _label(rows):
+  return ", ".join(f"{t}:{w:g}" for t, w in rows)
+
+
 def _embedding_reaches(session, want, what):
   _wait(lambda: np.allclose(np.asarray(session.style_embedding).reshape(-1),
                             want, atol=1e-5), what)
@@ -189,6 +206,10 @@ def test_page_plays_and_steers(served):
 def test_style_word_chips_and_glide(served):
   page, bundle, session, server, _ = served
   from mrt_distill.style.mixing import embed_prompt_mix
+  _play(page, server)
+  page.locator("#glide").fill("0")
+  before = _rows(server)
+  assert "flute" not in [t for t, _ in before]
   vocab = list(srv_vocab(server))
   chips = page.locator("#chips .chip")
   assert chips.all_text_contents() == vocab
@@ -201,12 +222,24 @@ def test_style_word_chips_and_glide(served):
 
   # A click adds the word to the mix the server plays.
   page.click("#chips .chip >> text=flute")
-  want = [("techno", 1.0), ("jazz", 0.7), ("flute", 1.0)]
-  _wait(lambda: server.controller.snapshot()["prompts"] == [
-      {"text": t, "weight": w} for t, w in want], "the chip's prompt")
+  want = before + [("flute", 1.0)]
+  _wait(lambda: _rows(server) == want, "the chip's prompt")
   _embedding_reaches(session, embed_prompt_mix(session.style_model, want),
                      "the chip's mix in the session")
   assert "on" in page.get_attribute("#chips .chip >> text=flute", "class")
+
+  # A typo in the prompt box is refused by name; the music keeps its mix.
+  flute_row = page.locator(".prompt-text").nth(len(before))
+  flute_row.fill("flutte")
+  flute_row.press("Enter")
+  page.wait_for_function("window.mrtStats.errors.length > 0",
+                         timeout=10_000)
+  assert page.evaluate("window.mrtStats.errors.pop()").startswith(
+      "prompt 'flutte': unknown word(s) 'flutte'; did you mean flute?")
+  assert page.text_content("#error").startswith("prompt 'flutte'")
+  assert _rows(server) == want
+  flute_row.fill("flute")
+  flute_row.press("Enter")
 
   # With a glide time, a chip starts a transition instead of a jump.
   page.locator("#glide").fill("2")
@@ -214,21 +247,23 @@ def test_style_word_chips_and_glide(served):
   page.click("#chips .chip >> text=flute")  # off again, over 3 s
   _wait(lambda: session.stats()["transition"] is not None, "the glide")
   tr = session.stats()["transition"]
-  assert tr is not None and (tr["to"], tr["seconds"]) == (
-      "techno:1, jazz:0.7", 2.0)
+  assert tr is not None and (tr["to"], tr["seconds"]) == (_label(before),
+                                                          2.0)
   page.wait_for_function(
       "document.getElementById('glide-state').textContent"
-      ".startsWith('gliding to techno:1, jazz:0.7')", timeout=10_000)
+      f".startsWith('gliding to {_label(before)}')", timeout=10_000)
   _screenshot(page, "web_player.png")
   _wait(lambda: session.stats()["transition"] is None, "the glide's end",
         timeout=20)
-  assert session.stats()["prompt"] == "techno:1, jazz:0.7"
+  assert session.stats()["prompt"] == _label(before)
+  assert _rows(server) == before
   page.locator("#glide").fill("0")
 
 
 def test_microphone_reaches_the_session(served):
   page, bundle, session, server, injected = served
   sr = session.sample_rate
+  _play(page, server)
   injected.clear()
   page.locator("#input-gain").fill("0.5")
   page.click("#mic")

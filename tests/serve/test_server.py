@@ -414,6 +414,47 @@ def test_style_vocab():
   assert srv.style_vocab(Text()) is None
 
 
+def test_unknown_words_are_refused_with_suggestions():
+  server = srv.StreamServer.__new__(srv.StreamServer)
+  server.vocab = ["techno", "jazz", "flute", "drum_and_bass"]
+  server.check_words((("techno", 1.0), ("drum and bass", 0.5),
+                      ("jaz", 0.0)))  # a zero weight is not embedded
+  with pytest.raises(protocol.ProtocolError, match=(
+      r"prompt 'jaz flute': unknown word\(s\) 'jaz'; did you mean jazz\? "
+      r"This style model knows 4 words")):
+    server.check_words((("techno", 1.0), ("jaz flute", 0.5)))
+  with pytest.raises(protocol.ProtocolError, match="'music': no style word"):
+    server.check_words((("music", 1.0),))
+  server.vocab = None  # a model that takes any text: nothing to check
+  server.check_words((("jaz", 1.0),))
+
+
+def test_osc_prompts_are_checked_against_the_word_list():
+  from mrt_distill.serve.osc import OscServer
+  got = []
+
+  class Ctl:
+    def set_prompts(self, rows):
+      got.append(("prompt", rows))
+
+    def transition(self, rows, seconds):
+      got.append(("transition", rows, seconds))
+  server = srv.StreamServer.__new__(srv.StreamServer)
+  server.vocab = ["techno", "jazz"]
+  osc = OscServer(Ctl(), port=0, check_words=server.check_words)
+  try:
+    osc._prompt("techno", 1.0, "jazz", 0.5)
+    with pytest.raises(protocol.ProtocolError, match="did you mean jazz"):
+      osc._prompt("techno:1, jaz:1")
+    with pytest.raises(protocol.ProtocolError, match="did you mean techno"):
+      osc._transition(4, "tecno")
+    osc._transition(4, "jazz")
+  finally:
+    osc.close()
+  assert got == [("prompt", (("techno", 1.0), ("jazz", 0.5))),
+                 ("transition", (("jazz", 1.0),), 4)]
+
+
 def _tone(n, sr, hz=440.0, amp=0.5):
   return (amp * np.sin(2 * np.pi * hz * np.arange(n) / sr)
           ).astype(np.float32)[:, None]

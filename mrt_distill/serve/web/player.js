@@ -497,8 +497,8 @@
   async function startInput() {
     await ensureAudio();
     await ctx.resume();
+    await input.start(ctx, hello.channels);  // the device first: it may say no
     send(inputSettings());
-    await input.start(ctx, hello.channels);
     $('mic').classList.add('on');
     $('mic').textContent = 'Stop input';
   }
