@@ -31,6 +31,27 @@ def world():
   return su, params, stepper
 
 
+@pytest.fixture(scope="module")
+def coupled_world(world):
+  """The same world with a coupled student (it reads coupling noise z
+  through noise_in; serving draws z itself), its heads random too."""
+  import dataclasses
+  su, _, _ = world
+  scfg = dataclasses.replace(su.model.cfg, coupled=True)
+  full = S.from_teacher(scfg, su.teacher_params, jax.random.PRNGKey(1))
+  trainable, frozen = S.split_params(full)
+  rng = np.random.default_rng(1)
+  flat = traverse_util.flatten_dict(trainable)
+  for k, v in flat.items():
+    flat[k] = jnp.asarray(rng.standard_normal(v.shape).astype(np.float32)
+                          * (0.3 if k[-1] == "lora_b" else 0.5))
+  params = S.merge_params(traverse_util.unflatten_dict(flat), frozen)
+  model = S.StudentModel(scfg)
+  su = dataclasses.replace(su, model=model)
+  return su, params, ChunkStepper(model, su.codec, su.style_model, su.scaler,
+                                  max_steps=3)
+
+
 def _styles(su, b, seed):
   rng = np.random.default_rng(seed)
   return rng.standard_normal((b, su.geometry.style_embed_dim)).astype(
@@ -261,15 +282,17 @@ def test_a_codec_without_a_traceable_encoder_serves_but_refuses_injection(
     plain.inject_context(params, state, 0.0, 1.0, [True, True])
 
 
-@pytest.mark.parametrize("k", [1, 2])
-def test_guidance_equals_two_separate_model_applications(world, k):
+@pytest.mark.parametrize("coupled,k", [(False, 1), (False, 2), (True, 2)])
+def test_guidance_equals_two_separate_model_applications(request, coupled, k):
   """Guidance checked independently of `denoise_guided`: the conditioned
   and unconditioned predictions come from two separate full-model
   applications (the training forward: context + style encoded from
   scratch), combined by hand as (1 + w) f(cond) - w f(uncond). Catches
   cond/uncond swapped in `denoise_guided` (guidance steering away from the
   prompt), a wrong sign or a missing (1 + w)."""
-  su, params, stepper = world
+  su, params, stepper = request.getfixturevalue(
+      "coupled_world" if coupled else "world")
+  assert su.model.cfg.coupled == coupled
   g, noise = su.geometry, su.model.cfg.noise
   b, w = 2, 3.0
   styles = _styles(su, b, 5)
@@ -283,9 +306,14 @@ def test_guidance_equals_two_separate_model_applications(world, k):
   ids = stepper.style_ids(ctl.style_emb)
   shape = (b, g.chunk_frames, g.codec_latent_dim)
 
+  # The first step's input: sigma_max * N(0, I), or (coupled) the coupling
+  # noise z drawn from the step's key, x = sigma_max * z's level-0 slice;
+  # both halves and every step see the same z.
+  x, z = S.first_step_input(su.model.cfg, jax.random.fold_in(key, 0), b)
+
   def f(x, sigma, style_ids, style_emb):
     return su.model.apply({"params": params}, ctx, style_ids, style_emb, x,
-                          jnp.full((b,), sigma))
+                          jnp.full((b,), sigma), z)
 
   def guided(x, sigma):
     cond = f(x, sigma, ids, ctl.style_emb)
@@ -295,8 +323,7 @@ def test_guidance_equals_two_separate_model_applications(world, k):
     assert np.abs(np.asarray(cond - uncond)).max() > 1e-2
     return (1 + w) * cond - w * uncond
 
-  x0 = guided(jax.random.normal(jax.random.fold_in(key, 0), shape)
-              * noise.sigma_max, noise.sigma_max)
+  x0 = guided(x, noise.sigma_max)
   for i, s in enumerate(noise.sampling_ladder(k)[:k - 1], start=1):
     s_noise = np.sqrt(max(s * s - noise.sigma_min ** 2, 0.0))
     x0 = guided(x0 + s_noise * jax.random.normal(jax.random.fold_in(key, i),
