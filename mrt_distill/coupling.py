@@ -124,18 +124,29 @@ def flow_map(log_p_BxV, z_BxD, books_VxD, steps: int = FLOW_STEPS):
   grid = jnp.asarray(flow_grid(steps))
   log_p = log_p_BxV.astype(jnp.float32)
   books = books_VxD.astype(jnp.float32)
-
-  def body(i, x):
-    t, t_next = grid[i], grid[i + 1]
-    w = jax.nn.softmax(_log_posterior(log_p, x, t, books), axis=-1)
-    c_hat = w @ books  # posterior mean (B, D)
-    z_hat = (x - t * c_hat) / (1.0 - t)
-    return t_next * c_hat + (1.0 - t_next) * z_hat
-
-  x = jax.lax.fori_loop(0, steps, body, z_BxD.astype(jnp.float32),
-                        unroll=True)
+  x = jax.lax.fori_loop(
+      0, steps, lambda i, x: _flow_step(x, grid[i], grid[i + 1], log_p, books),
+      z_BxD.astype(jnp.float32), unroll=True)
   final = _log_posterior(log_p, x, grid[steps], books)
   return jnp.argmax(final, axis=-1).astype(jnp.int32)
+
+
+def _flow_step(x_BxD, t, t_next, log_p_BxV, books_VxD):
+  """x_t -> x_t_next, exact while the posterior mean c_hat stays put:
+  x_t = t c + (1 - t) z gives z_hat = (x_t - t c_hat) / (1 - t)."""
+  w = jax.nn.softmax(_log_posterior(log_p_BxV, x_BxD, t, books_VxD), axis=-1)
+  c_hat = w @ books_VxD  # posterior mean (B, D)
+  z_hat = (x_BxD - t * c_hat) / (1.0 - t)
+  return t_next * c_hat + (1.0 - t_next) * z_hat
+
+
+def flow_trajectory(log_p_BxV, z_BxD, books_VxD, steps: int = FLOW_STEPS):
+  """Every x_t of `flow_map`'s integration -> (steps + 1, B, D) (figures)."""
+  grid = flow_grid(steps)
+  xs = [jnp.asarray(z_BxD, jnp.float32)]
+  for i in range(steps):
+    xs.append(_flow_step(xs[-1], grid[i], grid[i + 1], log_p_BxV, books_VxD))
+  return jnp.stack(xs)
 
 
 def student_latent_noise(noise_BxCxKxD):

@@ -1,0 +1,182 @@
+"""The coupled student's plumbing: rollouts carry the noise that made each
+teacher chunk, the student reads it, short chunks slice it, and runs /
+files of the other kind are refused. (The sampler itself:
+tests/test_coupling.py.)"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from mrt_distill import coupling
+from mrt_distill.codec.base import MinimalCodec
+from mrt_distill.distill import checkpoints, config_io
+from mrt_distill.distill import student as S
+from mrt_distill.distill import train_step as T
+from mrt_distill.distill.prompts import PromptRecord
+from mrt_distill.distill.rollout import RolloutGenerator
+from mrt_distill.distill.subchunks import split_examples
+from mrt_distill.style.base import MinimalStyleModel
+from mrt_distill.teacher.decode import SamplingParams
+from mrt_distill.teacher.load import load_teacher_config
+from mrt_distill.teacher.model import init_params
+from mrt_distill.teacher.system import TeacherSystem
+
+B = 2
+
+
+@pytest.fixture(scope="module")
+def system():
+  cfg = load_teacher_config("tiny")
+  g = cfg.geometry
+  return TeacherSystem(cfg, init_params(cfg, jax.random.PRNGKey(0)),
+                       MinimalCodec(g), MinimalStyleModel(g),
+                       SamplingParams(guidance_weight=3.0, temperature=0.8,
+                                      top_k=20))
+
+
+def _prompts():
+  return itertools.cycle([PromptRecord(p).to_dict()
+                          for p in ("techno", "jazz", "funk")])
+
+
+def test_rollout_examples_carry_the_noise_their_chunk_is_a_function_of(
+    system):
+  """Replaying the teacher on an example's context, style and noise gives
+  its tokens bit for bit. Mutation caught: the rollout storing a fresh
+  draw instead of the noise it decoded with."""
+  g = system.geometry
+  gen = RolloutGenerator(system, _prompts(), batch=B, session_chunks=3,
+                         seed=0, coupled=True)
+  gen.next()
+  ctx = gen.contexts.copy()  # the context of the next chunk
+  ex = gen.next()
+  assert ex["noise"].shape == coupling.noise_shape(g, B)
+  assert ex["noise"].dtype == np.float32
+  again = system.sample_codes(ctx, ex["style_emb"], noise=ex["noise"])
+  np.testing.assert_array_equal(again, ex["tokens"])
+  # Each chunk has its own noise; uncoupled rollouts carry none.
+  assert not np.array_equal(gen.next()["noise"], ex["noise"])
+  plain = RolloutGenerator(system, _prompts(), batch=B, session_chunks=3,
+                           seed=0)
+  assert "noise" not in plain.next()
+
+
+def test_subchunks_take_the_noise_of_their_own_frames(system):
+  g = system.geometry
+  gen = RolloutGenerator(system, _prompts(), batch=B, session_chunks=3,
+                         seed=1, coupled=True)
+  ex = gen.next()
+  f = g.crossfade_frames if g.chunk_frames % 2 else g.chunk_frames // 2
+  student_g = g.replace(name="short", chunk_frames=f)
+  out = split_examples(ex, g, student_g)
+  j = g.chunk_frames // f
+  assert out["noise"].shape == (B * j, f, g.target_levels,
+                                g.codec_latent_dim)
+  for s in range(j):  # slice-major: all B examples of slice s together
+    np.testing.assert_array_equal(out["noise"][s * B:(s + 1) * B],
+                                  ex["noise"][:, s * f:(s + 1) * f])
+
+
+@pytest.fixture(scope="module")
+def coupled_model():
+  cfg = S.StudentConfig(teacher=load_teacher_config("tiny"), lora_rank=2,
+                        head_init_scale=0.05, coupled=True)
+  model = S.StudentModel(cfg)
+  return model, S.init_student_params(cfg, jax.random.PRNGKey(0))
+
+
+def _inputs(cfg, key):
+  g = cfg.geometry
+  ctx = jnp.full((B, cfg.context_chunks, cfg.chunk_tokens), 1, jnp.int32)
+  style = jnp.full((B, g.style_levels), 1, jnp.int32)
+  emb = jnp.zeros((B, g.style_embed_dim), jnp.float32)
+  z = coupling.draw_noise(key, g, B)
+  return ctx, style, emb, z
+
+
+def test_the_coupled_student_reads_every_level_of_its_noise(coupled_model):
+  """Changing only level 1's noise (which x never sees) moves the output:
+  it reaches the network through noise_in. Mutation caught: noise_in
+  skipped in denoise."""
+  model, params = coupled_model
+  cfg = model.cfg
+  ctx, style, emb, z = _inputs(cfg, jax.random.PRNGKey(0))
+  cross = model.apply({"params": params}, ctx, style, emb,
+                      method=S.StudentModel.context_kv)
+  a = S.sample(model, params, cross, jax.random.PRNGKey(1), B, 1,
+               z_BxCxKxD=z)
+  b = S.sample(model, params, cross, jax.random.PRNGKey(2), B, 1,
+               z_BxCxKxD=z)
+  np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # z decides
+  z1 = z.at[:, :, 1].set(-z[:, :, 1])
+  c = S.sample(model, params, cross, jax.random.PRNGKey(1), B, 1,
+               z_BxCxKxD=z1)
+  assert float(jnp.abs(a - c).max()) > 1e-4
+  # Without z the student draws its own from the key (the serving path).
+  d = S.sample(model, params, cross, jax.random.PRNGKey(1), B, 1)
+  assert d.shape == a.shape and np.isfinite(np.asarray(d)).all()
+
+
+def test_noise_given_to_the_wrong_kind_of_student_is_refused(coupled_model):
+  model, params = coupled_model
+  cfg = model.cfg
+  ctx, style, emb, z = _inputs(cfg, jax.random.PRNGKey(0))
+  x = jnp.zeros(z.shape[:2] + z.shape[3:])
+  with pytest.raises(ValueError, match="needs its coupling noise"):
+    model.apply({"params": params}, ctx, style, emb, x, jnp.ones((B,)))
+  plain_cfg = S.StudentConfig(teacher=cfg.teacher, lora_rank=2)
+  plain = S.StudentModel(plain_cfg)
+  pp = S.init_student_params(plain_cfg, jax.random.PRNGKey(0))
+  assert "noise_in" not in pp
+  with pytest.raises(ValueError, match="uncoupled student"):
+    plain.apply({"params": pp}, ctx, style, emb, x, jnp.ones((B,)), z)
+
+
+def test_coupled_train_step_takes_one_draw_and_its_noise(coupled_model):
+  model, _ = coupled_model
+  with pytest.raises(ValueError, match=r"student.coupled=True takes the "
+                     r"teacher's own noise .*imle_samples is 4: set "
+                     r"--config.student.imle_samples=1"):
+    T.make_train_step(model, T.make_optimizer(_optim()), codec=None,
+                      scaler=None, weights=None, imle_samples=4)
+  assert T.batch_keys(True) == T.BATCH_KEYS + ("noise",)
+
+
+def _optim():
+  return ml_collections.ConfigDict(dict(
+      name="adamw", learning_rate=1e-3, warmup_steps=1, decay_steps=2,
+      final_lr_fraction=0.1, b1=0.9, b2=0.99, weight_decay=0.0,
+      grad_clip=1.0))
+
+
+def test_a_run_trained_uncoupled_is_not_resumed_coupled(tmp_path):
+  """The fingerprint refuses it by name; a checkpoint written before the
+  switch existed reads as uncoupled."""
+  cfg = config_io.load_config("reference_cpu:tiny")
+  assert cfg.student.coupled
+  old = config_io.shape_fingerprint(cfg)
+  del old["student.coupled"]  # a checkpoint from before the switch
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match=r"student.coupled': \(False, True\)"):
+    checkpoints.check_fingerprint({"fingerprint": old}, cfg, 3, tmp_path)
+  cfg.student.coupled = False
+  checkpoints.check_fingerprint({"fingerprint": old}, cfg, 3, tmp_path)
+
+
+def test_a_student_file_with_another_noise_layout_is_refused(tmp_path):
+  from mrt_distill.serve import bundle
+  cfg = config_io.load_config("reference_cpu:tiny")
+  with pytest.raises(bundle.StudentLoadError,
+                     match=r"noise layout 'dd0/old'.*distil a new student"):
+    bundle._check_noise_layout({"noise_layout": "dd0/old"}, cfg,
+                               tmp_path / "s.npz")
+  bundle._check_noise_layout({"noise_layout": coupling.NOISE_LAYOUT}, cfg,
+                             tmp_path / "s.npz")
+  cfg.student.coupled = False  # uncoupled files carry no layout
+  bundle._check_noise_layout({}, cfg, tmp_path / "s.npz")
