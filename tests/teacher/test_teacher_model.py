@@ -531,6 +531,17 @@ def test_incremental_steps_reproduce_teacher_forcing(cfg, params, fwd, batch,
 
 # ---- known deviations --------------------------------------------------------------
 def test_forward_runs_under_rank_promotion_raise(cfg, params, batch):
+  """The teacher never relies on implicit rank promotion (STYLE.md §12):
+  under 'raise' (the guard is live: an implicit promotion raises in it) the
+  forward runs and gives bitwise the logits of 'allow'. Catches e.g.
+  RMSNorm's `y * scale` without its explicit reshape."""
   enc, tgt = batch
+  model = TeacherModel(cfg)
+  with jax.numpy_rank_promotion("allow"):
+    want = np.asarray(model.apply({"params": params}, enc, tgt))
   with jax.numpy_rank_promotion("raise"):
-    TeacherModel(cfg).apply({"params": params}, enc, tgt)
+    with pytest.raises(ValueError, match="rank_promotion"):
+      jnp.ones((2, 3)) + jnp.ones(3)
+    got = np.asarray(model.apply({"params": params}, enc, tgt))
+  assert got.shape[:2] == tgt.shape and np.isfinite(got).all()
+  np.testing.assert_array_equal(got, want)
