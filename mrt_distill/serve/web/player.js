@@ -84,7 +84,7 @@
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
   }
 
-  // ---- audio frames -----------------------------------------------------------
+  // ---- audio frames ---------------------------------------------------------
   // Header (16 bytes, little endian): "MRTA", version u8, format u8
   // (1 float32, 2 int16), channels u16, sample rate u32, chunk index u32.
   function parseFrame(buf) {
@@ -457,7 +457,7 @@
     }
   }
 
-  // ---- the musician's input --------------------------------------------------
+  // ---- the musician's input ------------------------------------------------
   let inputEdit = 0;
 
   function inputSettings() {
@@ -475,7 +475,9 @@
     const editing = ['input-mode', 'input-gain', 'loop-seconds']
         .includes(focus) || Date.now() - inputEdit < 1500;
     if (force || !editing) {
-      if (s.mode === 'free' || s.mode === 'looper') $('input-mode').value = s.mode;
+      if (s.mode === 'free' || s.mode === 'looper') {
+        $('input-mode').value = s.mode;
+      }
       $('input-gain').value = String(s.gain);
       $('input-gain-value').textContent = Number(s.gain).toFixed(2);
       $('loop-seconds').value = String(s.loop_seconds);
@@ -557,7 +559,9 @@
     inputEdit = Date.now();
     if (input.active) send(inputSettings());
   });
-  $('loop-seconds').addEventListener('input', () => { inputEdit = Date.now(); });
+  $('loop-seconds').addEventListener('input', () => {
+    inputEdit = Date.now();
+  });
   $('loop-seconds').addEventListener('change', () => {
     inputEdit = Date.now();
     if (input.active) send(inputSettings());
