@@ -161,3 +161,14 @@ def test_input_message():
                        ('{"type": "input", "gain": "max"}', "a number")]:
     with pytest.raises(protocol.ProtocolError, match=msg):
       protocol.parse_message(message)
+
+
+def test_a_student_that_cannot_hear_input_says_so():
+  s = FakeSession()
+  s.stepper = type("Stepper", (), {"can_inject": False})()
+  li = LiveInput(s)
+  assert li.snapshot()["available"] is False
+  with pytest.raises(protocol.ProtocolError, match="cannot hear input"):
+    li.configure(mode="free")
+  li.configure(mode="off", gain=0.5)  # off and the gain are still fine
+  assert (li.mode, li.gain) == ("off", 0.5)

@@ -474,10 +474,15 @@ def test_input_frames_reach_the_session(live, monkeypatch):
   with _connect(server) as ws, _connect(server) as other:
     ws.send(json.dumps({"type": "input", "mode": "free", "gain": 0.5}))
     _recv(ws, _of_type("ack"))
+    # Switching on compiled the context re-encoder already (a warm-up on a
+    # throwaway state), so the stream will not stall on it.
+    compiled = session.stepper.context_compiles
+    assert compiled >= 1
     for i in range(5):
       ws.send(protocol.encode_frame(x[i * 400:(i + 1) * 400], sr, i))
     _wait_for(lambda: server.live_input.snapshot()["frames"] == 5,
               what="five input frames")
+    chunks_then = session.chunks
     fed = [c for c in calls if c[1].get("gain") == 0.5]
     np.testing.assert_array_equal(np.concatenate([a for a, _ in fed]), x)
     assert {kw["mode"] for _, kw in fed} == {"free"}
@@ -500,6 +505,9 @@ def test_input_frames_reach_the_session(live, monkeypatch):
       ws.send(frame)
       err, _ = _recv(ws, _of_type("error"))
       assert want in err["message"], err
+    _wait_for(lambda: session.chunks > chunks_then + 2,
+              what="chunks produced with the input")
+    assert session.stepper.context_compiles == compiled
     ws.send(json.dumps({"type": "input", "mode": "off"}))
     _recv(ws, _of_type("ack"))
     _wait_for(lambda: session.stats()["inject_mode"] is None,
