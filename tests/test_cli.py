@@ -4,6 +4,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 import soundfile as sf
 
 from mrt_distill import main as cli
@@ -93,3 +94,74 @@ def test_teacher_stream_bad_prompt(tmp_path, capsys):
   assert rc == 1
   assert "negative" in capsys.readouterr().err
   assert not (tmp_path / "x.wav").exists()
+
+
+def test_bad_arguments_are_refused_before_any_model_loads(
+    capsys, monkeypatch, tmp_path):
+  """Unknown prompt words (checked against the reference vocabulary read
+  from its JSON sidecar) and out-of-range sizes end the command before
+  load_student is ever called."""
+  import pytest
+  from mrt_distill.serve import bundle
+
+  def never(*_a, **_k):
+    raise AssertionError("load_student was called")
+
+  monkeypatch.setattr(bundle, "load_student", never)
+  monkeypatch.chdir(tmp_path)
+  for argv, msg in (
+      (["generate", "--prompt", "funk:1, flutte:0.5"],
+       "prompt 'flutte' has unknown word(s) 'flutte'"),
+      (["generate", "--transition", "funk -> jaz over 4s"],
+       "(target mix B): prompt 'jaz' has unknown word(s) 'jaz'"),
+      (["generate", "--checkpoint", "random-tiny", "--seconds", "7200"],
+       "--seconds 7200: at most 3600"),
+      (["serve", "--prompt", "technoo"], "unknown word(s) 'technoo'"),
+      (["serve", "--checkpoint", "random-tiny", "--lead-chunks", "0"],
+       "--lead-chunks 0: must be in 1..16")):
+    assert cli.main(argv) == 1, argv
+    assert msg in capsys.readouterr().err, argv
+  assert list(tmp_path.iterdir()) == []
+  # A tiny-world student has no closed vocabulary: nothing to check early,
+  # so the command goes on to load it.
+  with pytest.raises(AssertionError, match="load_student was called"):
+    cli.main(["generate", "--checkpoint", "random-tiny", "--prompt", "zzz"])
+
+
+def test_compilation_cache_flag_and_folder(monkeypatch, tmp_path):
+  monkeypatch.setenv("MRT_DISTILL_CACHE_DIR", str(tmp_path / "c"))
+  assert cli.compilation_cache_dir() == tmp_path / "c"
+  monkeypatch.delenv("MRT_DISTILL_CACHE_DIR")
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+  assert cli.compilation_cache_dir() == tmp_path / "x" / "mrt_distill" / "jax"
+  p = cli.build_parser()
+  assert p.parse_args(["generate", "--no-cache"]).no_cache is True
+  assert p.parse_args(["--no-cache", "serve"]).no_cache is True
+  assert p.parse_args(["distill"]).no_cache is False
+  # In a process that imported jax already, main() leaves its config be.
+  before = jax.config.jax_compilation_cache_dir
+  cli.main(["generate", "--seconds", "0"])
+  assert jax.config.jax_compilation_cache_dir == before
+
+
+@pytest.mark.slow
+def test_a_fresh_process_caches_compiled_programs_unless_no_cache(tmp_path):
+  """Two tiny generate runs (about a minute on 2 busy cores)."""
+  import subprocess
+  import sys
+  code = ("import sys; from mrt_distill import main; "
+          "sys.exit(main.main(sys.argv[1:]))")
+  env = {**__import__("os").environ,
+         "MRT_DISTILL_CACHE_DIR": str(tmp_path / "jc"),
+         # Every program, however fast it compiled on this machine.
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  args = ["generate", "--checkpoint", "random-tiny", "--seconds", "0.3",
+          "--out", str(tmp_path / "a.wav")]
+  r = subprocess.run([sys.executable, "-c", code, "--no-cache", *args],
+                     env=env, capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert not (tmp_path / "jc").exists()
+  r = subprocess.run([sys.executable, "-c", code, *args], env=env,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert any((tmp_path / "jc").iterdir())  # compiled programs were cached

@@ -625,6 +625,9 @@ def _(tmp):
           "--out", "a.wav"]
 
 
+case("generate-unknown-word")(lambda tmp: [
+    "generate", "--prompt", "funk:1, flutte:0.5", "--out", "a.wav"])
+case("serve-unknown-word")(lambda tmp: ["serve", "--prompt", "technoo"])
 SERVE = ("serve", "--checkpoint", "random-tiny")
 case("serve-port")(lambda tmp: [*SERVE, "--port", "70000"])
 case("serve-lead-chunks")(lambda tmp: [*SERVE, "--lead-chunks", "100"])

@@ -78,6 +78,32 @@ def _unflat(flat: dict[str, np.ndarray]):
       {tuple(k.split("/")): v for k, v in flat.items()})
 
 
+def _student_base(scfg, teacher_params, seed: int, trained: bool):
+  """-> (fresh trainable tree, frozen tree) of a student on this teacher.
+
+  trained: a trained student will replace every fresh tensor, so only their
+  shapes are made (jax.eval_shape), and the frozen backbone is the teacher's
+  weights as float32 -- the values `S.from_teacher` gives, without its
+  eager init pass through the whole model (about 15 s on a 2-core CPU)."""
+  key = jax.random.PRNGKey(seed)
+  if not trained:
+    return S.split_params(S.from_teacher(scfg, teacher_params, key))
+  shapes = jax.eval_shape(lambda k: S.init_student_params(scfg, k), key)
+  fresh, frozen_shapes = S.split_params(shapes)
+  teacher = traverse_util.flatten_dict(teacher_params)
+  frozen = {}
+  for path, want in traverse_util.flatten_dict(frozen_shapes).items():
+    t = teacher.get(path)
+    if t is None or tuple(t.shape) != tuple(want.shape):
+      raise StudentLoadError(
+          f"teacher param {'/'.join(path)} is "
+          f"{'missing' if t is None else f'of shape {tuple(t.shape)}'}, the "
+          f"student expects {tuple(want.shape)}: the student config's "
+          f"teacher ({scfg.teacher.name!r}) is not this world's architecture")
+    frozen[path] = np.asarray(t, np.float32)
+  return fresh, traverse_util.unflatten_dict(frozen)
+
+
 def _assemble(config, trainable, source: str) -> StudentBundle:
   """World from the config + the base student from the teacher + `trainable`
   (None keeps the fresh heads/LoRA); checks every trained tensor's shape."""
@@ -86,11 +112,12 @@ def _assemble(config, trainable, source: str) -> StudentBundle:
   # Serve in the backend's fast dtype (f32 on CPU); params are f32 anyway.
   tcfg = for_backend(world.teacher_cfg)
   scfg = loop.student_config(config, tcfg)
-  full = S.from_teacher(scfg, world.teacher_params,
-                        jax.random.PRNGKey(int(config.seed)))
-  fresh, frozen = S.split_params(full)
+  fresh, frozen = _student_base(scfg, world.teacher_params,
+                                int(config.seed), trained=trainable is not None)
   if trainable is not None:
-    want, got = _flat(fresh), _flat(trainable)
+    want = {"/".join(k): v for k, v in
+            traverse_util.flatten_dict(fresh).items()}
+    got = _flat(trainable)
     missing = sorted(set(want) - set(got))
     extra = sorted(set(got) - set(want))
     wrong = sorted(k for k in set(want) & set(got)

@@ -227,6 +227,53 @@ def style_schedule(style_model, n_chunks: int, chunk_seconds: float, *,
   return ((1.0 - w_N) * a_S[None] + w_N * b_S[None]).astype(np.float32)
 
 
+class _Vocab:
+  """Stands in for a style model in `check_prompt_words`: its word list."""
+
+  def __init__(self, vocab):
+    self.vocab = tuple(vocab)
+
+
+def checkpoint_world(checkpoint) -> str | None:
+  """The world a student checkpoint is of, read from its small metadata
+  only (no model loads): 'reference', 'random-tiny', ...; None when it
+  cannot be told (the loader then reports what is wrong)."""
+  import json
+  import pathlib
+  if checkpoint in (None, "reference"):
+    return "reference"
+  if checkpoint == "random-tiny":
+    return "random-tiny"
+  p = pathlib.Path(checkpoint)
+  try:
+    if p.is_dir():
+      return json.loads((p / "config.json").read_text()).get("world")
+    if p.is_file():
+      import numpy as np
+      with np.load(p, allow_pickle=False) as z:
+        meta = json.loads(z["__meta__"].tobytes().decode())
+      return meta["config"].get("world")
+  except Exception:
+    return None
+  return None
+
+
+def early_vocab(checkpoint):
+  """The style vocabulary of a reference-world checkpoint, read from the
+  style model's checksum sidecar (JSON) in milliseconds, so a misspelt
+  prompt is refused before the student loads; None for other worlds (then
+  the words are checked after loading, as before)."""
+  import json
+  if checkpoint_world(checkpoint) != "reference":
+    return None
+  from mrt_distill.world import assets
+  side = assets.path("style").with_name(assets.FILES["style"] + ".json")
+  try:
+    return _Vocab(json.loads(side.read_text())["meta"]["config"]["vocab"])
+  except Exception:  # not built or damaged: the loader names the fix
+    return None
+
+
 # ---- the generation loop ----------------------------------------------------
 @dataclasses.dataclass
 class Generation:
@@ -539,6 +586,14 @@ def run(args) -> int:
     except ValueError as e:
       raise ValueError(f"--prompt {prompt!r}: {e}") from None
   out = check_audio_out(args.out)
+  vocab = early_vocab(args.checkpoint)
+  if vocab is not None:  # unknown words before anything loads
+    if prompt is not None:
+      check_prompt_words(vocab, prompt, "--prompt")
+    else:
+      where = f"--transition {transition.describe()!r}"
+      check_prompt_words(vocab, transition.start, where + " (start mix A)")
+      check_prompt_words(vocab, transition.end, where + " (target mix B)")
 
   from mrt_distill.serve.bundle import load_student
   bundle = load_student(args.checkpoint)

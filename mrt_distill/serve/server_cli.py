@@ -129,6 +129,10 @@ def run(args) -> int:
   if args.osc_port is not None:
     _warn_exposed("OSC", osc_host)
   rows = rows_from_mix(args.prompt)  # fail on a bad prompt before loading
+  from mrt_distill.serve.generate import check_prompt_words, early_vocab
+  vocab = early_vocab(args.checkpoint)
+  if vocab is not None:  # unknown words, before the student loads
+    check_prompt_words(vocab, args.prompt, "--prompt")
   _check_bindable(args.host, args.port, "--port")
   if args.osc_port is not None:
     _check_bindable(osc_host, args.osc_port, "--osc-port", socket.SOCK_DGRAM)
