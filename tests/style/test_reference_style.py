@@ -198,8 +198,9 @@ def test_mini_training_lowers_the_loss(tmp_path):
   # Thresholds an untrained model fails (measured with this call, seed 0;
   # steps=1 for the untrained side), 10 held-out windows, 10 styles:
   # zero-shot accuracy 0.4 after 30 steps, 0.1 untrained (chance); the
-  # prompt-audio cosine 0.66 after 30 steps, -0.02 untrained.
-  assert m["zero_shot_accuracy"] >= 0.3
+  # prompt-audio cosine 0.66 after 30 steps, -0.02 untrained. The floors
+  # sit between the two sides.
+  assert m["zero_shot_accuracy"] >= 0.25
   assert m["prompt_audio_cosine"] > 0.3
   assert set(m["zero_shot_accuracy_per_style"]) == set(
       train_style.music.STYLES)

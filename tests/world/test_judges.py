@@ -141,12 +141,13 @@ def test_mini_training_lowers_the_loss(tmp_path):
   assert m["loss_last"] < m["loss_first"]
   # Thresholds an untrained judge fails (measured with this call, seed 0;
   # steps=1 for the untrained side): 20 held-out windows, 10 styles.
-  # window accuracy: 30 steps 0.20 (4 windows), untrained 0.10 (chance).
-  assert m["window_accuracy"] >= 0.2
+  # window accuracy: 30 steps 0.20 (4 windows), untrained 0.10 (chance):
+  # the floor sits between them (3 windows).
+  assert m["window_accuracy"] >= 0.15
   # The embedding notices a 4 kHz low-pass: its distance from the clean
   # half over the clean halves' floor is 5.9x after 30 steps (3.26 / 0.556),
-  # 3.5x untrained (0.754 / 0.218).
-  assert m["fd_all_styles_lowpass_4khz"] > 5.0 * m["fd_floor_all_styles"] > 0
+  # 3.5x untrained (0.754 / 0.218); the floor sits between them.
+  assert m["fd_all_styles_lowpass_4khz"] > 4.5 * m["fd_floor_all_styles"] > 0
   saved = json.loads(out.with_suffix(".metrics.json").read_text())
   assert saved["steps"] == 30
   assert judges.StyleJudge.load(out).styles == tuple(music.STYLES)
