@@ -627,6 +627,8 @@ def _(tmp):
 
 case("generate-unknown-word")(lambda tmp: [
     "generate", "--prompt", "funk:1, flutte:0.5", "--out", "a.wav"])
+case("stream-unknown-word")(lambda tmp: [
+    "teacher-stream", "--prompt", "techno:1, flutte:0.5", "--out", "a.wav"])
 case("serve-unknown-word")(lambda tmp: ["serve", "--prompt", "technoo"])
 SERVE = ("serve", "--checkpoint", "random-tiny")
 case("serve-port")(lambda tmp: [*SERVE, "--port", "70000"])

@@ -96,6 +96,11 @@ def run(args) -> None:
   SamplingParams(guidance_weight=args.guidance_weight,
                  temperature=args.temperature, top_k=args.top_k).check()
   check_audio_out(args.out)
+  if args.checkpoint == "reference":  # unknown words, before loading
+    from mrt_distill.serve.generate import check_prompt_words, early_vocab
+    vocab = early_vocab("reference")
+    if vocab is not None:
+      check_prompt_words(vocab, args.prompt, "--prompt")
   system = build_system(args.checkpoint, args.seed)
   g = system.geometry
   n_chunks = max(1, math.ceil(args.seconds / g.chunk_seconds))
