@@ -68,9 +68,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # and the student receives that noise, so it learns the teacher's map
       # from noise to music instead of its average. False: the uncoupled
       # IMLE student (for the ablation; set imle_samples=4 with it).
-      coupled=True))
+      coupled=True,
+      # Coupled students: logits over each (frame, level)'s codes, trained
+      # by cross-entropy to the teacher's coupled tokens, and the chunk
+      # picked with the same flow map and noise (student.py). False: a
+      # latent regression head with the music-aware losses. The uncoupled
+      # ablation of earlier releases: --config.student.coupled=False
+      # --config.student.token_head=False --config.student.imle_samples=4
+      # --config.student.cfg_weight=5.0
+      token_head=True))
   if c.student.coupled:
     c.student.imle_samples = 1  # one draw per example: the teacher's noise
+  if c.student.token_head:
+    # The targets are the teacher's guided chunks already; the token head
+    # learns the distribution they are drawn from and samples it itself.
+    c.student.cfg_weight = 0.0
 
   # Prompts: a file (.txt/.csv/.jsonl) or "" for the built-in set (each
   # style word with one descriptor word, two-style mixes and transitions).
@@ -104,7 +116,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.losses = ml_collections.ConfigDict(dict(
       latent=1.0, consistency=1.0, spectral=1.0, temporal=1.0, onset=0.5,
-      style=0.0, energy=0.0, ltas=0.0))
+      style=0.0, energy=0.0, ltas=0.0,
+      # The token head's cross-entropy. A token head trains on this term
+      # alone; a latent head on the others (each ignores the other's).
+      tokens=1.0))
 
   # (data, fsdp, tensor); data = -1 takes every remaining device.
   c.mesh_shape = (1, 1, 1)

@@ -48,12 +48,13 @@ def _log_mel_db(audio_BxS, sr: int) -> np.ndarray:
 class Player:
   """One student's chunk for given contexts, styles and (coupled) noise."""
 
-  def __init__(self, bundle):
+  def __init__(self, bundle, cfg_weight: float | None = None):
     from mrt_distill.serve.chunk_step import ChunkStepper
     self.b = bundle
     self.stepper = ChunkStepper(bundle.model, bundle.codec,
                                 bundle.style_model, bundle.scaler)
-    self.w = float(bundle.config.student.get("cfg_weight", 0.0))
+    self.w = (float(bundle.config.student.get("cfg_weight", 0.0))
+              if cfg_weight is None else float(cfg_weight))
     self.coupled = bundle.model.cfg.coupled
     self._fn = jax.jit(self._latents)
 
@@ -78,7 +79,8 @@ class Player:
 
 
 def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
-            png: str | None = None, log=print) -> dict:
+            png: str | None = None, log=print,
+            cfg_weight: float | None = None) -> dict:
   from mrt_distill import coupling
   from mrt_distill.distill import student as S
   from mrt_distill.serve.bundle import load_student
@@ -90,7 +92,7 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
   if not sb.model.cfg.coupled:
     raise SystemExit(f"error: student {student!r} is not coupled "
                      f"(student.coupled=False); give a coupled student")
-  players = {"coupled": Player(sb)}
+  players = {"coupled": Player(sb, cfg_weight)}
   if uncoupled:
     players["uncoupled"] = Player(load_student(uncoupled))
   samp = sb.config.sampling.to_dict()
@@ -191,12 +193,15 @@ def main(argv=None) -> int:
                   help="chunks per prompt (contexts from the teacher)")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--png", default=None, help="write the spectrogram figure")
+  ap.add_argument("--cfg-weight", type=float, default=None,
+                  help="the coupled student's guidance (default: its "
+                       "config's student.cfg_weight)")
   ap.add_argument("--json", action="store_true")
   args = ap.parse_args(argv)
   if not 1 <= args.chunks <= 64:
     ap.error(f"--chunks {args.chunks}: give 1..64")
   res = measure(args.student, args.uncoupled, args.chunks, args.seed,
-                args.png, log=print)
+                args.png, log=print, cfg_weight=args.cfg_weight)
   if args.json:
     print(json.dumps(res, indent=2))
   else:

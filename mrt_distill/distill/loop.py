@@ -117,6 +117,7 @@ def student_config(config, teacher_cfg) -> S.StudentConfig:
       style_in_zero_init=bool(s.get("style_in_zero_init", False)),
       chunk_frames=int(s.get("chunk_frames", 0)),
       coupled=bool(s.get("coupled", False)),
+      token_head=bool(s.get("token_head", False)),
       noise=NoiseSchedule(sigma_min=s.sigma_min, sigma_max=s.sigma_max,
                           sigma_data=s.sigma_data, num_scales=s.num_scales))
 
@@ -216,7 +217,9 @@ def build(config, workdir: pathlib.Path):
   style_embed = style_embedder(world, weights)
   g = world.geometry
   scfg = student_config(config, world.teacher_cfg)
-  model = S.StudentModel(scfg)
+  scaler = S.LatentScaler.for_codec(world.codec, scfg.noise.sigma_data)
+  model = S.StudentModel(scfg, books=S.TokenBooks.for_codec(
+      world.codec, g, scaler) if scfg.token_head else None)
   key = jax.random.PRNGKey(int(config.seed))
   full = S.from_teacher(scfg, world.teacher_params, key)
   trainable, frozen = S.split_params(full)
@@ -230,7 +233,6 @@ def build(config, workdir: pathlib.Path):
   state = T.init_state(trainable, frozen, optimizer)
   state_sh = T.state_shardings(state, t_sh, f_sh, mesh)
   state = jax.device_put(state, state_sh)
-  scaler = S.LatentScaler.for_codec(world.codec, scfg.noise.sigma_data)
   step_fn = T.jit_train_step(
       T.make_train_step(model, optimizer, codec=world.codec, scaler=scaler,
                         weights=weights,

@@ -543,6 +543,15 @@ def style_embedding_loss(emb_pred_BxE: jax.Array,
   return jnp.mean(1.0 - cos)
 
 
+def token_cross_entropy(logits_BxCxKxV: jax.Array,
+                        codes_BxCxK: jax.Array) -> jax.Array:
+  """Mean cross-entropy of code logits to the teacher's codes (nats)."""
+  logp = jax.nn.log_softmax(_f32(logits_BxCxKxV), axis=-1)
+  picked = jnp.take_along_axis(logp, codes_BxCxK[..., None].astype(jnp.int32),
+                               axis=-1)
+  return -jnp.mean(picked)
+
+
 # ----------------------------------------------------------------------------
 # Combination.
 
@@ -558,6 +567,9 @@ class LossWeights:
   style: float = 0.0
   energy: float = 0.0
   ltas: float = 0.0
+  # Token-head students (student.token_head): cross-entropy of the student's
+  # per-(frame, level) code logits to the teacher's coupled tokens.
+  tokens: float = 0.0
 
   def active(self) -> tuple[str, ...]:
     """Names of the terms with a nonzero weight (the caller computes these)."""

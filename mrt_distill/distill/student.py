@@ -22,6 +22,15 @@ steps: step 1 as above; each later step re-noises x0 to a lower sigma with
 fresh noise and denoises it with the same z (the consistency terms train
 f(x0 + sigma n, sigma | z) towards the same teacher chunk).
 
+Token head (`StudentConfig.token_head`, coupled only): instead of regressing
+latents, the student writes, in the same one pass, logits over each
+(frame, level)'s codes, trained by cross-entropy to the teacher's coupled
+tokens; its chunk is then picked by the very flow map the teacher samples
+with (`coupling.flow_map` of the student's distribution and the same z) and
+summed into codec latents. Cross-entropy's optimum is a distribution, not a
+mean: where the student cannot tell the teacher's token from z it still
+*samples* a sharp code, so its chunks keep hits and notes. One step only.
+
 Cached streaming context: the encoder runs on each context chunk on its
 own (chunk-local self-attention, positions local to the chunk), so a chunk's
 encoder output and its cross-attention keys/values depend on that chunk
@@ -39,6 +48,7 @@ embedding width, S style tokens, H heads, d model width.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -57,7 +67,7 @@ from mrt_distill.teacher.system import context_frame_ids
 # Top-level parameter scopes that are new in the student (trained in full);
 # every other parameter comes from the teacher and is frozen, except LoRA.
 HEAD_SCOPES = ("latent_in", "sigma_in", "sigma_hidden", "style_in",
-               "latent_out", "cross_slot_bias", "noise_in")
+               "latent_out", "cross_slot_bias", "noise_in", "token_out")
 LORA_LEAVES = ("lora_a", "lora_b")
 
 
@@ -88,8 +98,14 @@ class StudentConfig:
   # Coupled distillation: the student's input is the teacher's coupling
   # noise (see the module docstring and mrt_distill/coupling.py).
   coupled: bool = False
+  # Coupled students only: logits over codes + the coupled flow pick, instead
+  # of a latent regression head (see the module docstring).
+  token_head: bool = False
 
   def __post_init__(self):
+    if self.token_head and not self.coupled:
+      raise ValueError("student.token_head=True needs student.coupled=True "
+                       "(its codes are picked with the coupling noise)")
     if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
       raise ValueError(f"lora_rank must be an int >= 1, got "
                        f"{self.lora_rank!r}")
@@ -153,9 +169,44 @@ class _Decoder(nn.Module):
     self.decoder_norm = RMSNorm(self.cfg.dtype)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class TokenBooks:
+  """What a token-head student needs to turn code logits into latents: the
+  flow codebooks (coupling space), the codec's codebooks and the latent
+  scaler. Compared by identity (it holds arrays)."""
+  flow: np.ndarray  # (K, V, D)
+  codec: np.ndarray  # (K, V, D)
+  scaler: "LatentScaler"
+
+  @classmethod
+  def for_codec(cls, codec, geometry: Geometry,
+                scaler: "LatentScaler") -> "TokenBooks":
+    k = geometry.target_levels
+    return cls(coupling.flow_codebooks(codec.codebooks, k),
+               np.asarray(codec.codebooks, np.float32)[:k], scaler)
+
+  def codes(self, logits_BxCxKxV, z_BxCxKxD):
+    """The coupled pick of each (frame, level) -> codes (B, C, K) int32."""
+    b, c, k, v = logits_BxCxKxV.shape
+    logp = jax.nn.log_softmax(logits_BxCxKxV.astype(jnp.float32), axis=-1)
+    flow = jnp.asarray(self.flow)
+    return jnp.stack([coupling.flow_map(
+        logp[:, :, q].reshape(b * c, v),
+        z_BxCxKxD[:, :, q].reshape(b * c, -1), flow[q]).reshape(b, c)
+        for q in range(k)], axis=-1)
+
+  def latents(self, codes_BxCxK):
+    """Codes -> the student's scaled latents (B, C, D) (sum of codewords)."""
+    books = jnp.asarray(self.codec)
+    lat = sum(books[q][codes_BxCxK[..., q]] for q in range(books.shape[0]))
+    return self.scaler.to_student(lat)
+
+
 class StudentModel(nn.Module):
-  """f(x, sigma | context, style): see the module docstring."""
+  """f(x, sigma | context, style): see the module docstring. `books`: a
+  token-head student's `TokenBooks` (None otherwise)."""
   cfg: StudentConfig
+  books: Any = None
 
   def setup(self):
     c, tc = self.cfg, self.cfg.backbone
@@ -183,6 +234,13 @@ class StudentModel(nn.Module):
       del key  # deterministic: zeros, and the style slot's start value
       return jnp.zeros(shape, dtype).at[:, -1].set(c.style_bias_init)
 
+    if c.token_head:  # logits over every level's codes, per frame
+      self.token_out = nn.Dense(
+          g.target_levels * g.codebook_size, dtype=jnp.float32,
+          kernel_init=nn.with_logical_partitioning(
+              nn.initializers.zeros, (axes.EMBED, axes.VOCAB)),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                                 (axes.VOCAB,)))
     self.cross_slot_bias = self.param(
         "cross_slot_bias", nn.with_logical_partitioning(
             slot_bias_init, (axes.HEADS, axes.RELPOS)),
@@ -228,7 +286,29 @@ class StudentModel(nn.Module):
 
   def denoise(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD=None):
     """The consistency function f(x, sigma | z) given cached cross KVs;
-    z: the coupling noise, required iff the student is coupled."""
+    z: the coupling noise, required iff the student is coupled. A token
+    head returns the latents of its coupled pick."""
+    if self.cfg.token_head:
+      if self.books is None:
+        raise ValueError("a token-head student needs its TokenBooks: "
+                         "StudentModel(cfg, books=TokenBooks.for_codec(...))")
+      logits = self.token_logits(x_BxCxD, sigma_B, cross, z_BxCxKxD)
+      return self.books.latents(self.books.codes(logits, z_BxCxKxD))
+    h = self._trunk(x_BxCxD, sigma_B, cross, z_BxCxKxD)
+    noise = self.cfg.noise
+    out = self.latent_out(h)
+    return (noise.c_skip(sigma_B)[:, None, None] * x_BxCxD
+            + noise.c_out(sigma_B)[:, None, None] * out)
+
+  def token_logits(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD):
+    """A token head's code logits (B, C, K, V)."""
+    g = self.cfg.geometry
+    h = self._trunk(x_BxCxD, sigma_B, cross, z_BxCxKxD)
+    b, c = h.shape[:2]
+    return self.token_out(h).reshape(b, c, g.target_levels, g.codebook_size)
+
+  def _trunk(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD):
+    """Heads in, the temporal stack, the final norm -> (B, C, d) f32."""
     noise = self.cfg.noise
     h = self.latent_in(x_BxCxD * noise.c_in(sigma_B)[:, None, None])
     h = h + self.sigma_embedding(sigma_B)[:, None, :]
@@ -243,9 +323,7 @@ class StudentModel(nn.Module):
                        "(student.coupled=False): it would be ignored")
     h = self.decoder.decoder.temporal_decoder(
         h, cross, causal=False, cross_bias=self.cross_bias())
-    out = self.latent_out(self.decoder.decoder_norm(h).astype(jnp.float32))
-    return (noise.c_skip(sigma_B)[:, None, None] * x_BxCxD
-            + noise.c_out(sigma_B)[:, None, None] * out)
+    return self.decoder.decoder_norm(h).astype(jnp.float32)
 
   def context_kv(self, ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE):
     """All cross KVs for one window: N chunks then style, per layer."""
@@ -258,6 +336,8 @@ class StudentModel(nn.Module):
   def __call__(self, ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE, x_BxCxD,
                sigma_B, z_BxCxKxD=None):
     cross = self.context_kv(ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE)
+    if self.cfg.token_head:  # (init needs no codebooks)
+      return self.token_logits(x_BxCxD, sigma_B, cross, z_BxCxKxD)
     return self.denoise(x_BxCxD, sigma_B, cross, z_BxCxKxD)
 
 
@@ -426,6 +506,8 @@ def sample(model: StudentModel, params, cross: list[KV], key: jax.Array,
   x, z = first_step_input(cfg, sub, batch, z_BxCxKxD)
   x0 = model.apply({"params": params}, x, jnp.full((batch,), noise.sigma_max),
                    cross, z, method=StudentModel.denoise)
+  if cfg.token_head:
+    return x0  # a token head writes its chunk in one step
   for s in ladder[:steps - 1]:
     key, sub = jax.random.split(key)
     s_noise = jnp.sqrt(jnp.maximum(s * s - noise.sigma_min ** 2, 0.0))

@@ -52,8 +52,9 @@ from mrt_distill.distill.student import (LatentScaler, StudentModel,
 from mrt_distill.geometry import MASK_ID
 
 BATCH_KEYS = ("ctx_ids", "style_ids", "style_emb", "latents")
-# A coupled student's batches also carry the teacher's coupling noise.
-COUPLED_BATCH_KEYS = BATCH_KEYS + ("noise",)
+# A coupled student's batches also carry the teacher's coupling noise and
+# its codes (the token head's targets).
+COUPLED_BATCH_KEYS = BATCH_KEYS + ("noise", "tokens")
 
 
 def batch_keys(coupled: bool) -> tuple[str, ...]:
@@ -289,6 +290,18 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
   check_imle_select(imle_select)
   coupled = model.cfg.coupled
   z = batch["noise"] if coupled else None
+  if model.cfg.token_head:
+    # Cross-entropy to the teacher's coupled codes, one pass at sigma_max.
+    x_max, _ = S.first_step_input(model.cfg, k_z, b, z)
+    logits = apply(x_max, jnp.full((b,), noise.sigma_max, jnp.float32),
+                   cross, z, method=StudentModel.token_logits)
+    tokens = batch["tokens"]
+    terms = {"tokens": L.token_cross_entropy(logits, tokens)}
+    # The token head's one objective, whatever the latent terms' weights.
+    total, metrics = L.combine(terms, L.LossWeights(tokens=1.0))
+    metrics["token_accuracy"] = jnp.mean(
+        (jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32))
+    return total, metrics
   if coupled:
     check_coupled_draws(coupled, imle_samples)
     x_max, _ = S.first_step_input(model.cfg, k_z, b, z)

@@ -96,4 +96,8 @@ def abstract_batch(setup: TrainSetup, batch: int):
       "style_emb": ((batch, g.style_embed_dim), jnp.float32),
       "latents": ((batch, g.chunk_frames, g.codec_latent_dim), jnp.float32),
   }
+  if s.coupled:  # the teacher's coupling noise and codes
+    shapes["noise"] = ((batch, g.chunk_frames, g.target_levels,
+                        g.codec_latent_dim), jnp.float32)
+    shapes["tokens"] = ((batch, g.chunk_frames, g.target_levels), jnp.int32)
   return {k: jax.ShapeDtypeStruct(sh, dt) for k, (sh, dt) in shapes.items()}

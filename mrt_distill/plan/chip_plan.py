@@ -159,11 +159,18 @@ def estimate(config, accel: Accelerator | None = None, *,
   from mrt_distill.distill.losses import LossWeights
   w = LossWeights(**config.losses.to_dict())
   train = {"batch": tree_bytes(abstract_batch(setup, b))}
+  # A token head trains one pass on cross-entropy alone (train_step.py).
+  token = setup.student_cfg.token_head
   train.update(train_activation_rows(
-      dims, b, imle=int(config.student.imle_samples),
-      tensor=mesh["tensor"], denoise_grad=bool(w.latent or w.consistency),
-      spectral=bool(w.spectral), onset=bool(w.onset), remat=remat,
-      tiled=False))
+      dims, b, imle=1 if token else int(config.student.imle_samples),
+      tensor=mesh["tensor"],
+      denoise_grad=not token and bool(w.latent or w.consistency),
+      spectral=not token and bool(w.spectral),
+      onset=not token and bool(w.onset), remat=remat, tiled=False))
+  if token:  # logits, their log-softmax and its gradient, f32
+    g = setup.student_cfg.geometry
+    train["token logits (f32)"] = 3 * array_bytes(
+        (b, g.chunk_frames, g.target_levels * g.codebook_size), 4, False)
   if dims.act_bytes < 4:
     # Each frozen kernel's bf16 cast is kept for the backward pass (the
     # LoRA input gradient needs W). Counted gathered (whole kernels, split

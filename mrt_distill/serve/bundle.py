@@ -137,7 +137,9 @@ def _assemble(config, trainable, source: str) -> StudentBundle:
     fresh = trainable
   params = S.merge_params(jax.tree.map(np.asarray, fresh), frozen)
   scaler = S.LatentScaler.for_codec(world.codec, scfg.noise.sigma_data)
-  return StudentBundle(S.StudentModel(scfg), params, world.codec,
+  books = (S.TokenBooks.for_codec(world.codec, world.geometry, scaler)
+           if scfg.token_head else None)
+  return StudentBundle(S.StudentModel(scfg, books=books), params, world.codec,
                        world.style_model, scaler, world.teacher_params,
                        tcfg, config, source)
 

@@ -206,9 +206,18 @@ class ChunkStepper:
     w == 0: one pass at batch B. w > 0: still one pass, at batch 2B (the
     conditioned and unconditioned halves side by side), so guidance adds
     work but no sequential network call. cross_u: the unconditioned cross
-    KVs, or a function returning them (then only computed when w > 0)."""
+    KVs, or a function returning them (then only computed when w > 0).
+
+    A token-head student is guided on its code logits, as the teacher is,
+    and then picks its codes with z."""
+    model = self.model
+    token = model.cfg.token_head
     den = lambda xx, ss, cross, zz: self._apply(
-        params, xx, ss, cross, zz, method=S.StudentModel.denoise)
+        params, xx, ss, cross, zz, method=(S.StudentModel.token_logits
+                                           if token else
+                                           S.StudentModel.denoise))
+    done = ((lambda out: model.books.latents(model.books.codes(out, z)))
+            if token else (lambda out: out))
 
     def guided():
       unc = cross_u() if callable(cross_u) else cross_u
@@ -217,9 +226,10 @@ class ChunkStepper:
       out = den(jnp.concatenate([x, x]), jnp.concatenate([sigma, sigma]),
                 both, None if z is None else jnp.concatenate([z, z]))
       cond, uncond = jnp.split(out, 2)
-      return (1 + w) * cond - w * uncond
+      return done((1 + w) * cond - w * uncond)
 
-    return jax.lax.cond(w > 0, guided, lambda: den(x, sigma, cross_c, z))
+    return jax.lax.cond(w > 0, guided,
+                        lambda: done(den(x, sigma, cross_c, z)))
 
   def sample(self, params, cross_c, cross_u, ctl: Controls, rng):
     """k-step consistency sampling with traced k -> student latents.
@@ -234,6 +244,8 @@ class ChunkStepper:
     x, z = S.first_step_input(self.model.cfg, jax.random.fold_in(rng, 0), b)
     x0 = self.denoise_guided(params, x, jnp.full((b,), noise.sigma_max),
                              cross_c, cross_u, ctl.cfg_weight, z)
+    if self.model.cfg.token_head:
+      return x0  # one step: the steps control does not apply
     steps = jnp.clip(ctl.steps, 1, self.max_steps)
     ladder = self._ladders[steps - 1]
 

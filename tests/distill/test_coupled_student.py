@@ -180,3 +180,77 @@ def test_a_student_file_with_another_noise_layout_is_refused(tmp_path):
                              tmp_path / "s.npz")
   cfg.student.coupled = False  # uncoupled files carry no layout
   bundle._check_noise_layout({}, cfg, tmp_path / "s.npz")
+
+
+def test_token_head_picks_with_the_flow_map_and_sums_codewords():
+  """A token head sure of a code picks it for every z; an unsure one
+  follows z; codes -> latents equals the codec's own dequantize in the
+  student's scale. Mutations caught: TokenBooks.codes ignoring the logits
+  (argmax of z . c), latents summing only level 0."""
+  cfg = load_teacher_config("tiny")
+  g = cfg.geometry
+  codec = MinimalCodec(g)
+  scaler = S.LatentScaler.for_codec(codec, 0.5)
+  books = S.TokenBooks.for_codec(codec, g, scaler)
+  rng = np.random.default_rng(0)
+  want = rng.integers(0, g.codebook_size, (B, g.chunk_frames,
+                                           g.target_levels))
+  sure = 1e4 * jax.nn.one_hot(want, g.codebook_size)
+  for seed in range(3):
+    z = coupling.draw_noise(jax.random.PRNGKey(seed), g, B)
+    np.testing.assert_array_equal(np.asarray(books.codes(sure, z)), want)
+  flat = jnp.zeros_like(sure)
+  a = np.asarray(books.codes(flat, coupling.draw_noise(
+      jax.random.PRNGKey(0), g, B)))
+  b = np.asarray(books.codes(flat, coupling.draw_noise(
+      jax.random.PRNGKey(1), g, B)))
+  assert (a != b).mean() > 0.5
+  np.testing.assert_allclose(
+      np.asarray(books.latents(jnp.asarray(want))),
+      np.asarray(scaler.to_student(codec.dequantize(want))), atol=1e-5)
+
+
+def test_token_head_needs_coupling():
+  with pytest.raises(ValueError, match="token_head=True needs "
+                     "student.coupled=True"):
+    S.StudentConfig(teacher=load_teacher_config("tiny"), token_head=True)
+
+
+def test_token_head_train_step_learns_the_teachers_codes():
+  """15 steps on one batch: the cross-entropy to its codes falls well
+  below the uniform ln V, whatever the latent terms' weights. Mutations
+  caught: token_cross_entropy on argmin, the step returning the latent
+  terms' loss for a token head (no 'loss/tokens')."""
+  from mrt_distill.distill.losses import LossWeights, NoiseSchedule
+  from mrt_distill.distill.tiny import tiny_setup
+  base = tiny_setup()
+  g = base.geometry
+  scfg = S.StudentConfig(base.model.cfg.teacher, lora_rank=2,
+                         noise=NoiseSchedule(), coupled=True,
+                         token_head=True)
+  full = S.from_teacher(scfg, base.teacher_params, jax.random.PRNGKey(1))
+  trainable, frozen = S.split_params(full)
+  assert "token_out" in trainable and "latent_out" not in trainable
+  books = S.TokenBooks.for_codec(base.codec, g, base.scaler)
+  model = S.StudentModel(scfg, books=books)
+  batch = base.batch(4)
+  rng = np.random.default_rng(3)
+  batch["tokens"] = rng.integers(0, g.codebook_size, (4, g.chunk_frames,
+                                                      g.target_levels))
+  batch["noise"] = np.asarray(coupling.draw_noise(jax.random.PRNGKey(0), g,
+                                                  4))
+  opt = T.make_optimizer(ml_collections.ConfigDict(dict(
+      name="adamw", learning_rate=3e-2, warmup_steps=1, decay_steps=100,
+      final_lr_fraction=1.0, b1=0.9, b2=0.99, weight_decay=0.0,
+      grad_clip=10.0)))
+  step = jax.jit(T.make_train_step(model, opt, codec=base.codec,
+                                   scaler=base.scaler,
+                                   weights=LossWeights(latent=5.0)))
+  state = T.init_state(trainable, frozen, opt)
+  first = None
+  for i in range(15):
+    state, m = step(state, batch, jax.random.PRNGKey(i))
+    first = float(m["loss/tokens"]) if first is None else first
+  assert abs(first - np.log(g.codebook_size)) < 0.05  # zero head: uniform
+  assert float(m["loss/tokens"]) < 0.7 * first
+  assert float(m["loss/total"]) == float(m["loss/tokens"])
