@@ -173,3 +173,38 @@ def test_a_killed_holder_leaves_a_lock_the_next_run_takes_over(tmp_path):
   assert json.loads((w / W.LOCK_FILE).read_text())["pid"] == a.pid
   with W.claim(w) as c:  # the kernel dropped A's flock
     assert c.kind == "run"
+
+
+def test_two_real_distill_runs_on_one_workdir(tmp_path):
+  """(About 10 s.) A real `distill` holds its workdir for the whole command (training,
+  export): a second one started meanwhile is refused naming it, and the
+  first run's metrics hold each of its steps once."""
+  w = tmp_path / "w"
+  args = [sys.executable, "-m", "mrt_distill.main", *TINY, "--workdir",
+          str(w), "--no-report", "--config.train.steps=40",
+          "--config.train.log_every=1", "--config.train.eval_every=1000",
+          "--config.train.checkpoint_every=20"]
+  a = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+  try:
+    deadline = time.time() + 600
+    while not (w / W.LOCK_FILE).exists():
+      assert a.poll() is None and time.time() < deadline, a.stderr.read()
+      time.sleep(0.2)
+    b = subprocess.run(args, capture_output=True, text=True, timeout=600,
+                       cwd=tmp_path)
+    assert b.returncode == 1, b.stderr
+    assert (f"is in use by PID {a.pid} on host {socket.gethostname()}"
+            in b.stderr)
+    _, err = a.communicate(timeout=900)
+  finally:
+    if a.poll() is None:
+      a.kill()
+  assert a.returncode == 0, err[-2000:]
+  rows = [json.loads(l) for l in
+          (w / "metrics.jsonl").read_text().splitlines()]
+  train = [r["step"] for r in rows if "loss/total" in r]
+  assert train == list(range(1, 41))  # one run's rows, each step once
+  assert [r["step"] for r in rows if "loss/total" not in r] == [40]  # eval
+  assert (w / "student.npz").is_file() and not (w / W.LOCK_FILE).exists()
+  assert W.kind(w) == "run"
