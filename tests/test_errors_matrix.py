@@ -276,6 +276,15 @@ def _(tmp):
   return ["distill", *TINY]
 
 
+@case("ckpt-coupled-switch")
+def _(tmp):
+  from mrt_distill.distill import config_io
+  _checkpoint_at_step_3(tmp, config_io.load_config("reference_cpu:tiny"))
+  return ["distill", *TINY, "--config.student.coupled=False",
+          "--config.student.token_head=False",
+          "--config.student.imle_samples=4"]
+
+
 @case("ckpt-other-teacher")
 def _(tmp):
   from mrt_distill.distill import config_io
@@ -520,6 +529,18 @@ def _(tmp):
   meta = {"format": "mrt_distill.student/v1",
           "config": json.loads(cfg.to_json()),
           "teacher": "random-tiny seed 99"}
+  np.savez(tmp / "student.npz", __meta__=np.frombuffer(
+      json.dumps(meta).encode(), np.uint8))
+  return _load_student("student.npz")
+
+
+@case("student-noise-layout", error=_student_error)
+def _(tmp):
+  from mrt_distill.distill import config_io
+  cfg = config_io.load_config("reference_cpu:tiny")  # coupled
+  meta = {"format": "mrt_distill.student/v1",
+          "config": json.loads(cfg.to_json()),
+          "teacher": "random-tiny seed 0", "noise_layout": "dd0/old"}
   np.savez(tmp / "student.npz", __meta__=np.frombuffer(
       json.dumps(meta).encode(), np.uint8))
   return _load_student("student.npz")
