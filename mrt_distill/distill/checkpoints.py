@@ -34,7 +34,7 @@ from mrt_distill.distill import config_io, prompts as P
 from mrt_distill.distill import train_step as T
 
 if TYPE_CHECKING:
-  from mrt_distill.distill.loop import Run
+  from mrt_distill.distill.run import Run
 
 log = logging.getLogger("mrt_distill.distill")
 

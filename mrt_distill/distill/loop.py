@@ -21,7 +21,6 @@ stops after `train.max_nonfinite`, leaving the last checkpoint intact.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import pathlib
@@ -46,6 +45,7 @@ from mrt_distill.distill.losses import LossWeights, NoiseSchedule
 from mrt_distill.distill.metric_writer import MetricWriter
 from mrt_distill.distill.plots import plot_loss_curves
 from mrt_distill.distill.rollout import ReplayBuffer, RolloutGenerator
+from mrt_distill.distill.run import Run
 from mrt_distill.distill.stream import StudentStreamer
 
 log = logging.getLogger("mrt_distill.distill")
@@ -90,24 +90,6 @@ def builtin_prompts(seed: int, transition_pairs: int, transition_chunks: int,
 
 
 # ---- building blocks -------------------------------------------------------------
-@dataclasses.dataclass
-class Run:
-  """Everything a run holds besides the train state."""
-  config: Any
-  world: Any
-  model: S.StudentModel
-  scaler: S.LatentScaler
-  mesh: Any
-  rollout: RolloutGenerator
-  replay: ReplayBuffer
-  dataset: Any
-  prompt_iter: Any
-  held_out: list[str]
-  weights: LossWeights
-  trainable_fraction: float
-  style_embed: Any = None  # audio (B, S) -> (B, E) when losses.style != 0
-
-
 def student_config(config, teacher_cfg) -> S.StudentConfig:
   s = config.student
   return S.StudentConfig(
