@@ -122,7 +122,11 @@ def test_pod_configs_fit_their_slices(name, chips):
                           jax.random.key(0))
   train, frozen = S.split_params(shapes)
   frac = S.count(train) / (S.count(train) + S.count(frozen))
-  assert 0.001 < frac < 0.05, frac
+  # The coupled token head writes 16 x 1024 code logits per frame at v1
+  # sizes and reads 16 x 256 noise dims (token_out + noise_in: ~3% of the
+  # model); LoRA and the other heads ~5%. Measured 0.076 (base) / 0.082
+  # (large); the uncoupled latent head was under 0.05.
+  assert 0.001 < frac < 0.10, frac
   with pytest.raises(ValueError, match="needs the real Magenta RT assets"):
     loop.load_world(cfg)
 
@@ -188,7 +192,11 @@ def test_nan_rollouts_stop_the_run_and_keep_the_checkpoint(
                "train.eval_every": 1000, "train.checkpoint_every": 2,
                "optim.decay_steps": 10, "train.max_nonfinite": 1,
                "rollout.replay_capacity": 4,
-               "rollout.updates_per_rollout": 1}
+               "rollout.updates_per_rollout": 1,
+               # The latent head reads the poisoned latents (a token head
+               # trains on the codes alone).
+               "student.coupled": False, "student.token_head": False,
+               "student.imle_samples": 4}
   with caplog.at_level(logging.WARNING, logger="mrt_distill.distill"):
     rc = cli_main.main(["distill", "--config", "reference_cpu:tiny",
                         "--workdir", str(workdir), "--no-report",
