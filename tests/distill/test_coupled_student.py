@@ -145,7 +145,7 @@ def test_coupled_train_step_takes_one_draw_and_its_noise(coupled_model):
                      r"--config.student.imle_samples=1"):
     T.make_train_step(model, T.make_optimizer(_optim()), codec=None,
                       scaler=None, weights=None, imle_samples=4)
-  assert T.batch_keys(True) == T.BATCH_KEYS + ("noise",)
+  assert T.batch_keys(True) == T.BATCH_KEYS + ("noise", "tokens")
 
 
 def _optim():

@@ -31,6 +31,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def tiny():
   b = bundle_mod.load_student("random-tiny")
+  if b.model.cfg.token_head:
+    # A fresh token head is zero (uniform logits: the audio ignores the
+    # style); give it random weights so style changes are heard.
+    import jax
+    k = b.params["token_out"]["kernel"]
+    b.params["token_out"]["kernel"] = np.asarray(
+        jax.random.normal(jax.random.PRNGKey(0), k.shape), k.dtype)
   return b, b.stepper(max_steps=G.MAX_STEPS)
 
 
