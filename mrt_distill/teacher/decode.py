@@ -141,6 +141,9 @@ def coupled_pick(g, logits_BxV, level, noise_BxD, books_KxVxD, temperature,
   return (offset + code).astype(jnp.int32)
 
 
+_coupled_pick_jit = jax.jit(coupled_pick, static_argnums=0)
+
+
 def cast_for_decode(params, cfg: TeacherConfig):
   """Casts weights to the activation dtype once, outside the decode loop.
 
@@ -307,7 +310,7 @@ def reference_decode(cfg: TeacherConfig, params, enc_pos_BxLe, enc_neg_BxLe,
       tok = np.asarray(sample_logits(sub, logits, temperature, top_k))
     else:
       f, q = divmod(s, g.target_levels)
-      tok = np.asarray(coupled_pick(
+      tok = np.asarray(_coupled_pick_jit(
           g, logits, q, jnp.asarray(noise, jnp.float32)[:, f, q],
           jnp.asarray(flow_books, jnp.float32), temperature, top_k))
     if stop_on_mask:
