@@ -142,8 +142,8 @@ def test_same_noise_same_tokens_bit_for_bit(tiny):
 
 def test_coupled_cached_decode_equals_the_recompute(tiny):
   """The KV-cached coupled decode == the teacher-forced recompute with the
-  same noise. Mutation caught: noise indexed [:, q, f] instead of [:, f, q]
-  in the cached loop only."""
+  same noise. Mutation caught: the cached loop reading the next frame's
+  noise (noise[:, f + 1, q])."""
   cfg, params, pos, neg, books = tiny
   z = C.draw_noise(jax.random.PRNGKey(4), cfg.geometry, 2)
   key = jax.random.PRNGKey(0)

@@ -220,7 +220,7 @@ def test_token_head_needs_coupling():
 def test_token_head_train_step_learns_the_teachers_codes():
   """15 steps on one batch: the cross-entropy to its codes falls well
   below the uniform ln V, whatever the latent terms' weights. Mutations
-  caught: token_cross_entropy on argmin, the step returning the latent
+  caught: token_cross_entropy with its sign flipped, the step returning the latent
   terms' loss for a token head (no 'loss/tokens')."""
   from mrt_distill.distill.losses import LossWeights, NoiseSchedule
   from mrt_distill.distill.tiny import tiny_setup
