@@ -493,7 +493,7 @@ def save(gen: Generation, out, label: str):
   label: the prompt or transition text, for the title.
   -> (wav path, png path)."""
   from mrt_distill.distill.plots import save_spectrogram
-  from mrt_distill.teacher.stream_cli import write_audio
+  from mrt_distill.audio_files import write_audio
 
   wav = write_audio(out, gen.audio, gen.sample_rate)
   spans = ([] if gen.transition_seconds is None
@@ -560,7 +560,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-  from mrt_distill.teacher.stream_cli import check_audio_out
+  from mrt_distill.audio_files import check_audio_out
 
   # Everything that needs no model is checked before loading one.
   seconds = check_seconds(args.seconds)
