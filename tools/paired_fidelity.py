@@ -60,10 +60,11 @@ class Player:
 
   def _latents(self, params, ctx_ids, style_ids, emb, z, key):
     from mrt_distill.distill import student as S
+    from mrt_distill.geometry import MASK_ID
     m = self.b.model
     apply = lambda *a, **kw: m.apply({"params": params}, *a, **kw)
     cross_c = apply(ctx_ids, style_ids, emb, method=S.StudentModel.context_kv)
-    cross_u = apply(ctx_ids, jnp.full_like(style_ids, 1),  # MASK_ID
+    cross_u = apply(ctx_ids, jnp.full_like(style_ids, MASK_ID),
                     jnp.zeros_like(emb), method=S.StudentModel.context_kv)
     b = ctx_ids.shape[0]
     x, z = S.first_step_input(m.cfg, key, b, z if self.coupled else None)

@@ -103,29 +103,32 @@ def kth_largest_mask(x_BxV, k):
   return keys >= t[:, None]
 
 
+def tempered_top_k(logits_BxV, temperature, top_k):
+  """t5x's sampling logits: divided by the temperature, and outside the
+  top-k (top_k = 0 disables it) set to -1e7. Shared by the ordinary and the
+  coupled sampler, so both draw from the same distribution."""
+  scaled = logits_BxV / jnp.maximum(temperature, _MIN_TEMPERATURE)
+  keep = kth_largest_mask(scaled, jnp.clip(top_k, 1, scaled.shape[-1]))
+  return jnp.where((top_k > 0) & ~keep, _TOPK_FILL, scaled)
+
+
 def sample_logits(key, logits_BxV, temperature, top_k):
   """t5x temperature sampling with top-k (top_k = 0 disables it)."""
-  scaled = logits_BxV / jnp.maximum(temperature, _MIN_TEMPERATURE)
-  kk = jnp.clip(top_k, 1, scaled.shape[-1])
-  keep = kth_largest_mask(scaled, kk)
-  scaled = jnp.where((top_k > 0) & ~keep, _TOPK_FILL, scaled)
-  drawn = jax.random.categorical(key, scaled, axis=-1)
+  drawn = jax.random.categorical(
+      key, tempered_top_k(logits_BxV, temperature, top_k), axis=-1)
   greedy = jnp.argmax(logits_BxV, axis=-1)
   return jnp.where(temperature <= _MIN_TEMPERATURE, greedy, drawn).astype(
       jnp.int32)
 
 
 def level_log_probs(logits_BxV, temperature, top_k):
-  """log p over one level's codes as `sample_logits` would draw them:
-  temperature, then top-k (0 disables it); greedy (temperature <= 1e-4)
-  puts all mass on the argmax."""
-  scaled = logits_BxV / jnp.maximum(temperature, _MIN_TEMPERATURE)
-  keep = kth_largest_mask(scaled, jnp.clip(top_k, 1, scaled.shape[-1]))
-  scaled = jnp.where((top_k > 0) & ~keep, _TOPK_FILL, scaled)
+  """log p over one level's codes as `sample_logits` would draw them;
+  greedy (temperature <= 1e-4) puts all mass on the argmax."""
   greedy = jax.nn.one_hot(jnp.argmax(logits_BxV, axis=-1),
                           logits_BxV.shape[-1]) > 0
   scaled = jnp.where(temperature <= _MIN_TEMPERATURE,
-                     jnp.where(greedy, 0.0, _TOPK_FILL), scaled)
+                     jnp.where(greedy, 0.0, _TOPK_FILL),
+                     tempered_top_k(logits_BxV, temperature, top_k))
   return jax.nn.log_softmax(scaled, axis=-1)
 
 
