@@ -100,6 +100,33 @@ def probe(codec, *, pieces: int = 3, seconds: float = 16.0, levels: int
           "per_style": rows, "mean": mean}
 
 
+def judge_ceiling(codec, judge, *, pieces: int = 2, seconds: float = 10.0,
+                  levels=(2, 4), bar_grid_hz: float | None = None) -> dict:
+  """Judge accuracy of held-out renders passed through the codec at each of
+  `levels` RVQ depths (the ceiling of a teacher that writes that many),
+  per style, next to the ground truth's own accuracy."""
+  from mrt_distill.world import music, render
+  g = codec.geometry
+  rows = {}
+  for si, style in enumerate(music.STYLES):
+    audio = np.stack([render.render(music.generate_piece(
+        style, PROBE_SEED_BASE + 7_000 + si * 31 + j, seconds,
+        bar_grid_hz=bar_grid_hz), g.sample_rate, g.channels)
+                      for j in range(pieces)])
+    codes = codec.encode(audio, g.sample_rate)
+    row = {"ground_truth": float(np.mean(
+        np.array(judge.classify(audio, g.sample_rate)) == style))}
+    for k in levels:
+      rec = codec.decode(codes[..., :k])[:, :audio.shape[1]]
+      row[f"levels_{k}"] = float(np.mean(
+          np.array(judge.classify(rec, g.sample_rate)) == style))
+    rows[style] = row
+  mean = {key: round(float(np.mean([r[key] for r in rows.values()])), 3)
+          for key in next(iter(rows.values()))}
+  worst = {key: min(rows, key=lambda s: rows[s][key]) for key in mean}
+  return {"per_style": rows, "mean": mean, "worst_style": worst}
+
+
 def teacher_levels(world, *, batches: int = 6, batch: int = 16,
                    seed: int = 0) -> dict:
   """Held-out per-level cross-entropy (nats) of the teacher with full and
@@ -167,6 +194,9 @@ def main(argv=None) -> int:
                       "(music.generate_piece's bar_grid_hz)")
   p.add_argument("--codec", default=None,
                  help="a codec .npz to probe (default: the shipped one)")
+  p.add_argument("--judge", action="store_true",
+                 help="add the codec ceiling: the shipped judge's accuracy "
+                      "on renders through the codec at 2 and 4 levels")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
   from mrt_distill.world import assets
@@ -181,7 +211,16 @@ def main(argv=None) -> int:
                               else None))
   if args.teacher:
     report["teacher"] = teacher_levels(assets.load_reference_world())
+  if args.judge:
+    report["judge_ceiling"] = judge_ceiling(
+        codec, assets.load_judge(), bar_grid_hz=report["bar_grid_hz"])
   print(json.dumps(report, indent=1) if args.json else markdown(report))
+  if args.judge and not args.json:
+    c = report["judge_ceiling"]
+    print("judge accuracy through the codec (mean; worst style): " + ", ".join(
+        f"{k} {v:.2f} ({c['worst_style'][k]} "
+        f"{c['per_style'][c['worst_style'][k]][k]:.2f})"
+        for k, v in c["mean"].items()))
   return 0
 
 

@@ -19,53 +19,52 @@ import numpy as np
 
 def kmeans_rvq(latents: np.ndarray, depth: int, size: int, iters: int,
                rng: np.random.Generator,
-               dim_masks: np.ndarray | None = None) -> np.ndarray:
+               dim_masks: np.ndarray | None = None,
+               level_sizes: tuple[int, ...] | None = None) -> np.ndarray:
   """Fit RVQ codebooks level by level with k-means: (N, D) -> (L, V, D).
 
   `dim_masks` (L, D) of 0/1: level l's codewords live in the dimensions its
   mask keeps (zero elsewhere), so its choice depends on those alone
-  (`level_dim_masks`)."""
+  (`level_dim_masks`). `level_sizes` (L,): codes used per level (<= size);
+  the rest are parked on copies of the level's code 0 (`limit_levels`)."""
   full = np.asarray(latents, np.float32).copy()
   n, d = full.shape
   books = np.zeros((depth, size, d), np.float32)
   for level in range(depth):
     mask = (np.ones(d, np.float32) if dim_masks is None
             else np.asarray(dim_masks[level], np.float32))
+    k = size if level_sizes is None else int(level_sizes[level])
     residual = full * mask
-    scale = float(np.sqrt(np.mean(residual**2))) + 1e-8
-    if n >= size:
-      book = residual[rng.choice(n, size, replace=False)].copy()
-    else:
-      # Too few vectors (tiny test runs): repeat them with a little jitter.
-      book = residual[rng.choice(n, size, replace=True)].copy()
-      book += 0.01 * scale * rng.standard_normal(book.shape).astype(np.float32)
-    for _ in range(iters):
-      assign = _nearest(residual, book)
-      counts = np.bincount(assign, minlength=size)
-      sums = np.zeros_like(book)
-      np.add.at(sums, assign, residual)
-      used = counts > 0
-      book[used] = sums[used] / counts[used, None]
-      # Empty clusters restart at random points so every code is useful.
-      n_empty = int((~used).sum())
-      if n_empty:
-        book[~used] = residual[rng.choice(n, n_empty, replace=n_empty > n)]
-    book = book * mask
-    books[level] = book
+    book = _kmeans(residual, k, iters, rng) * mask
+    books[level, :k] = book
+    books[level, k:] = book[0]
     full = full - book[_nearest(residual, book)]
   return books
 
 
-def level_dim_masks(depth: int, dim: int, coarse_levels: int,
-                    coarse_dims: int) -> np.ndarray:
-  """(L, D) masks: the first `coarse_levels` levels see only the first
-  `coarse_dims` latent dimensions (the part trained to be shift-invariant,
-  train_codec.TrainHParams), the others see all. coarse_dims 0: all see
-  all."""
-  masks = np.ones((depth, dim), np.float32)
-  if coarse_dims:
-    masks[:coarse_levels, coarse_dims:] = 0.0
-  return masks
+def _kmeans(x: np.ndarray, k: int, iters: int,
+            rng: np.random.Generator) -> np.ndarray:
+  """(N, D) -> (k, D) centroids."""
+  n = len(x)
+  scale = float(np.sqrt(np.mean(x**2))) + 1e-8
+  if n >= k:
+    book = x[rng.choice(n, k, replace=False)].copy()
+  else:
+    # Too few vectors (tiny test runs): repeat them with a little jitter.
+    book = x[rng.choice(n, k, replace=True)].copy()
+    book += 0.01 * scale * rng.standard_normal(book.shape).astype(np.float32)
+  for _ in range(iters):
+    assign = _nearest(x, book)
+    counts = np.bincount(assign, minlength=k)
+    sums = np.zeros_like(book)
+    np.add.at(sums, assign, x)
+    used = counts > 0
+    book[used] = sums[used] / counts[used, None]
+    # Empty clusters restart at random points so every code is useful.
+    n_empty = int((~used).sum())
+    if n_empty:
+      book[~used] = x[rng.choice(n, n_empty, replace=n_empty > n)]
+  return book
 
 
 def _nearest(x: np.ndarray, book: np.ndarray) -> np.ndarray:
@@ -124,3 +123,40 @@ def ema_update(vq: dict, codes: jax.Array, inputs: jax.Array, key: jax.Array,
   perplexity = jnp.exp(-jnp.sum(p * jnp.log(p + 1e-10), axis=-1))
   return ({"books": books, "usage": usage, "sums": ema_sums, "idle": idle},
           {"perplexity": perplexity, "restarted": dead.sum()})
+
+
+def level_dim_masks(depth: int, dim: int, coarse_levels: int,
+                    coarse_dims: int, split: bool = False) -> np.ndarray:
+  """(L, D) masks: the first `coarse_levels` levels see only the first
+  `coarse_dims` latent dimensions (the part trained to be shift-invariant,
+  train_codec.TrainHParams), the others see all. `split`: the coarse
+  levels share those dimensions out, each its own slice (a product
+  quantiser), so a coarse token depends on its slice alone instead of on
+  the residual of the level before. coarse_dims 0: all see all."""
+  masks = np.ones((depth, dim), np.float32)
+  if coarse_dims:
+    masks[:coarse_levels, coarse_dims:] = 0.0
+    if split:
+      edges = np.linspace(0, coarse_dims, coarse_levels + 1).round().astype(
+          int)
+      for lv in range(coarse_levels):
+        masks[lv, :edges[lv]] = 0.0
+        masks[lv, edges[lv + 1]:] = 0.0
+  return masks
+
+
+def limit_levels(vq: dict, dim_masks: jax.Array,
+                 code_masks: jax.Array) -> dict:
+  """Keeps every level's codewords in its dimensions (`level_dim_masks`)
+  and its unused codes (code_masks (L, V) False) parked, after an EMA
+  update or a restart moved them.
+
+  A parked code is a copy of the level's code 0: the nearest-codeword
+  search breaks the tie to the lower index, so it is never chosen, and a
+  model that writes its id anyway decodes to a sound codeword (runtime
+  encoders, decoders and the coupling's flow codebooks need no change)."""
+  books = vq["books"] * dim_masks[:, None, :]
+  books = jnp.where(code_masks[..., None], books, books[:, :1])
+  # Parked codes are never chosen: keep them from counting as dead.
+  idle = jnp.where(code_masks, vq["idle"], 0)
+  return {**vq, "books": books, "idle": idle}

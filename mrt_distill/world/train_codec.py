@@ -78,6 +78,7 @@ from mrt_distill.geometry import Geometry
 from mrt_distill.world.codec_codebooks import ema_update
 from mrt_distill.world.codec_codebooks import kmeans_rvq
 from mrt_distill.world.codec_codebooks import level_dim_masks
+from mrt_distill.world.codec_codebooks import limit_levels
 from mrt_distill.world.codec_codebooks import vq_state_from_books
 from mrt_distill.world.codec_data import CropSampler
 from mrt_distill.world.codec_eval import evaluate_codec
@@ -119,6 +120,11 @@ class TrainHParams:
   # dimensions, quantised by the finer levels, keep the timing.
   coarse_dims: int = 0
   coarse_levels: int = 2
+  # Each coarse level quantises its own slice of the coarse dimensions.
+  coarse_split: bool = False
+  # Codes the coarse levels use (of the geometry's codebook_size): fewer,
+  # larger cells, so a small latent change rarely crosses into another.
+  coarse_codes: int | None = None
   ema_decay: float = 0.99
   # A code unused for this many consecutive steps is dead and restarts at a
   # random residual of the batch. A step-count rule (rather than a threshold
@@ -132,6 +138,13 @@ class TrainHParams:
   piece_seconds: float = 6.0
   pool_size: int = 48
   refresh_per_step: int = 2
+
+
+def level_sizes(hp: TrainHParams, g: Geometry) -> tuple[int, ...]:
+  """Codes used per RVQ level."""
+  coarse = min(hp.coarse_codes or g.codebook_size, g.codebook_size)
+  return tuple(coarse if lv < hp.coarse_levels and hp.coarse_codes else
+               g.codebook_size for lv in range(g.codec_rvq_depth))
 
 
 # ---- training step -----------------------------------------------------------
@@ -175,7 +188,11 @@ def _make_steps(model: CodecModel, tx, hp: TrainHParams, geometry: Geometry):
     return diff / (jnp.mean(z[:, inner]**2) + 1e-8)
 
   masks = jnp.asarray(level_dim_masks(depth, geometry.codec_latent_dim,
-                                      hp.coarse_levels, hp.coarse_dims))
+                                      hp.coarse_levels, hp.coarse_dims,
+                                      hp.coarse_split))
+  sizes = level_sizes(hp, geometry)
+  code_masks = jnp.arange(geometry.codebook_size)[None, :] < jnp.asarray(
+      sizes)[:, None]
 
   def loss_fn(params, books, audio, num_levels, quantize, key):
     z = model.apply({"params": params}, audio, method=CodecModel.encode)
@@ -238,7 +255,7 @@ def _make_steps(model: CodecModel, tx, hp: TrainHParams, geometry: Geometry):
     if quantize:
       vq, stats = ema_update(vq, aux["codes"], aux["inputs"], k_dead,
                              hp.ema_decay, hp.restart_after_steps)
-      vq = {**vq, "books": vq["books"] * masks[:, None, :]}
+      vq = limit_levels(vq, masks, code_masks)
       metrics["perplexity"] = stats["perplexity"].mean()
       metrics["perplexity_l0"] = stats["perplexity"][0]
       metrics["restarted"] = stats["restarted"].astype(jnp.float32)
@@ -328,7 +345,9 @@ def train_codec(out_path,
   opt_state = tx.init(params)
   train_step, encode = _make_steps(model, tx, hp, g)
   dim_masks = level_dim_masks(g.codec_rvq_depth, g.codec_latent_dim,
-                              hp.coarse_levels, hp.coarse_dims)
+                              hp.coarse_levels, hp.coarse_dims,
+                              hp.coarse_split)
+  sizes = level_sizes(hp, g)
   sampler = CropSampler(seed, g, batch, crop, hp, train_styles,
                         bar_grid_hz=bar_grid_hz)
   np_rng = np.random.default_rng([int(seed), 0x4B4D])
@@ -381,7 +400,8 @@ def train_codec(out_path,
       zs = [np.asarray(encode(params, jnp.asarray(sampler.next()))).reshape(
           -1, g.codec_latent_dim) for _ in range(hp.kmeans_batches)]
       books = kmeans_rvq(np.concatenate(zs), g.codec_rvq_depth,
-                         g.codebook_size, hp.kmeans_iters, np_rng, dim_masks)
+                         g.codebook_size, hp.kmeans_iters, np_rng, dim_masks,
+                         sizes)
       vq = vq_state_from_books(books, vectors_per_step)
       log(f"[codec] step {step}: k-means init of {g.codec_rvq_depth} levels "
           f"from {sum(len(z) for z in zs)} latents")
@@ -431,7 +451,8 @@ def train_codec(out_path,
     zs = [np.asarray(encode(params, jnp.asarray(sampler.next()))).reshape(
         -1, g.codec_latent_dim) for _ in range(hp.kmeans_batches)]
     books = kmeans_rvq(np.concatenate(zs), g.codec_rvq_depth,
-                       g.codebook_size, hp.kmeans_iters, np_rng, dim_masks)
+                       g.codebook_size, hp.kmeans_iters, np_rng, dim_masks,
+                         sizes)
   # Latent statistics on fresh training crops, for latent-space users.
   zs = np.concatenate([
       np.asarray(encode(params, jnp.asarray(sampler.next()))).reshape(
@@ -496,6 +517,8 @@ def _main():
   parser.add_argument("--lr", type=float, default=None)
   parser.add_argument("--shift_weight", type=float, default=None)
   parser.add_argument("--coarse_dims", type=int, default=None)
+  parser.add_argument("--coarse_codes", type=int, default=None)
+  parser.add_argument("--coarse_split", action="store_true")
   parser.add_argument("--bar_grid", action="store_true")
   args = parser.parse_args()
   hp = TrainHParams()
@@ -505,6 +528,8 @@ def _main():
     hp = dataclasses.replace(hp, shift_weight=args.shift_weight)
   if args.coarse_dims is not None:
     hp = dataclasses.replace(hp, coarse_dims=args.coarse_dims)
+  hp = dataclasses.replace(hp, coarse_codes=args.coarse_codes,
+                           coarse_split=args.coarse_split)
   train_codec(args.out, steps=args.steps, batch=args.batch,
               seconds_per_example=args.seconds_per_example, seed=args.seed,
               log_every=args.log_every, time_budget_s=args.time_budget_s,

@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -179,3 +180,30 @@ def test_interrupted_codec_stage_resumes_to_identical_weights(tmp_path):
       whole / "assets" / "codec.npz")
   r = _build("--build-dir", str(parts), "--stage", "codec")
   assert r.returncode == 0 and "stage codec: done" in r.stderr
+
+
+@pytest.mark.slow
+def test_interrupted_teacher_stage_resumes_to_identical_weights(tmp_path):
+  """--quick teacher stage (on the shipped codec and style model): stopped
+  after step 12 and rerun == one run."""
+  from mrt_distill.world import assets as A
+  out = {}
+  for name, stop in (("whole", None), ("parts", "12")):
+    dest = tmp_path / name / "assets"
+    dest.mkdir(parents=True)
+    for f in list(A.ASSET_DIR.glob("codec.npz*")) + list(
+        A.ASSET_DIR.glob("style.npz*")):
+      shutil.copy(f, dest)
+    args = ["--build-dir", str(tmp_path / name), "--assets", str(dest),
+            "--stage", "teacher"]
+    if stop:
+      r = _build(*args, "--stop-after-steps", stop)
+      assert r.returncode == 0, r.stderr[-2000:]
+      assert "paused at step 12" in r.stderr
+      assert not (dest / "teacher.npz").exists()
+    r = _build(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    if stop:
+      assert "resumed from the checkpoint at step 12" in r.stderr
+    out[name] = _sha(dest / "teacher.npz")
+  assert out["whole"] == out["parts"]

@@ -68,3 +68,33 @@ def test_crop_stream_resumes_exactly():
   got = [b.next() for _ in range(3)]
   for w, g in zip(want, got):
     np.testing.assert_array_equal(w, g)
+
+
+def test_fewer_coarse_codes_are_parked_on_code_0_and_never_chosen():
+  import jax.numpy as jnp
+  from mrt_distill.codec.neural import rvq_encode_jnp
+  from mrt_distill.world.codec_codebooks import limit_levels
+  rng = np.random.default_rng(0)
+  z = rng.standard_normal((500, 6)).astype(np.float32)
+  masks = level_dim_masks(3, 6, coarse_levels=2, coarse_dims=4, split=True)
+  assert masks[0].tolist() == [1, 1, 0, 0, 0, 0]
+  assert masks[1].tolist() == [0, 0, 1, 1, 0, 0]
+  books = kmeans_rvq(z, 3, 16, 4, np.random.default_rng(1), masks,
+                     (4, 4, 16))
+  np.testing.assert_array_equal(books[0, 4:], np.repeat(books[0, :1], 12, 0))
+  codes, _, _ = rvq_encode_jnp(jnp.asarray(z), jnp.asarray(books))
+  codes = np.asarray(codes)
+  assert codes[:2].max() == 3 and codes[2].max() > 3
+  # A product quantiser: level 1's code depends on dims 2:4 only.
+  z2 = z.copy()
+  z2[:, :2] += 0.3
+  np.testing.assert_array_equal(
+      np.asarray(rvq_encode_jnp(jnp.asarray(z2), jnp.asarray(books))[0])[1],
+      codes[1])
+  # After an EMA step moved them, the parked codes go back on code 0.
+  vq = {"books": jnp.asarray(books) + 1.0, "idle": jnp.full((3, 16), 40)}
+  code_masks = jnp.arange(16)[None] < jnp.asarray([4, 4, 16])[:, None]
+  out = limit_levels(vq, jnp.asarray(masks), code_masks)
+  np.testing.assert_array_equal(out["books"][0, 7], out["books"][0, 0])
+  assert float(out["books"][0, 0, 3]) == 0.0  # outside level 0's slice
+  assert int(out["idle"][0, 9]) == 0 and int(out["idle"][0, 1]) == 40
