@@ -32,7 +32,7 @@ TV_MAX = 0.04
 
 @pytest.fixture(scope="module")
 def books():
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   codec = assets.load_reference_world(with_judge=False).codec
   return C.flow_codebooks(codec.codebooks, 4)
 

@@ -48,8 +48,8 @@ log = logging.getLogger("build_reference_world")
 
 
 def stage_codec(cfg, seed):
-  from mrt_distill.world import assets
-  from mrt_distill.world.train_codec import train_codec
+  from mrt_distill.world.runtime import assets
+  from mrt_distill.world.training.train_codec import train_codec
   return train_codec(assets.path("codec"), steps=cfg["steps"],
                      batch=cfg["batch"], seconds_per_example=cfg["seconds"], seed=seed,
                      log_every=max(1, cfg["steps"] // 40),
@@ -57,8 +57,8 @@ def stage_codec(cfg, seed):
 
 
 def stage_style(cfg, seed):
-  from mrt_distill.world import assets
-  from mrt_distill.world.train_style import train_style
+  from mrt_distill.world.runtime import assets
+  from mrt_distill.world.training.train_style import train_style
   return train_style(assets.path("style"), steps=cfg["steps"],
                      batch=cfg["batch"], seed=seed,
                      log_every=max(1, cfg["steps"] // 30),
@@ -66,8 +66,8 @@ def stage_style(cfg, seed):
 
 
 def stage_judges(cfg, seed):
-  from mrt_distill.world import assets
-  from mrt_distill.world.train_judges import train_judges
+  from mrt_distill.world.runtime import assets
+  from mrt_distill.world.training.train_judges import train_judges
   return train_judges(assets.path("judges"), steps=cfg["steps"],
                       batch=cfg["batch"], seed=seed,
                       log_every=max(1, cfg["steps"] // 30),
@@ -76,8 +76,8 @@ def stage_judges(cfg, seed):
 
 def stage_teacher(cfg, seed, quick):
   from mrt_distill.teacher.load import load_teacher_config
-  from mrt_distill.world import assets
-  from mrt_distill.world.train_teacher import train_teacher
+  from mrt_distill.world.runtime import assets
+  from mrt_distill.world.training.train_teacher import train_teacher
   tcfg = load_teacher_config("reference")
   return train_teacher(
       assets.path("teacher"), tcfg, assets.load_codec(),
@@ -89,7 +89,8 @@ def stage_teacher(cfg, seed, quick):
 
 
 def stage_evaluate(cfg, seed, render_examples: pathlib.Path | None):
-  from mrt_distill.world import assets, evaluate_world
+  from mrt_distill.world.runtime import assets
+  from mrt_distill.world.training import evaluate_world
   world = assets.load_reference_world(with_judge=True)
   report = evaluate_world.evaluate(
       world, samples_per_style=cfg["samples"], seconds=cfg["seconds"],
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
   if args.assets:
     os.environ["MRT_DISTILL_ASSETS"] = str(pathlib.Path(args.assets).resolve())
-  from mrt_distill.world import assets  # after MRT_DISTILL_ASSETS is set
+  from mrt_distill.world.runtime import assets  # after MRT_DISTILL_ASSETS is set
   assets.ASSET_DIR.mkdir(parents=True, exist_ok=True)
 
   if args.from_stage:
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
   timing_file.write_text(json.dumps({"quick": args.quick, "seconds": merged},
                                     indent=2))
   if "evaluate" in todo and not args.quick:
-    from mrt_distill.world import evaluate_world
+    from mrt_distill.world.training import evaluate_world
     md = pathlib.Path(__file__).resolve().parents[1] / "docs" / (
         "reference_world.md")
     evaluate_world.write_markdown(

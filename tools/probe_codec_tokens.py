@@ -50,7 +50,8 @@ def level_stats(codes_TxK: list[np.ndarray], other_TxK: list[np.ndarray]
 
 def probe(codec, *, pieces: int = 3, seconds: float = 16.0, levels: int
           | None = None, styles=None) -> dict:
-  from mrt_distill.world import music, render
+  from mrt_distill.world import music
+  from mrt_distill.world.music import render
   g = codec.geometry
   k = levels or g.target_levels
   spf = g.samples_per_frame
@@ -105,7 +106,7 @@ def teacher_levels(world, *, batches: int = 6, batch: int = 16,
   import jax
   import jax.numpy as jnp
   from mrt_distill.teacher.model import TeacherModel
-  from mrt_distill.world import train_teacher as tt
+  from mrt_distill.world.training import train_teacher as tt
   cfg, g = world.teacher_cfg, world.geometry
   k = g.target_levels
   held = tt.make_corpus(world.codec, world.style_model, pieces_per_style=2,
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
                  help="add the shipped teacher's per-level cross-entropy")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   report = probe(assets.load_codec(), pieces=args.pieces,
                  seconds=args.seconds, levels=args.levels)
   if args.teacher:

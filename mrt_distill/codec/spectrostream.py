@@ -44,7 +44,7 @@ from mrt_distill.geometry import MRT_V1
 from mrt_distill.geometry import Geometry
 # The [interop] extra's import helpers; importing them does not import TF.
 from mrt_distill.interop import import_optional, import_tensorflow
-from mrt_distill.world.assets import MissingAssetError
+from mrt_distill.world.runtime.assets import MissingAssetError
 
 log = logging.getLogger(__name__)
 

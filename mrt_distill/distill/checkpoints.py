@@ -52,7 +52,7 @@ def teacher_identity(config) -> str:
   something on those base weights. reference: the shipped teacher.npz's
   sha256; random-tiny: the init seed; magenta_rt: the checkpoint path."""
   if config.world == "reference":
-    from mrt_distill.world import assets
+    from mrt_distill.world.runtime import assets
     return f"reference teacher.npz sha256 {assets.recorded_sha256('teacher')[:16]}"
   if config.world == "random-tiny":
     return f"random-tiny seed {int(config.seed)}"

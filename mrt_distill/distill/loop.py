@@ -70,7 +70,8 @@ def builtin_prompts(seed: int, transition_pairs: int, transition_chunks: int,
   mood words ("dark techno"), two-style weighted mixes and A -> B
   transitions. Held out: the bare style names (what the report scores).
   """
-  from mrt_distill.world import descriptors, music
+  from mrt_distill.world.music import descriptors
+  from mrt_distill.world import music
 
   plain = []
   for name, style in music.STYLES.items():
@@ -142,7 +143,7 @@ def load_world(config):
   """'reference': the shipped teacher, codec and style model.
   'random-tiny': a randomly initialised tiny teacher with the minimal codec
   and style model (it makes noise; tests and smoke runs only)."""
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   if config.world == "reference":
     return assets.load_reference_world(with_judge=False)
   if config.world == "random-tiny":
@@ -157,7 +158,7 @@ def load_world(config):
                                  params, cfg)
   if config.world == "magenta_rt":
     # The real teacher, SpectroStream and MusicCoCa (docs/real_magenta_rt.md).
-    from mrt_distill.world.magenta_rt import load_magenta_rt_world
+    from mrt_distill.world.runtime.magenta_rt import load_magenta_rt_world
     return load_magenta_rt_world(config.get("magenta_rt"))
   raise ValueError(f"world {config.world!r} is not supported: use one of "
                    f"{list(WORLDS)}")

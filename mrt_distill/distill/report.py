@@ -32,7 +32,7 @@ import jax
 from mrt_distill.distill import student as S
 from mrt_distill.serve.chunk_step import ChunkStepper, controls
 from mrt_distill.style import mixing
-from mrt_distill.world import evaluate_world as EW
+from mrt_distill.world.training import evaluate_world as EW
 from mrt_distill.world import music
 
 log = logging.getLogger("mrt_distill.distill")
@@ -102,7 +102,7 @@ def _ms_per_chunk(fn, repeats: int = 3) -> float:
 
 def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
              seed: int = 0) -> dict:
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
 
   world, g = run.world, run.world.geometry
   judge = assets.load_judge()

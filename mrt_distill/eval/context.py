@@ -84,7 +84,7 @@ def build_context(cfg: EvalConfig) -> Context:
 
 
 def _make_embedder(cfg, bundle, prompts, notes) -> E.Embedder:
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   kind = cfg.embedder
   if kind == "auto":
     ref_world = str(bundle.config.world) in ("reference", "random-tiny")

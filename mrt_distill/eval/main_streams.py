@@ -93,7 +93,7 @@ def _none_nan(x) -> float:
 def _ground_truth(ctx: Context, labels: Sequence[str], seconds: float) -> dict:
   """Renders of each reference-world style: set A (the reference) and set B
   (the floor), embedded like the models' streams."""
-  from mrt_distill.world import evaluate_world as EW
+  from mrt_distill.world.training import evaluate_world as EW
   from mrt_distill.world import music
   cfg, out = ctx.cfg, {}
   for lab in labels:

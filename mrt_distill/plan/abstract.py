@@ -32,7 +32,7 @@ def codec_for(config, geometry):
   the linear MinimalCodec (the real decoder's activations are not in the
   plan, see the notes)."""
   if config.world == "reference":
-    from mrt_distill.world import assets
+    from mrt_distill.world.runtime import assets
     return assets.load_codec()
   from mrt_distill.codec.base import MinimalCodec
   return MinimalCodec(geometry)

@@ -204,7 +204,7 @@ def _from_workdir(workdir: pathlib.Path) -> StudentBundle:
 
 
 def reference_student_path() -> pathlib.Path:
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   return assets.path("student")
 
 

@@ -266,7 +266,7 @@ def early_vocab(checkpoint):
   import json
   if checkpoint_world(checkpoint) != "reference":
     return None
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   side = assets.path("style").with_name(assets.FILES["style"] + ".json")
   try:
     return _Vocab(json.loads(side.read_text())["meta"]["config"]["vocab"])

@@ -29,7 +29,7 @@ def build_system(checkpoint: str | None, seed: int = 0):
   from mrt_distill.teacher.system import TeacherSystem
 
   if checkpoint in (None, "reference"):
-    from mrt_distill.world import assets
+    from mrt_distill.world.runtime import assets
     log.info("teacher: the shipped reference world (%s)", assets.ASSET_DIR)
     return assets.load_reference_world().teacher_system()
   if checkpoint == "random-tiny":

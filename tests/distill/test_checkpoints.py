@@ -11,7 +11,7 @@ from mrt_distill.distill.config_io import load_config
 
 def test_teacher_identity_per_world():
   from mrt_distill.checksummed import sha256_file
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   ref = load_config("reference_cpu")
   # The recorded sha256 is the shipped file's real one (read, not hashed).
   assert assets.recorded_sha256("teacher") == sha256_file(

@@ -11,7 +11,7 @@ import pytest
 
 from mrt_distill import main as cli_main
 from mrt_distill.distill.report import paired_ratio_interval
-from mrt_distill.world import evaluate_world as EW
+from mrt_distill.world.training import evaluate_world as EW
 from mrt_distill.world import music
 
 

@@ -30,7 +30,7 @@ from mrt_distill.codec.base import rvq_quantize  # pylint: disable=g-import-not-
 from mrt_distill.geometry import MRT_V1, GeometryError  # pylint: disable=g-import-not-at-top
 from mrt_distill.style import musiccoca as mc  # pylint: disable=g-import-not-at-top
 from mrt_distill.teacher.load import TeacherLoadError  # pylint: disable=g-import-not-at-top
-from mrt_distill.world.assets import MissingAssetError  # pylint: disable=g-import-not-at-top
+from mrt_distill.world.runtime.assets import MissingAssetError  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 G = MRT_V1
@@ -317,7 +317,7 @@ def test_world_errors(root, tmp_path):
   from mrt_distill.teacher.load import load_teacher_config
   from mrt_distill.teacher.load import save_teacher
   from mrt_distill.teacher.model import numpy_init_params
-  from mrt_distill.world.magenta_rt import load_magenta_rt_world
+  from mrt_distill.world.runtime.magenta_rt import load_magenta_rt_world
 
   # No magenta_rt group (configs/reference_cpu.py + --config.world=...).
   with pytest.raises(ValueError) as e:

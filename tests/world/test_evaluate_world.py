@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mrt_distill.world import evaluate_world as ew
+from mrt_distill.world.training import evaluate_world as ew
 
 
 def test_hopped_windows_counts_and_values():
@@ -33,7 +33,7 @@ def test_stream_teacher_embedding_override():
   and another embedding streams something else (the conditioning probe,
   tools/probe_teacher_conditioning.py, relies on both)."""
   from mrt_distill.style import mixing
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   world = assets.load_reference_world()
   emb = mixing.embed_prompt_mix(world.style_model, "techno")
   a = ew.stream_teacher(world, "techno", 2, 1.0, seed=0)

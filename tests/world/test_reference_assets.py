@@ -5,7 +5,9 @@ import pytest
 
 from mrt_distill import audio_losses
 from mrt_distill.geometry import REFERENCE
-from mrt_distill.world import assets, music, render
+from mrt_distill.world.runtime import assets
+from mrt_distill.world import music
+from mrt_distill.world.music import render
 
 
 @pytest.fixture(scope="module")

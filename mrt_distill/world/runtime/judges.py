@@ -20,7 +20,7 @@ the real thing:
   embedding sets (FID / FAD's formula).
 * `estimate_tempo`: librosa's onset-autocorrelation tempo estimate.
 
-Training lives in `mrt_distill.world.train_judges`.
+Training lives in `mrt_distill.world.training.train_judges`.
 """
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ import numpy as np
 from mrt_distill import atomic
 from mrt_distill.geometry import REFERENCE
 from mrt_distill.style import mixing
-from mrt_distill.world import judges as judges_lib
-from mrt_distill.world import music, render
+from mrt_distill.world.runtime import judges as judges_lib
+from mrt_distill.world import music
+from mrt_distill.world.music import render
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import numpy as np
 from mrt_distill.codec.base import seeded_rng
 from mrt_distill.geometry import REFERENCE
 from mrt_distill.world import music
-from mrt_distill.world import render
+from mrt_distill.world.music import render
 
 # Training draws piece seeds below this; held-out pieces use seeds from it
 # upwards, so train and held-out pieces never coincide.

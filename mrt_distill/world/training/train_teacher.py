@@ -36,7 +36,8 @@ from mrt_distill.teacher.config import TeacherConfig
 from mrt_distill.teacher.load import save_teacher, save_teacher_npz
 from mrt_distill.teacher.model import TeacherModel, init_params
 from mrt_distill.teacher.system import build_encoder_inputs
-from mrt_distill.world import music, render
+from mrt_distill.world import music
+from mrt_distill.world.music import render
 
 log = logging.getLogger(__name__)
 

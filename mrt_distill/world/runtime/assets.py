@@ -22,7 +22,7 @@ from mrt_distill.geometry import REFERENCE, Geometry
 
 ASSET_DIR = pathlib.Path(os.environ.get(
     "MRT_DISTILL_ASSETS",
-    pathlib.Path(__file__).resolve().parents[1] / "assets" / "reference"))
+    pathlib.Path(__file__).resolve().parents[2] / "assets" / "reference"))
 
 FILES = {"codec": "codec.npz", "style": "style.npz", "judges": "judge.npz",
          "teacher": "teacher.npz",
@@ -74,7 +74,7 @@ def load_style_model():
 
 
 def load_judge():
-  from mrt_distill.world.judges import StyleJudge
+  from mrt_distill.world.runtime.judges import StyleJudge
   return StyleJudge.load(_require("judges"))
 
 

@@ -75,11 +75,11 @@ from mrt_distill.codec.neural import rvq_encode_jnp
 from mrt_distill.codec.neural import rvq_partial_sum
 from mrt_distill.geometry import REFERENCE
 from mrt_distill.geometry import Geometry
-from mrt_distill.world.codec_codebooks import ema_update
-from mrt_distill.world.codec_codebooks import kmeans_rvq
-from mrt_distill.world.codec_codebooks import vq_state_from_books
-from mrt_distill.world.codec_data import CropSampler
-from mrt_distill.world.codec_eval import evaluate_codec
+from mrt_distill.world.training.codec_codebooks import ema_update
+from mrt_distill.world.training.codec_codebooks import kmeans_rvq
+from mrt_distill.world.training.codec_codebooks import vq_state_from_books
+from mrt_distill.world.training.codec_data import CropSampler
+from mrt_distill.world.training.codec_eval import evaluate_codec
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from mrt_distill.geometry import MRT_V1
 from mrt_distill.geometry import Geometry
 from mrt_distill.geometry import GeometryError
-from mrt_distill.world.assets import ReferenceWorld
+from mrt_distill.world.runtime.assets import ReferenceWorld
 
 log = logging.getLogger(__name__)
 
