@@ -89,9 +89,9 @@ def stage_teacher(cfg, seed, quick):
 
 
 def stage_evaluate(cfg, seed, render_examples: pathlib.Path | None):
-  from mrt_distill.world.runtime import assets
+  from mrt_distill.world.runtime import load_world
   from mrt_distill.world.training import evaluate_world
-  world = assets.load_reference_world(with_judge=True)
+  world = load_world("reference", with_judge=True)
   report = evaluate_world.evaluate(
       world, samples_per_style=cfg["samples"], seconds=cfg["seconds"],
       gt_pieces_per_style=cfg["gt_pieces"], seed=seed)

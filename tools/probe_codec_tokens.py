@@ -163,11 +163,11 @@ def main(argv=None) -> int:
                  help="add the shipped teacher's per-level cross-entropy")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
-  from mrt_distill.world.runtime import assets
+  from mrt_distill.world.runtime import assets, load_world
   report = probe(assets.load_codec(), pieces=args.pieces,
                  seconds=args.seconds, levels=args.levels)
   if args.teacher:
-    report["teacher"] = teacher_levels(assets.load_reference_world())
+    report["teacher"] = teacher_levels(load_world("reference"))
   print(json.dumps(report, indent=1) if args.json else markdown(report))
   return 0
 

@@ -64,9 +64,9 @@ def main(argv=None) -> int:
   p.add_argument("--samples", type=int, default=8)
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
-  from mrt_distill.world.runtime import assets
+  from mrt_distill.world.runtime import load_world
   from mrt_distill.world.training import evaluate_world as EW
-  world = assets.load_reference_world(with_judge=True)
+  world = load_world("reference", with_judge=True)
   rows = {}
   for mode in args.modes.split(","):
     if mode not in MODES:

@@ -62,8 +62,8 @@ def main(argv=None) -> int:
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
   grid = parse_grid(args.grid)
-  from mrt_distill.world.runtime import assets
-  rows = sweep(assets.load_reference_world(with_judge=True), grid,
+  from mrt_distill.world.runtime import load_world
+  rows = sweep(load_world("reference", with_judge=True), grid,
                samples=args.samples)
   if args.json:
     print(json.dumps(rows, indent=1))
