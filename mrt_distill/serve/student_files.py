@@ -121,7 +121,7 @@ def check_teacher(saved: str | None, config, what: str) -> None:
     raise StudentLoadError(str(e)) from None
 
 
-def _check_noise_layout(meta: dict, config, path: pathlib.Path) -> None:
+def check_noise_layout(meta: dict, config, path: pathlib.Path) -> None:
   """A coupled student reads its input noise in one layout; a file written
   for another layout would play garbage, so it is refused by name."""
   if not config.get("student", {}).get("coupled", False):
@@ -142,7 +142,7 @@ def from_npz(path) -> Found:
   meta, trainable = read(path)  # damage -> one clear error
   config = ml_collections.ConfigDict(meta["config"])
   check_teacher(meta.get("teacher"), config, f"student {path.name!r}")
-  _check_noise_layout(meta, config, path)
+  check_noise_layout(meta, config, path)
   return Found(config, trainable, str(path))
 
 
