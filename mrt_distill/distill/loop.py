@@ -70,8 +70,8 @@ def builtin_prompts(seed: int, transition_pairs: int, transition_chunks: int,
   mood words ("dark techno"), two-style weighted mixes and A -> B
   transitions. Held out: the bare style names (what the report scores).
   """
-  from mrt_distill.world.music import descriptors
   from mrt_distill.world import music
+  from mrt_distill.world.music import descriptors
 
   plain = []
   for name, style in music.STYLES.items():

@@ -313,10 +313,10 @@ def test_load_world(root):
 
 
 def test_world_errors(root, tmp_path):
-  from mrt_distill.world.runtime import load_world
   from mrt_distill.teacher.load import load_teacher_config
   from mrt_distill.teacher.load import save_teacher
   from mrt_distill.teacher.model import numpy_init_params
+  from mrt_distill.world.runtime import load_world
   from mrt_distill.world.runtime.magenta_rt import load_magenta_rt_world
 
   # No magenta_rt group (configs/reference_cpu.py + --config.world=...).

@@ -8,8 +8,8 @@ import pytest
 
 from mrt_distill.style import weights_io
 from mrt_distill.style.mel_encoder import EncoderConfig
-from mrt_distill.world.runtime import judges
 from mrt_distill.world import music
+from mrt_distill.world.runtime import judges
 
 SR = 16_000
 # A small judge: these tests check plumbing and numerics, not accuracy.

@@ -5,9 +5,9 @@ import pytest
 
 from mrt_distill import audio_losses
 from mrt_distill.geometry import REFERENCE
-from mrt_distill.world.runtime import assets, load_world
 from mrt_distill.world import music
 from mrt_distill.world.music import render
+from mrt_distill.world.runtime import assets, load_world
 
 
 @pytest.fixture(scope="module")

@@ -48,11 +48,11 @@ import numpy as np
 import optax
 
 from mrt_distill import atomic
-from mrt_distill.world.runtime import judges
 from mrt_distill.world import music
 from mrt_distill.world.music import render
 from mrt_distill.world.music.piece_pool import HELDOUT_SEED_BASE
 from mrt_distill.world.music.piece_pool import PiecePool
+from mrt_distill.world.runtime import judges
 from mrt_distill.world.training.train_style import add_noise
 from mrt_distill.world.training.train_style import make_optimizer
 from mrt_distill.world.training.train_style import Progress

@@ -61,10 +61,10 @@ from mrt_distill.style import rvq_fit
 from mrt_distill.style import style_net
 from mrt_distill.style import text_parsing
 from mrt_distill.world import music
-from mrt_distill.world.training import style_eval
 from mrt_distill.world.music.piece_pool import heldout_windows
 from mrt_distill.world.music.piece_pool import PiecePool
 from mrt_distill.world.music.piece_pool import PieceRecord
+from mrt_distill.world.training import style_eval
 
 log = logging.getLogger(__name__)
 
