@@ -49,7 +49,8 @@ def level_stats(codes_TxK: list[np.ndarray], other_TxK: list[np.ndarray]
 
 
 def probe(codec, *, pieces: int = 3, seconds: float = 16.0, levels: int
-          | None = None, styles=None) -> dict:
+          | None = None, styles=None, bar_grid_hz: float | None = None
+          ) -> dict:
   from mrt_distill.world import music
   from mrt_distill.world.music import render
   g = codec.geometry
@@ -60,7 +61,7 @@ def probe(codec, *, pieces: int = 3, seconds: float = 16.0, levels: int
     base, frame, half, bar_a, bar_b = [], [], [], [], []
     for j in range(pieces):
       piece = music.generate_piece(style, PROBE_SEED_BASE + si * 31 + j,
-                                   seconds)
+                                   seconds, bar_grid_hz=bar_grid_hz)
       audio = render.render(piece, g.sample_rate, g.channels)
       n = (len(audio) // spf - 2) * spf  # room for the delayed copies
 
@@ -96,6 +97,7 @@ def probe(codec, *, pieces: int = 3, seconds: float = 16.0, levels: int
           for key in ("shift_frame", "shift_half", "lag_bar", "chance",
                       "entropy")}
   return {"levels": k, "pieces_per_style": pieces, "seconds": seconds,
+          "bar_grid_hz": bar_grid_hz,
           "per_style": rows, "mean": mean}
 
 
@@ -161,11 +163,23 @@ def main(argv=None) -> int:
                  help="RVQ levels to probe (default: the teacher's)")
   p.add_argument("--teacher", action="store_true",
                  help="add the shipped teacher's per-level cross-entropy")
+  p.add_argument("--bar-grid", action="store_true",
+                 help="pieces whose bar is a whole number of codec frames "
+                      "(music.generate_piece's bar_grid_hz)")
+  p.add_argument("--codec", default=None,
+                 help="a codec .npz to probe (default: the shipped one)")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
   from mrt_distill.world.runtime import assets, load_world
-  report = probe(assets.load_codec(), pieces=args.pieces,
-                 seconds=args.seconds, levels=args.levels)
+  if args.codec:
+    from mrt_distill.codec.neural import NeuralCodec
+    codec = NeuralCodec.load(args.codec)
+  else:
+    codec = assets.load_codec()
+  report = probe(codec, pieces=args.pieces, seconds=args.seconds,
+                 levels=args.levels,
+                 bar_grid_hz=(codec.geometry.frame_rate if args.bar_grid
+                              else None))
   if args.teacher:
     report["teacher"] = teacher_levels(load_world("reference"))
   print(json.dumps(report, indent=1) if args.json else markdown(report))

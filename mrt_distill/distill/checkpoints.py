@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import pathlib
-import re
 from typing import TYPE_CHECKING
 
 import jax
@@ -30,6 +29,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mrt_distill import distributed
+from mrt_distill import orbax_resume
 from mrt_distill.distill import config_io, prompts as P
 from mrt_distill.distill import train_step as T
 
@@ -145,34 +145,7 @@ def check_resume_config(workdir: pathlib.Path, config) -> None:
     mngr.close()
 
 
-# An orbax save writes `<step>.orbax-checkpoint-tmp-<time>` and renames it to
-# `<step>` when complete; a run killed in between leaves the tmp folder.
-_UNFINISHED = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 UNREADABLE_DIR = "checkpoints_unreadable"
-
-
-def _first_line(e: BaseException, limit: int = 300) -> str:
-  text = (str(e).strip().splitlines() or [""])[0]
-  return f"{type(e).__name__}: {text[:limit]}"
-
-
-def _move_aside(workdir: pathlib.Path, directory: pathlib.Path,
-                steps: list[int]) -> pathlib.Path:
-  """Moves unreadable step folders out of the manager's sight (so the run
-  can save those steps again), keeping every byte: nothing is deleted."""
-  aside = workdir / UNREADABLE_DIR
-  if jax.process_index() == 0:
-    aside.mkdir(exist_ok=True)
-    for step in steps:
-      dst, n = aside / str(step), 0
-      while dst.exists():
-        n += 1
-        dst = aside / f"{step}-{n}"
-      (directory / str(step)).rename(dst)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices("mrt_distill_checkpoint_fallback")
-  return aside
 
 
 def resume(mngr, workdir: pathlib.Path, restore_one):
@@ -184,49 +157,22 @@ def resume(mngr, workdir: pathlib.Path, restore_one):
   one that fails is logged with its step and error, and once an older one
   restores they are moved to `workdir/checkpoints_unreadable/`. Unfinished
   orbax writes (tmp folders) are never listed as steps; they are logged and
-  left alone. A checkpoint of another config is a user error, not damage:
-  CheckpointMismatchError propagates without any fallback.
+  left alone (`orbax_resume.newest_readable`). A checkpoint of another
+  config is a user error, not damage: CheckpointMismatchError propagates
+  without any fallback.
 
   Raises:
     CheckpointUnreadableError: checkpoints exist but none can be read (all
       left in place).
   """
-  directory = pathlib.Path(str(mngr.directory))
-  steps = sorted(mngr.all_steps(), reverse=True)
-  for p in sorted(directory.iterdir()):
-    m = _UNFINISHED.match(p.name)
-    if m and (not steps or int(m.group(1)) > steps[0]):
-      log.warning(
-          "ignoring the unfinished checkpoint write for step %s (%s: the "
-          "run stopped while saving it; left in place); %s", m.group(1),
-          p.name, f"resuming from step {steps[0]}" if steps
-          else "no finished checkpoint, starting fresh")
-  failures = []
-  for step in steps:
-    try:
-      restored = restore_one(step)
-    except CheckpointMismatchError:
-      raise
-    except Exception as e:  # damage shows up as many error types
-      failures.append((step, _first_line(e)))
-      log.warning("the checkpoint at step %d in %s cannot be read (%s); "
-                  "trying the one before it", step, directory, failures[-1][1])
-      continue
-    if failures:
-      bad = [s for s, _ in failures]
-      aside = _move_aside(workdir, directory, bad)
-      mngr.reload()
-      log.warning("skipped the unreadable checkpoint(s) at step(s) %s and "
-                  "resumed from step %d; moved them to %s (nothing deleted)",
-                  ", ".join(map(str, bad)), step, aside)
-    return restored, step
-  if failures:
-    detail = "; ".join(f"step {s}: {msg}" for s, msg in failures)
-    raise CheckpointUnreadableError(
+  def none_readable(directory, detail):
+    return CheckpointUnreadableError(
         f"no checkpoint in {directory} can be read ({detail}); they were "
         f"left in place: move that folder aside to start over in this "
         f"--workdir, or use a fresh --workdir")
-  return None, None
+  return orbax_resume.newest_readable(
+      mngr, workdir / UNREADABLE_DIR, restore_one,
+      user_errors=(CheckpointMismatchError,), none_readable=none_readable)
 
 
 def restore(mngr, state: T.TrainState, run: Run, step: int):

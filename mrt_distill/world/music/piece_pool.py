@@ -110,11 +110,13 @@ class PiecePool:
 
 
 def ground_truth(style: str, pieces: int, seconds: float, sample_rate: int,
-                 offset: int = 0) -> np.ndarray:
+                 offset: int = 0, bar_grid_hz: float | None = None
+                 ) -> np.ndarray:
   """-> float32 (pieces, S, 1) renders with held-out seeds."""
   return np.stack([
       render.render(music.generate_piece(style, GT_SEED_BASE + offset + i,
-                                         seconds), sample_rate, 1)
+                                         seconds, bar_grid_hz=bar_grid_hz),
+                    sample_rate, 1)
       for i in range(pieces)])
 
 

@@ -121,6 +121,18 @@ def _rng_for(style: str, seed: int) -> np.random.Generator:
   return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
+def _draw_tempo(rng: np.random.Generator, tempo_range: tuple[int, int],
+                bar_grid_hz: float | None) -> float:
+  """The piece's tempo in BPM (see `generate_piece`'s bar_grid_hz)."""
+  low, high = tempo_range
+  if bar_grid_hz is None:
+    return float(rng.integers(low, high + 1))
+  # A 4/4 bar is 240 / tempo seconds = 240 f / tempo frames.
+  n_lo = math.ceil(240.0 * bar_grid_hz / high)
+  n_hi = max(n_lo, math.floor(240.0 * bar_grid_hz / low))
+  return 240.0 * bar_grid_hz / int(rng.integers(n_lo, n_hi + 1))
+
+
 def _choice(rng: np.random.Generator, options: Sequence):
   return options[int(rng.integers(len(options)))]
 
@@ -149,13 +161,19 @@ def _pans(rng: np.random.Generator) -> dict[str, int]:
           "lead": 64 - side * spread}
 
 
-def generate_piece(style: str, seed: int, seconds: float) -> Piece:
+def generate_piece(style: str, seed: int, seconds: float, *,
+                   bar_grid_hz: float | None = None) -> Piece:
   """Generate one piece of `style`, deterministic in (style, seed, seconds).
 
   Args:
     style: a key of `STYLES`.
     seed: any integer; draws tempo, key, instruments, patterns and melody.
     seconds: duration of the piece (> 0). Notes are cut at this time.
+    bar_grid_hz: None (default): the tempo is a whole BPM in the style's
+      range. A frame rate (e.g. the codec's 25 Hz): the tempo is drawn so
+      that a bar lasts a whole number n of frames, tempo = 240 f / n, so
+      that a repeated bar starts at the same phase of the frame grid and a
+      codec can give it the same tokens (`tools/probe_codec_tokens.py`).
 
   Returns:
     The `Piece`.
@@ -169,8 +187,7 @@ def generate_piece(style: str, seed: int, seconds: float) -> Piece:
   rng = _rng_for(style, seed)
 
   # Global draws come first so that they do not depend on the duration.
-  low, high = spec.tempo_range
-  tempo = float(rng.integers(low, high + 1))
+  tempo = _draw_tempo(rng, spec.tempo_range, bar_grid_hz)
   tonic = int(rng.integers(12))
   mode = _choice(rng, spec.modes)
   progression = _choice(rng, spec.progressions)

@@ -18,12 +18,20 @@ import numpy as np
 
 
 def kmeans_rvq(latents: np.ndarray, depth: int, size: int, iters: int,
-               rng: np.random.Generator) -> np.ndarray:
-  """Fit RVQ codebooks level by level with k-means: (N, D) -> (L, V, D)."""
-  residual = np.asarray(latents, np.float32).copy()
-  n, d = residual.shape
+               rng: np.random.Generator,
+               dim_masks: np.ndarray | None = None) -> np.ndarray:
+  """Fit RVQ codebooks level by level with k-means: (N, D) -> (L, V, D).
+
+  `dim_masks` (L, D) of 0/1: level l's codewords live in the dimensions its
+  mask keeps (zero elsewhere), so its choice depends on those alone
+  (`level_dim_masks`)."""
+  full = np.asarray(latents, np.float32).copy()
+  n, d = full.shape
   books = np.zeros((depth, size, d), np.float32)
   for level in range(depth):
+    mask = (np.ones(d, np.float32) if dim_masks is None
+            else np.asarray(dim_masks[level], np.float32))
+    residual = full * mask
     scale = float(np.sqrt(np.mean(residual**2))) + 1e-8
     if n >= size:
       book = residual[rng.choice(n, size, replace=False)].copy()
@@ -42,9 +50,22 @@ def kmeans_rvq(latents: np.ndarray, depth: int, size: int, iters: int,
       n_empty = int((~used).sum())
       if n_empty:
         book[~used] = residual[rng.choice(n, n_empty, replace=n_empty > n)]
+    book = book * mask
     books[level] = book
-    residual = residual - book[_nearest(residual, book)]
+    full = full - book[_nearest(residual, book)]
   return books
+
+
+def level_dim_masks(depth: int, dim: int, coarse_levels: int,
+                    coarse_dims: int) -> np.ndarray:
+  """(L, D) masks: the first `coarse_levels` levels see only the first
+  `coarse_dims` latent dimensions (the part trained to be shift-invariant,
+  train_codec.TrainHParams), the others see all. coarse_dims 0: all see
+  all."""
+  masks = np.ones((depth, dim), np.float32)
+  if coarse_dims:
+    masks[:coarse_levels, coarse_dims:] = 0.0
+  return masks
 
 
 def _nearest(x: np.ndarray, book: np.ndarray) -> np.ndarray:

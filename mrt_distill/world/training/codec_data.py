@@ -43,11 +43,13 @@ class CropSampler:
     crop_samples: S (a multiple of samples per frame).
     hp: pool and augmentation settings.
     styles: styles to draw from (all by default).
+    bar_grid_hz: `music.generate_piece`'s tempo option (None: whole BPM).
   """
 
   def __init__(self, seed: int, geometry: Geometry, batch: int,
                crop_samples: int, hp: CropSettings,
-               styles: Sequence[str] | None = None):
+               styles: Sequence[str] | None = None,
+               bar_grid_hz: float | None = None):
     self._rng = np.random.default_rng([int(seed), 0xC0DEC])
     self._g = geometry
     self._batch = batch
@@ -57,20 +59,46 @@ class CropSampler:
     # Pieces at least two crops long, so crops of one piece can differ.
     self._piece_seconds = max(hp.piece_seconds,
                               2.0 * crop_samples / geometry.sample_rate)
-    self._pool = [self._new_piece() for _ in range(hp.pool_size)]
+    self._bar_grid_hz = bar_grid_hz
+    # (style, seed) of each pool slot: what `get_state` records, since
+    # re-rendering a piece is deterministic and far smaller than its audio.
+    self._ids: list[tuple[str, int]] = []
+    self._pool = []
+    for _ in range(hp.pool_size):
+      self._ids.append(self._draw_id())
+      self._pool.append(self._render(*self._ids[-1]))
     self._cursor = 0
     self.pieces_rendered = hp.pool_size
 
-  def _new_piece(self) -> np.ndarray:
+  def _draw_id(self) -> tuple[str, int]:
     style = self._styles[int(self._rng.integers(len(self._styles)))]
-    seed = int(self._rng.integers(TRAIN_SEED_LIMIT))
-    piece = music.generate_piece(style, seed, self._piece_seconds)
+    return style, int(self._rng.integers(TRAIN_SEED_LIMIT))
+
+  def _render(self, style: str, seed: int) -> np.ndarray:
+    piece = music.generate_piece(style, seed, self._piece_seconds,
+                                 bar_grid_hz=self._bar_grid_hz)
     return render_lib.render(piece, self._g.sample_rate, self._g.channels)
+
+  def get_state(self) -> dict:
+    """JSON: the generator state and the pool's pieces, by (style, seed)."""
+    return {"rng": self._rng.bit_generator.state, "cursor": self._cursor,
+            "pool": [[s, n] for s, n in self._ids],
+            "pieces_rendered": self.pieces_rendered}
+
+  def set_state(self, state: dict) -> None:
+    """Continues the stream exactly where `get_state` was taken (the pool
+    is re-rendered from its (style, seed) ids)."""
+    self._rng.bit_generator.state = state["rng"]
+    self._cursor = int(state["cursor"])
+    self._ids = [(str(s), int(n)) for s, n in state["pool"]]
+    self._pool = [self._render(s, n) for s, n in self._ids]
+    self.pieces_rendered = int(state["pieces_rendered"])
 
   def next(self) -> np.ndarray:
     """The next batch: float32 (B, S, C)."""
     for _ in range(self._hp.refresh_per_step):
-      self._pool[self._cursor] = self._new_piece()
+      self._ids[self._cursor] = self._draw_id()
+      self._pool[self._cursor] = self._render(*self._ids[self._cursor])
       self._cursor = (self._cursor + 1) % len(self._pool)
       self.pieces_rendered += 1
     lo, hi = self._hp.gain_db

@@ -52,10 +52,13 @@ def stream_teacher(world, prompt: str, samples: int, seconds: float,
 def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
              gt_pieces_per_style: int = 16, seed: int = 0,
              styles=None, sampling: dict | None = None,
-             embeddings: dict[str, np.ndarray] | None = None) -> dict:
+             embeddings: dict[str, np.ndarray] | None = None,
+             bar_grid_hz: float | None = None) -> dict:
   """Per style: teacher streams judged, Fréchet vs ground truth, the codec
   ceiling. `embeddings` {style: (E,)} replaces a style's text prompt by
-  another style embedding (tools/probe_teacher_conditioning.py)."""
+  another style embedding (tools/probe_teacher_conditioning.py).
+  `bar_grid_hz`: the world's tempo option for the ground truth
+  (`music.generate_piece`)."""
   g, judge = world.geometry, world.judge
   styles = list(styles or music.STYLES)
   sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
@@ -65,9 +68,10 @@ def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
     audio = stream_teacher(world, prompt, samples_per_style, seconds, seed,
                            (embeddings or {}).get(style), **sampling)
     pred = judge.classify(audio, g.sample_rate)
-    gt_a = ground_truth(style, gt_pieces_per_style, seconds, g.sample_rate)
+    gt_a = ground_truth(style, gt_pieces_per_style, seconds, g.sample_rate,
+                        bar_grid_hz=bar_grid_hz)
     gt_b = ground_truth(style, gt_pieces_per_style, seconds, g.sample_rate,
-                        offset=10_000)
+                        offset=10_000, bar_grid_hz=bar_grid_hz)
     gt_pred = judge.classify(gt_b, g.sample_rate)
     # The ceiling any teacher can reach through this codec: ground truth
     # passed through the codec at the teacher's target depth.
@@ -182,7 +186,14 @@ def write_markdown(asset_dir: pathlib.Path, out_md: pathlib.Path,
            "soundfont; a trained RVQ codec, style model and Magenta-RT-"
            "architecture teacher; judges trained on ground truth only. "
            "All figures below are measured by that command on the 2-core "
-           "reference CPU.", ""]
+           "reference CPU.", "",
+           "The build is resumable (`tools/build_reference_world.py`'s "
+           "docstring): it works in a build folder outside the checkout "
+           "(default `~/.cache/mrt_distill/world_build`), the codec and "
+           "teacher stages checkpoint every few minutes, rerunning the same "
+           "command continues where it stopped with identical weights, and "
+           "a rerun with another recipe is refused. `--install` copies the "
+           "finished weights into the package.", ""]
   if timings.get("seconds"):
     lines += ["## Build time per stage", "", "| stage | minutes |",
               "|---|---|"]

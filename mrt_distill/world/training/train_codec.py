@@ -77,9 +77,11 @@ from mrt_distill.geometry import REFERENCE
 from mrt_distill.geometry import Geometry
 from mrt_distill.world.training.codec_codebooks import ema_update
 from mrt_distill.world.training.codec_codebooks import kmeans_rvq
+from mrt_distill.world.training.codec_codebooks import level_dim_masks
 from mrt_distill.world.training.codec_codebooks import vq_state_from_books
 from mrt_distill.world.training.codec_data import CropSampler
 from mrt_distill.world.training.codec_eval import evaluate_codec
+from mrt_distill.world.training.stage_checkpoints import StageCheckpoints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +103,22 @@ class TrainHParams:
   lowband_hz: float = 300.0
   lowband_fft: int = 1024
   fft_sizes: tuple[int, ...] = DEFAULT_FFT_SIZES
+  # Shift consistency: the same audio delayed by a random sub-frame amount
+  # (uniform in +-half a frame) must encode to nearly the same latents,
+  # relative MSE |z(x) - z(shift x)|^2 / |z|^2 over the aligned frames.
+  # Without it a 20 ms delay changes 88% of level-0 tokens, so a teacher
+  # cannot copy a repeated bar (docs/benchmarks.md, probe_codec_tokens).
+  # The coarse levels' cells are large next to a small latent difference,
+  # the fine levels' small: the coarse tokens become a function of the
+  # music, and the fine ones still carry where inside the frame it lands.
+  shift_weight: float = 0.0
+  # Split latent: with coarse_dims > 0 the shift term applies to the first
+  # coarse_dims latent dimensions only, and the first coarse_levels RVQ
+  # levels' codewords live in those dimensions alone (zero elsewhere), so
+  # the coarse tokens are a function of the invariant part, and the other
+  # dimensions, quantised by the finer levels, keep the timing.
+  coarse_dims: int = 0
+  coarse_levels: int = 2
   ema_decay: float = 0.99
   # A code unused for this many consecutive steps is dead and restarts at a
   # random residual of the batch. A step-count rule (rather than a threshold
@@ -135,7 +153,31 @@ def _make_optimizer(hp: TrainHParams, steps: int):
 def _make_steps(model: CodecModel, tx, hp: TrainHParams, geometry: Geometry):
   depth = geometry.codec_rvq_depth
 
-  def loss_fn(params, books, audio, num_levels, quantize):
+  spf = geometry.samples_per_frame
+
+  def shift_consistency(params, audio, z, key):
+    """Relative MSE between the latents of `audio` and of the same audio
+    delayed by d in [-spf/2, spf/2] samples (per example), over the frames
+    away from the padded ends."""
+    b, s, _ = audio.shape
+    half = spf // 2
+    delays = jax.random.randint(key, (b,), -half, half + 1)
+    padded = jnp.pad(audio, ((0, 0), (half, half), (0, 0)))
+    shifted = jax.vmap(lambda a, d: jax.lax.dynamic_slice_in_dim(
+        a, half - d, s, axis=0))(padded, delays)
+    z_s = model.apply({"params": params}, shifted, method=CodecModel.encode)
+    if hp.coarse_dims:
+      z, z_s = z[..., :hp.coarse_dims], z_s[..., :hp.coarse_dims]
+    inner = slice(1, -1) if z.shape[1] > 2 else slice(None)
+    diff = jnp.mean((z[:, inner] - z_s[:, inner])**2)
+    # Not stop-gradient in the denominator: the ratio is then invariant to
+    # the latents' scale, so shrinking them cannot lower it.
+    return diff / (jnp.mean(z[:, inner]**2) + 1e-8)
+
+  masks = jnp.asarray(level_dim_masks(depth, geometry.codec_latent_dim,
+                                      hp.coarse_levels, hp.coarse_dims))
+
+  def loss_fn(params, books, audio, num_levels, quantize, key):
     z = model.apply({"params": params}, audio, method=CodecModel.encode)
     b, t, d = z.shape
     aux = {}
@@ -159,6 +201,11 @@ def _make_steps(model: CodecModel, tx, hp: TrainHParams, geometry: Geometry):
                                            axis=-2, return_parts=True)
     wave = jnp.mean(jnp.abs(recon - audio))
     loss = mr + hp.wave_weight * wave + hp.commit_weight * commit
+    if hp.shift_weight:
+      shift = shift_consistency(params, audio, z, key)
+      loss = loss + hp.shift_weight * shift
+    else:
+      shift = jnp.zeros(())
     if hp.lowband_weight:
       max_bin = int(math.ceil(hp.lowband_hz * hp.lowband_fft /
                               geometry.sample_rate)) + 1
@@ -169,21 +216,21 @@ def _make_steps(model: CodecModel, tx, hp: TrainHParams, geometry: Geometry):
       low = jnp.zeros(())
     metrics = {"loss": loss, "mr_stft": mr, "sc": parts["sc"],
                "log_mag": parts["log_mag"], "wave_l1": wave,
-               "commit": commit, "lowband": low,
+               "commit": commit, "lowband": low, "shift": shift,
                "latent_rms": jnp.sqrt(jnp.mean(z**2))}
     return loss, (metrics, aux)
 
   @functools.partial(jax.jit, static_argnames=("quantize",),
                      donate_argnums=(0, 1, 2))
   def train_step(params, opt_state, vq, audio, key, *, quantize):
-    k_drop, k_levels, k_dead = jax.random.split(key, 3)
+    k_drop, k_levels, k_dead, k_shift = jax.random.split(key, 4)
     b = audio.shape[0]
     full = jax.random.uniform(k_drop, (b,)) < hp.full_depth_prob
     some = jax.random.randint(k_levels, (b,), 1, depth + 1)
     num_levels = jnp.where(full, depth, some)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (_, (metrics, aux)), grads = grad_fn(params, vq["books"], audio,
-                                         num_levels, quantize)
+                                         num_levels, quantize, k_shift)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     metrics["grad_norm"] = jnp.sqrt(sum(
@@ -191,6 +238,7 @@ def _make_steps(model: CodecModel, tx, hp: TrainHParams, geometry: Geometry):
     if quantize:
       vq, stats = ema_update(vq, aux["codes"], aux["inputs"], k_dead,
                              hp.ema_decay, hp.restart_after_steps)
+      vq = {**vq, "books": vq["books"] * masks[:, None, :]}
       metrics["perplexity"] = stats["perplexity"].mean()
       metrics["perplexity_l0"] = stats["perplexity"][0]
       metrics["restarted"] = stats["restarted"].astype(jnp.float32)
@@ -223,6 +271,9 @@ def train_codec(out_path,
                 eval_pieces_per_style: int = 1,
                 eval_styles: Sequence[str] | None = None,
                 train_styles: Sequence[str] | None = None,
+                bar_grid_hz: float | None = None,
+                checkpoints: StageCheckpoints | None = None,
+                stop_at_step: int | None = None,
                 log=print) -> dict:
   """Train, save, reload and evaluate the neural codec.
 
@@ -245,10 +296,17 @@ def train_codec(out_path,
     eval_pieces_per_style: held-out pieces per style.
     eval_styles: styles to evaluate (all by default).
     train_styles: styles to train on (all by default).
+    bar_grid_hz: the training pieces' tempo option (`music.generate_piece`).
+    checkpoints: save the whole training state there every
+      `checkpoints.every_s` seconds and resume from its newest readable
+      checkpoint (bit-identical to an uninterrupted run).
+    stop_at_step: save a checkpoint and return after this step, as a run
+      stopped there would (the build's --stop-after-steps; tests).
     log: where progress lines go.
 
   Returns:
-    Metrics dict (also written to metrics_path(out_path)).
+    Metrics dict (also written to metrics_path(out_path)), or
+    {"stopped_at_step": n} when `stop_at_step` stopped the run.
   """
   t_start = time.time()
   g = geometry
@@ -269,7 +327,10 @@ def train_codec(out_path,
   tx, schedule = _make_optimizer(hp, steps)
   opt_state = tx.init(params)
   train_step, encode = _make_steps(model, tx, hp, g)
-  sampler = CropSampler(seed, g, batch, crop, hp, train_styles)
+  dim_masks = level_dim_masks(g.codec_rvq_depth, g.codec_latent_dim,
+                              hp.coarse_levels, hp.coarse_dims)
+  sampler = CropSampler(seed, g, batch, crop, hp, train_styles,
+                        bar_grid_hz=bar_grid_hz)
   np_rng = np.random.default_rng([int(seed), 0x4B4D])
   key = jax.random.PRNGKey(seed)
   log(f"[codec] {n_params:,} params; {steps} steps x batch {batch} x "
@@ -284,15 +345,43 @@ def train_codec(out_path,
   t_window = t_loop
   step_times = []
   step = 0
+  first = 0
   audio_next = sampler.next()
-  for step in range(steps):
+  if checkpoints is not None:
+    state = {"params": params, "opt_state": opt_state, "vq": vq,
+             "audio_next": audio_next}
+    restored, meta, at = checkpoints.restore(state)
+    if restored is not None:
+      params, opt_state, vq = (restored["params"], restored["opt_state"],
+                               restored["vq"])
+      audio_next = np.asarray(restored["audio_next"])
+      sampler.set_state(meta["sampler"])
+      np_rng.bit_generator.state = meta["np_rng"]
+      curve, first = meta["curve"], at
+      log(f"[codec] resumed from the checkpoint at step {at} in "
+          f"{checkpoints.directory}")
+
+  def save(done):
+    checkpoints.save(done, {"params": params, "opt_state": opt_state,
+                            "vq": vq, "audio_next": audio_next},
+                     {"sampler": sampler.get_state(),
+                      "np_rng": np_rng.bit_generator.state, "curve": curve})
+
+  for step in range(first, steps):
+    if stop_at_step is not None and step >= stop_at_step:
+      save(step)
+      log(f"[codec] stopped after step {step} (--stop-after-steps); rerun "
+          f"the same command to continue")
+      return {"stopped_at_step": step}
+    if checkpoints is not None and step > first and checkpoints.due():
+      save(step)
     quantize = step >= warm
     if quantize and step == warm:
       # Fit codebooks to what the encoder produces now.
       zs = [np.asarray(encode(params, jnp.asarray(sampler.next()))).reshape(
           -1, g.codec_latent_dim) for _ in range(hp.kmeans_batches)]
       books = kmeans_rvq(np.concatenate(zs), g.codec_rvq_depth,
-                         g.codebook_size, hp.kmeans_iters, np_rng)
+                         g.codebook_size, hp.kmeans_iters, np_rng, dim_masks)
       vq = vq_state_from_books(books, vectors_per_step)
       log(f"[codec] step {step}: k-means init of {g.codec_rvq_depth} levels "
           f"from {sum(len(z) for z in zs)} latents")
@@ -328,6 +417,7 @@ def train_codec(out_path,
           f"mr {avg['mr_stft']:.4f} (sc {avg['sc']:.3f} "
           f"logmag {avg['log_mag']:.3f}) wave {avg['wave_l1']:.4f} "
           f"low {avg['lowband']:.3f} commit {avg['commit']:.3f} "
+          f"shift {avg['shift']:.3f} "
           f"z_rms {avg['latent_rms']:.2f}{extra} "
           f"| {rate:.2f} steps/s, {1 / max(rate, 1e-9):.2f} s/step, "
           f"ETA {_fmt_time(eta)}")
@@ -341,7 +431,7 @@ def train_codec(out_path,
     zs = [np.asarray(encode(params, jnp.asarray(sampler.next()))).reshape(
         -1, g.codec_latent_dim) for _ in range(hp.kmeans_batches)]
     books = kmeans_rvq(np.concatenate(zs), g.codec_rvq_depth,
-                       g.codebook_size, hp.kmeans_iters, np_rng)
+                       g.codebook_size, hp.kmeans_iters, np_rng, dim_masks)
   # Latent statistics on fresh training crops, for latent-space users.
   zs = np.concatenate([
       np.asarray(encode(params, jnp.asarray(sampler.next()))).reshape(
@@ -404,15 +494,23 @@ def _main():
   parser.add_argument("--eval_seconds", type=float, default=4.0)
   parser.add_argument("--ae_warmup_steps", type=int, default=None)
   parser.add_argument("--lr", type=float, default=None)
+  parser.add_argument("--shift_weight", type=float, default=None)
+  parser.add_argument("--coarse_dims", type=int, default=None)
+  parser.add_argument("--bar_grid", action="store_true")
   args = parser.parse_args()
   hp = TrainHParams()
   if args.lr is not None:
     hp = dataclasses.replace(hp, lr=args.lr)
+  if args.shift_weight is not None:
+    hp = dataclasses.replace(hp, shift_weight=args.shift_weight)
+  if args.coarse_dims is not None:
+    hp = dataclasses.replace(hp, coarse_dims=args.coarse_dims)
   train_codec(args.out, steps=args.steps, batch=args.batch,
               seconds_per_example=args.seconds_per_example, seed=args.seed,
               log_every=args.log_every, time_budget_s=args.time_budget_s,
               hparams=hp, ae_warmup_steps=args.ae_warmup_steps,
-              eval_seconds=args.eval_seconds)
+              eval_seconds=args.eval_seconds,
+              bar_grid_hz=(REFERENCE.frame_rate if args.bar_grid else None))
 
 
 if __name__ == "__main__":

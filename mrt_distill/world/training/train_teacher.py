@@ -38,6 +38,7 @@ from mrt_distill.teacher.model import TeacherModel, init_params
 from mrt_distill.teacher.system import build_encoder_inputs
 from mrt_distill.world import music
 from mrt_distill.world.music import render
+from mrt_distill.world.training.stage_checkpoints import StageCheckpoints
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,8 @@ class TokenPiece:
 
 
 def make_corpus(codec: Codec, style_model: StyleModel, *, pieces_per_style: int,
-                seconds: float, seed: int, styles=None) -> list[TokenPiece]:
+                seconds: float, seed: int, styles=None,
+                bar_grid_hz: float | None = None) -> list[TokenPiece]:
   """Renders pieces of every style and tokenises them (codec + style)."""
   g = codec.geometry
   styles = list(styles or music.STYLES)
@@ -71,7 +73,7 @@ def make_corpus(codec: Codec, style_model: StyleModel, *, pieces_per_style: int,
   for si, style in enumerate(styles):
     for j in range(pieces_per_style):
       piece = music.generate_piece(style, seed * 100_003 + si * 1009 + j,
-                                   seconds)
+                                   seconds, bar_grid_hz=bar_grid_hz)
       audio = render.render(piece, g.sample_rate, g.channels)
       codes = codec.encode(audio, g.sample_rate)[:, :g.target_levels]
       n_win = max(1, len(audio) // win)
@@ -163,19 +165,29 @@ def train_teacher(out_dir, cfg: TeacherConfig, codec: Codec,
                   lr: float = 1e-3, pieces_per_style: int = 24,
                   seconds: float = 24.0, seed: int = 0, log_every: int = 25,
                   time_budget_s: float | None = None,
-                  gin_name: str = "reference") -> dict:
+                  gin_name: str = "reference",
+                  bar_grid_hz: float | None = None,
+                  checkpoints: StageCheckpoints | None = None,
+                  stop_at_step: int | None = None) -> dict:
   """Pretrains the teacher and writes it with its metrics.
 
   `out_dir` ending in `.npz`: the shipped form (checksummed float16 npz,
   `save_teacher_npz`) with `<name>.metrics.json` beside it; otherwise an
   orbax teacher checkpoint directory with `metrics.json` inside.
+
+  `checkpoints`: save the training state there every `every_s` seconds and
+  resume from the newest readable one, bit-identical to an uninterrupted
+  run (the token corpus is rebuilt: it is deterministic in `seed`).
+  `stop_at_step`: save and return {"stopped_at_step": n} after that step.
+  `time_budget_s` makes the weights depend on the machine's speed (the
+  schedule anneals by time); the resumable build leaves it None.
   """
   out_dir = pathlib.Path(out_dir)
   t0 = time.perf_counter()
   corpus = make_corpus(codec, style_model, pieces_per_style=pieces_per_style,
-                       seconds=seconds, seed=seed)
+                       seconds=seconds, seed=seed, bar_grid_hz=bar_grid_hz)
   held = make_corpus(codec, style_model, pieces_per_style=2, seconds=seconds,
-                     seed=seed + 7919)
+                     seed=seed + 7919, bar_grid_hz=bar_grid_hz)
   log.info("corpus: %d pieces (%d held out) in %.0f s", len(corpus), len(held),
            time.perf_counter() - t0)
   warmup = min(200, steps // 10)
@@ -205,8 +217,30 @@ def train_teacher(out_dir, cfg: TeacherConfig, codec: Codec,
 
   rng = np.random.default_rng(seed)
   key = jax.random.PRNGKey(seed + 1)
-  curve, t_train, done = [], time.perf_counter(), 0
-  for i in range(steps):
+  curve, t_train, done, first = [], time.perf_counter(), 0, 0
+  if checkpoints is not None:
+    restored, meta, at = checkpoints.restore(
+        {"params": params, "opt_state": opt_state, "key": key})
+    if restored is not None:
+      params, opt_state, key = (restored["params"], restored["opt_state"],
+                                restored["key"])
+      rng.bit_generator.state = meta["rng"]
+      curve, first, done = meta["curve"], at, at
+      log.info("teacher: resumed from the checkpoint at step %d in %s", at,
+               checkpoints.directory)
+
+  def save(at):
+    checkpoints.save(at, {"params": params, "opt_state": opt_state,
+                          "key": key},
+                     {"rng": rng.bit_generator.state, "curve": curve})
+
+  for i in range(first, steps):
+    if stop_at_step is not None and i >= stop_at_step:
+      save(i)
+      log.info("teacher: stopped after step %d; rerun to continue", i)
+      return {"stopped_at_step": i}
+    if checkpoints is not None and i > first and checkpoints.due():
+      save(i)
     enc, targets = sample_batch(corpus, rng, batch, cfg)
     key, sub = jax.random.split(key)
     elapsed = time.perf_counter() - t_train
@@ -219,9 +253,10 @@ def train_teacher(out_dir, cfg: TeacherConfig, codec: Codec,
       el = time.perf_counter() - t_train
       curve.append({"step": done, "lr": lr_now, "loss": float(loss),
                     "ce": float(aux["ce"]), "accuracy": float(aux["accuracy"])})
+      rate = (done - first) / el
       log.info("teacher step %d/%d loss %.3f acc %.3f | %.2f steps/s, ETA %.0f s",
-               done, steps, float(loss), float(aux["accuracy"]), done / el,
-               (steps - done) * el / done)
+               done, steps, float(loss), float(aux["accuracy"]), rate,
+               (steps - done) / max(rate, 1e-9))
     if time_budget_s and time.perf_counter() - t0 > time_budget_s:
       log.warning("time budget of %.0f s reached at step %d", time_budget_s,
                   done)

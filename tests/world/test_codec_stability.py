@@ -1,0 +1,71 @@
+"""The levers for stable codec tokens: bar-grid tempi, coarse levels that see
+only the shift-trained latent dimensions, and a resumable crop stream."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from mrt_distill.geometry import REFERENCE
+from mrt_distill.world import music
+from mrt_distill.world.training.codec_codebooks import (kmeans_rvq,
+                                                      level_dim_masks)
+from mrt_distill.world.training.codec_data import CropSampler
+from mrt_distill.world.training.train_codec import TrainHParams
+
+
+@pytest.mark.parametrize("style", sorted(music.STYLES))
+def test_bar_grid_tempo_gives_whole_frames_per_bar(style):
+  fr = REFERENCE.frame_rate
+  for seed in range(3):
+    piece = music.generate_piece(style, seed, 4.0, bar_grid_hz=fr)
+    frames_per_bar = 240.0 * fr / piece.tempo_bpm
+    assert abs(frames_per_bar - round(frames_per_bar)) < 1e-9
+    lo, hi = music.STYLES[style].tempo_range
+    # Within the style's range, up to one frame's worth of rounding.
+    assert 240.0 * fr / (240.0 * fr / lo + 1) <= piece.tempo_bpm
+    assert piece.tempo_bpm <= 240.0 * fr / (240.0 * fr / hi - 1)
+
+
+def test_default_tempo_is_a_whole_bpm_as_before():
+  # The default draws as it always did: the shipped world's pieces stay.
+  piece = music.generate_piece("techno", 3, 4.0)
+  assert piece.tempo_bpm == 132.0
+
+
+def test_coarse_levels_live_in_the_coarse_dimensions():
+  rng = np.random.default_rng(0)
+  z = rng.standard_normal((600, 8)).astype(np.float32)
+  masks = level_dim_masks(4, 8, coarse_levels=2, coarse_dims=3)
+  assert masks.tolist()[0] == [1, 1, 1, 0, 0, 0, 0, 0]
+  assert masks[2:].all()
+  books = kmeans_rvq(z, 4, 16, 4, np.random.default_rng(1), masks)
+  assert np.all(books[:2, :, 3:] == 0)
+  assert np.abs(books[:2, :, :3]).sum() > 0 and np.abs(books[2:, :, 3:]).sum(
+  ) > 0
+  # Coarse codes then depend on the coarse dimensions only.
+  def level0(x):
+    d = np.sum(books[0]**2, -1)[None] - 2 * x @ books[0].T
+    return d.argmin(-1)
+  z2 = z.copy()
+  z2[:, 3:] = rng.standard_normal((600, 5))
+  np.testing.assert_array_equal(level0(z), level0(z2))
+  assert not level_dim_masks(4, 8, 2, 0).min() == 0  # 0: all levels see all
+
+
+def test_crop_stream_resumes_exactly():
+  hp = dataclasses.replace(TrainHParams(), pool_size=3, piece_seconds=2.0)
+  spf = REFERENCE.samples_per_frame
+  a = CropSampler(5, REFERENCE, 2, 10 * spf, hp, ("techno", "funk"),
+                  bar_grid_hz=25.0)
+  a.next()
+  state = a.get_state()
+  want = [a.next() for _ in range(3)]
+  b = CropSampler(6, REFERENCE, 2, 10 * spf, hp, ("techno", "funk"),
+                  bar_grid_hz=25.0)
+  b.set_state(state)
+  got = [b.next() for _ in range(3)]
+  for w, g in zip(want, got):
+    np.testing.assert_array_equal(w, g)
