@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+from mrt_distill.checksummed import MissingAssetError  # noqa: F401 (assets.)
 from mrt_distill.geometry import REFERENCE
 
 ASSET_DIR = pathlib.Path(os.environ.get(
@@ -35,10 +36,6 @@ def path(stage: str) -> pathlib.Path:
 
 def rebuild_hint(stage: str) -> str:
   return f"python tools/build_reference_world.py --stage {stage}"
-
-
-class MissingAssetError(FileNotFoundError):
-  """A reference-world weights file has not been built."""
 
 
 def _require(stage: str) -> pathlib.Path:
