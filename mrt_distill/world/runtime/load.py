@@ -17,11 +17,7 @@ must not wait for the weights: `teacher_identity`, `teacher_config`,
 
 from __future__ import annotations
 
-import logging
-
 from mrt_distill.world.runtime.world import World
-
-log = logging.getLogger(__name__)
 
 WORLDS = ("reference", "random-tiny", "magenta_rt")
 # The worlds that a mistyped name is pointed to (magenta_rt needs assets
