@@ -3,7 +3,7 @@
 Shape letters: B batch (any leading axes), S samples, N STFT frames,
 F frequency bins (n_fft // 2 + 1).
 
-Used by the codec trainer (`mrt_distill.world.train_codec`) and by the
+Used by the codec trainer (`mrt_distill.world.training.train_codec`) and by the
 distillation's spectral-structure loss, which differentiates through the
 codec decoder, so nothing here may leave jax.numpy or branch on values.
 """

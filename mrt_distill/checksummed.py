@@ -26,6 +26,11 @@ class ChecksumError(ValueError):
   """A weights file is missing, unreadable, or does not match its checksum."""
 
 
+class MissingAssetError(FileNotFoundError):
+  """A weights file (an asset) has not been built or downloaded; the
+  message names the command or the source that gives it."""
+
+
 def sidecar(path: str | os.PathLike) -> pathlib.Path:
   path = pathlib.Path(path)
   return path.with_name(path.name + ".json")

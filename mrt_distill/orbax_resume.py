@@ -1,7 +1,7 @@
 """Resuming from the newest orbax checkpoint that can be read.
 
 Shared by the distill loop (`distill/checkpoints.py`) and the reference
-world's build stages (`world/stage_checkpoints.py`): both keep an orbax
+world's build stages (`world/training/stage_checkpoints.py`): both keep an orbax
 `CheckpointManager` and, after a crash, a full disk or a killed run, must
 continue from the newest checkpoint that restores, without ever deleting
 one.

@@ -32,8 +32,8 @@ TV_MAX = 0.04
 
 @pytest.fixture(scope="module")
 def books():
-  from mrt_distill.world import assets
-  codec = assets.load_reference_world(with_judge=False).codec
+  from mrt_distill.world.runtime import load_world
+  codec = load_world("reference").codec
   return C.flow_codebooks(codec.codebooks, 4)
 
 

@@ -460,7 +460,7 @@ def _(tmp):
 def _asset_copy(tmp, damage: bool):
   """A copy of the shipped teacher weights, byte 1000 flipped (damage) or
   the file left out; the world is pointed at the copy."""
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   src = assets.path("teacher")
   dst = tmp / "assets"
   dst.mkdir()
@@ -671,7 +671,7 @@ _WORLD = {}
 
 
 def _reference(part: str):
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   if part not in _WORLD:
     _WORLD[part] = (assets.load_codec() if part == "codec"
                     else assets.load_style_model())
@@ -781,7 +781,7 @@ def test_bad_input(row_id, tmp_path, monkeypatch, capsys):
   monkeypatch.chdir(tmp_path)
   action = c.setup(tmp_path)
   if row_id.startswith("asset-"):  # the world reads the copy
-    from mrt_distill.world import assets
+    from mrt_distill.world.runtime import assets
     monkeypatch.setattr(assets, "ASSET_DIR", tmp_path / "assets")
   before = files(tmp_path)
   try:

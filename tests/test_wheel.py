@@ -55,7 +55,7 @@ def test_package_from_the_wheel_alone_finds_its_gin_and_configs(wheel,
       "import mrt_distill, pathlib\n"
       "from mrt_distill.teacher.load import GIN_DIR, load_teacher_config\n"
       "from mrt_distill.distill.config_io import load_config\n"
-      "from mrt_distill.world import assets\n"
+      "from mrt_distill.world.runtime import assets\n"
       "print(pathlib.Path(mrt_distill.__file__).parent)\n"
       "print(GIN_DIR)\n"
       "print(load_teacher_config('reference').geometry.name)\n"

@@ -59,8 +59,8 @@ def _world(name: str, dtype: str = "auto"):
   Student and teacher run in the same dtype (`for_backend`: f32 on CPU)."""
   from mrt_distill.teacher.config import for_backend
   if name == "reference":
-    from mrt_distill.world import assets
-    w = assets.load_reference_world()
+    from mrt_distill.world.runtime import load_world
+    w = load_world("reference")
     return (for_backend(w.teacher_cfg, dtype), w.teacher_params, w.codec,
             w.style_model)
   if name == "mrt_base":

@@ -13,7 +13,7 @@ $MRT_WORLD_BUILD_DIR, or --build-dir; outside the checkout), the long ones
 (codec, teacher) save their whole training state every
 --checkpoint-minutes, and rerunning the same command skips finished stages
 and continues the running one from its last checkpoint, with weights
-identical to an uninterrupted build. `world/stage_checkpoints.py` has the
+identical to an uninterrupted build. `world/training/stage_checkpoints.py` has the
 folder's layout and its guarantees. The short stages (style, judges,
 evaluate: minutes each) rerun from their start when interrupted.
 
@@ -81,13 +81,13 @@ def recipe(quick: bool, seed: int) -> dict:
 
 
 def _checkpoints(build: pathlib.Path, stage: str, minutes: float):
-  from mrt_distill.world.stage_checkpoints import StageCheckpoints
+  from mrt_distill.world.training.stage_checkpoints import StageCheckpoints
   return StageCheckpoints(build / stage, every_s=60.0 * minutes)
 
 
 def stage_codec(cfg, rec, assets, ckpt, stop_at):
   import dataclasses
-  from mrt_distill.world.train_codec import TrainHParams, train_codec
+  from mrt_distill.world.training.train_codec import TrainHParams, train_codec
   hp = dataclasses.replace(TrainHParams(), shift_weight=cfg["shift_weight"],
                            coarse_dims=cfg["coarse_dims"],
                            coarse_levels=cfg["coarse_levels"])
@@ -100,7 +100,7 @@ def stage_codec(cfg, rec, assets, ckpt, stop_at):
 
 
 def stage_style(cfg, rec, assets):
-  from mrt_distill.world.train_style import train_style
+  from mrt_distill.world.training.train_style import train_style
   return train_style(assets.path("style"), steps=cfg["steps"],
                      batch=cfg["batch"], seed=rec["seed"],
                      log_every=max(1, cfg["steps"] // 30),
@@ -108,7 +108,7 @@ def stage_style(cfg, rec, assets):
 
 
 def stage_judges(cfg, rec, assets):
-  from mrt_distill.world.train_judges import train_judges
+  from mrt_distill.world.training.train_judges import train_judges
   return train_judges(assets.path("judges"), steps=cfg["steps"],
                       batch=cfg["batch"], seed=rec["seed"],
                       log_every=max(1, cfg["steps"] // 30),
@@ -117,7 +117,7 @@ def stage_judges(cfg, rec, assets):
 
 def stage_teacher(cfg, rec, assets, ckpt, stop_at):
   from mrt_distill.teacher.load import load_teacher_config
-  from mrt_distill.world.train_teacher import train_teacher
+  from mrt_distill.world.training.train_teacher import train_teacher
   tcfg = load_teacher_config("reference")
   return train_teacher(
       assets.path("teacher"), tcfg, assets.load_codec(),
@@ -129,8 +129,9 @@ def stage_teacher(cfg, rec, assets, ckpt, stop_at):
 
 
 def stage_evaluate(cfg, rec, assets, render_examples: pathlib.Path | None):
-  from mrt_distill.world import evaluate_world
-  world = assets.load_reference_world(with_judge=True)
+  from mrt_distill.world.runtime import load_world
+  from mrt_distill.world.training import evaluate_world
+  world = load_world("reference", with_judge=True)
   report = evaluate_world.evaluate(
       world, samples_per_style=cfg["samples"], seconds=cfg["seconds"],
       gt_pieces_per_style=cfg["gt_pieces"], seed=rec["seed"],
@@ -200,7 +201,7 @@ def main(argv=None) -> int:
   logging.getLogger("absl").setLevel(logging.WARNING)
 
   from mrt_distill import atomic
-  from mrt_distill.world import stage_checkpoints as SC
+  from mrt_distill.world.training import stage_checkpoints as SC
   build = SC.build_dir(args.build_dir)
   rec = recipe(args.quick, args.seed)
   try:
@@ -211,7 +212,7 @@ def main(argv=None) -> int:
   asset_dir = pathlib.Path(args.assets or build / "assets").resolve()
   asset_dir.mkdir(parents=True, exist_ok=True)
   os.environ["MRT_DISTILL_ASSETS"] = str(asset_dir)
-  from mrt_distill.world import assets  # after MRT_DISTILL_ASSETS is set
+  from mrt_distill.world.runtime import assets  # after MRT_DISTILL_ASSETS is set
   log.info("build folder %s; weights to %s", build, asset_dir)
 
   if args.from_stage:
@@ -282,7 +283,7 @@ def main(argv=None) -> int:
     pkg = install(asset_dir)
     log.info("installed the build's weights into %s", pkg)
     if not args.quick:
-      from mrt_distill.world import evaluate_world
+      from mrt_distill.world.training import evaluate_world
       md = pathlib.Path(__file__).resolve().parents[1] / "docs" / (
           "reference_world.md")
       evaluate_world.write_markdown(

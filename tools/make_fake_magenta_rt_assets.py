@@ -11,9 +11,9 @@ they make noise, not music. Never downloads anything. About 110 MB and 10 s.
 With --teacher, OUT/teacher also gets a tiny random teacher at geometry
 mrt_v1 (about 7 MB), so the whole Magenta RT world loads:
 
-  python -c "from mrt_distill.world.magenta_rt import load_magenta_rt_world;
-    print(load_magenta_rt_world(dict(gin='', teacher='OUT/teacher',
-          spectrostream='OUT', musiccoca='OUT')))"
+  python -c "from mrt_distill.world.runtime import load_world;
+    print(load_world(dict(world='magenta_rt', magenta_rt=dict(gin='',
+          teacher='OUT/teacher', spectrostream='OUT', musiccoca='OUT'))))"
 
 Needs the interop extra (TensorFlow, tf2jax, sentencepiece):
 pip install -c constraints.txt -e ".[interop]". Recipe for the real assets:

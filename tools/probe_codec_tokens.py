@@ -51,7 +51,8 @@ def level_stats(codes_TxK: list[np.ndarray], other_TxK: list[np.ndarray]
 def probe(codec, *, pieces: int = 3, seconds: float = 16.0, levels: int
           | None = None, styles=None, bar_grid_hz: float | None = None
           ) -> dict:
-  from mrt_distill.world import music, render
+  from mrt_distill.world import music
+  from mrt_distill.world.music import render
   g = codec.geometry
   k = levels or g.target_levels
   spf = g.samples_per_frame
@@ -105,7 +106,8 @@ def judge_ceiling(codec, judge, *, pieces: int = 2, seconds: float = 10.0,
   """Judge accuracy of held-out renders passed through the codec at each of
   `levels` RVQ depths (the ceiling of a teacher that writes that many),
   per style, next to the ground truth's own accuracy."""
-  from mrt_distill.world import music, render
+  from mrt_distill.world import music
+  from mrt_distill.world.music import render
   g = codec.geometry
   rows = {}
   for si, style in enumerate(music.STYLES):
@@ -134,7 +136,7 @@ def teacher_levels(world, *, batches: int = 6, batch: int = 16,
   import jax
   import jax.numpy as jnp
   from mrt_distill.teacher.model import TeacherModel
-  from mrt_distill.world import train_teacher as tt
+  from mrt_distill.world.training import train_teacher as tt
   cfg, g = world.teacher_cfg, world.geometry
   k = g.target_levels
   held = tt.make_corpus(world.codec, world.style_model, pieces_per_style=2,
@@ -199,7 +201,7 @@ def main(argv=None) -> int:
                       "on renders through the codec at 2 and 4 levels")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets, load_world
   if args.codec:
     from mrt_distill.codec.neural import NeuralCodec
     codec = NeuralCodec.load(args.codec)
@@ -210,7 +212,7 @@ def main(argv=None) -> int:
                  bar_grid_hz=(codec.geometry.frame_rate if args.bar_grid
                               else None))
   if args.teacher:
-    report["teacher"] = teacher_levels(assets.load_reference_world())
+    report["teacher"] = teacher_levels(load_world("reference"))
   if args.judge:
     report["judge_ceiling"] = judge_ceiling(
         codec, assets.load_judge(), bar_grid_hz=report["bar_grid_hz"])

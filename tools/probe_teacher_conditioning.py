@@ -33,7 +33,8 @@ PROBE_SEED_BASE = 555_000  # disjoint from training and ground-truth seeds
 def style_embeddings(world, mode: str, pieces: int = 4,
                      seconds: float = 16.0) -> dict[str, np.ndarray] | None:
   """{style: (E,)} for `mode`, or None for text prompts."""
-  from mrt_distill.world import music, render
+  from mrt_distill.world import music
+  from mrt_distill.world.music import render
   if mode == "text":
     return None
   sm, g = world.style_model, world.geometry
@@ -63,9 +64,9 @@ def main(argv=None) -> int:
   p.add_argument("--samples", type=int, default=8)
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
-  from mrt_distill.world import assets
-  from mrt_distill.world import evaluate_world as EW
-  world = assets.load_reference_world(with_judge=True)
+  from mrt_distill.world.runtime import load_world
+  from mrt_distill.world.training import evaluate_world as EW
+  world = load_world("reference", with_judge=True)
   rows = {}
   for mode in args.modes.split(","):
     if mode not in MODES:

@@ -37,7 +37,7 @@ def parse_grid(text: str) -> list[dict]:
 def sweep(world, grid: list[dict], *, samples: int = 8, seconds: float = 10.0,
           seed: int = 0) -> list[dict]:
   from mrt_distill.world import music
-  from mrt_distill.world.evaluate_world import stream_teacher
+  from mrt_distill.world.training.evaluate_world import stream_teacher
   g, rows = world.geometry, []
   for sampling in grid:
     t0, per_style = time.perf_counter(), {}
@@ -62,8 +62,8 @@ def main(argv=None) -> int:
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
   grid = parse_grid(args.grid)
-  from mrt_distill.world import assets
-  rows = sweep(assets.load_reference_world(with_judge=True), grid,
+  from mrt_distill.world.runtime import load_world
+  rows = sweep(load_world("reference", with_judge=True), grid,
                samples=args.samples)
   if args.json:
     print(json.dumps(rows, indent=1))

@@ -16,7 +16,8 @@ Architecture (hybrid: fixed STFT front/back end, learned frame-domain nets):
             -> latents (B, T, D)
   RVQ       12 levels x 256 codes x 64 dims, greedy L2, learned with k-means
             init + EMA updates + dead-code restarts, quantizer dropout, and a
-            straight-through estimator (training code: `world/train_codec.py`).
+            straight-through estimator (training code:
+            `world/training/train_codec.py`).
   decoder   latents (B, T, D) -> Dense(H) -> coarse ConvNeXt blocks at 25 Hz
             -> LayerNorm -> Dense(r H_fine) -> unfold to r STFT frames
             -> fine ConvNeXt blocks at 100 Hz -> LayerNorm

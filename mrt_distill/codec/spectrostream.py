@@ -38,13 +38,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mrt_distill.checksummed import MissingAssetError
 from mrt_distill.codec.base import Codec
 from mrt_distill.codec.base import rvq_quantize
 from mrt_distill.geometry import MRT_V1
 from mrt_distill.geometry import Geometry
 # The [interop] extra's import helpers; importing them does not import TF.
 from mrt_distill.interop import import_optional, import_tensorflow
-from mrt_distill.world.assets import MissingAssetError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ what one checkpoint holds (`save`): the student train state (trainable
 params, optimizer state), the step, the host data state -- rollout sessions
 and RNGs, the replay buffer, the grain prompt-iterator state -- and the
 config's shape fingerprint. The teacher is referenced (world name and
-`teacher_identity`), never copied.
+`world.runtime.teacher_identity`), never copied.
 
 Resume (`resume`, `restore`) continues from the newest checkpoint that can
 be read: a damaged one is skipped, with a warning naming its step, for the
@@ -47,25 +47,15 @@ class CheckpointUnreadableError(ValueError):
   """Checkpoints exist in the workdir but none of them can be read."""
 
 
-def teacher_identity(config) -> str:
-  """Which teacher a student is distilled from: its LoRA factors only mean
-  something on those base weights. reference: the shipped teacher.npz's
-  sha256; random-tiny: the init seed; magenta_rt: the checkpoint path."""
-  if config.world == "reference":
-    from mrt_distill.world import assets
-    return f"reference teacher.npz sha256 {assets.recorded_sha256('teacher')[:16]}"
-  if config.world == "random-tiny":
-    return f"random-tiny seed {int(config.seed)}"
-  mrt = config.get("magenta_rt")
-  return f"{config.world} {mrt.get('teacher') if mrt else None}"
-
-
 def check_teacher(saved: str | None, config, what: str, fix: str) -> None:
   """Refuses `what` (a checkpoint, a student file) distilled from another
-  teacher than the one `config`'s world gives now. Files written before the
+  teacher than the one `config`'s world gives now (its
+  `world.runtime.teacher_identity`, told without loading the world, so
+  that the refusal comes before the slow build). Files written before the
   identity was recorded (`saved` None) are accepted."""
   if saved is None:
     return
+  from mrt_distill.world.runtime import teacher_identity
   now = teacher_identity(config)
   if saved != now:
     raise CheckpointMismatchError(
@@ -91,7 +81,7 @@ def save(mngr, state: T.TrainState, run: Run, step: int, it_state: str):
       "fingerprint": config_io.shape_fingerprint(run.config),
       # referenced, not copied
       "teacher": {"world": run.config.world,
-                  "id": teacher_identity(run.config)},
+                  "id": run.world.teacher_identity},
       **host,
   }
   replay = run.replay.arrays() or {"empty": np.zeros((1,), np.int32)}

@@ -70,7 +70,8 @@ def builtin_prompts(seed: int, transition_pairs: int, transition_chunks: int,
   mood words ("dark techno"), two-style weighted mixes and A -> B
   transitions. Held out: the bare style names (what the report scores).
   """
-  from mrt_distill.world import descriptors, music
+  from mrt_distill.world import music
+  from mrt_distill.world.music import descriptors
 
   plain = []
   for name, style in music.STYLES.items():
@@ -109,9 +110,6 @@ def imle_select(config) -> str:
   return str(config.student.get("imle_select", "latent"))
 
 
-WORLDS = ("reference", "random-tiny")
-
-
 def style_embedder(world, weights: LossWeights):
   """The differentiable style-model audio tower for the `style` loss term,
   or None when the term is off.
@@ -136,31 +134,6 @@ def style_embedder(world, weights: LossWeights):
         f"writes {world.geometry.sample_rate} Hz; set "
         f"--config.losses.style=0")
   return sm.audio_embedder()
-
-
-def load_world(config):
-  """'reference': the shipped teacher, codec and style model.
-  'random-tiny': a randomly initialised tiny teacher with the minimal codec
-  and style model (it makes noise; tests and smoke runs only)."""
-  from mrt_distill.world import assets
-  if config.world == "reference":
-    return assets.load_reference_world(with_judge=False)
-  if config.world == "random-tiny":
-    from mrt_distill.codec.base import MinimalCodec
-    from mrt_distill.style.base import MinimalStyleModel
-    from mrt_distill.teacher.load import load_teacher_config
-    from mrt_distill.teacher.model import init_params
-    cfg = load_teacher_config("tiny")
-    g = cfg.geometry
-    params = init_params(cfg, jax.random.PRNGKey(int(config.seed)))
-    return assets.ReferenceWorld(g, MinimalCodec(g), MinimalStyleModel(g),
-                                 params, cfg)
-  if config.world == "magenta_rt":
-    # The real teacher, SpectroStream and MusicCoCa (docs/real_magenta_rt.md).
-    from mrt_distill.world.magenta_rt import load_magenta_rt_world
-    return load_magenta_rt_world(config.get("magenta_rt"))
-  raise ValueError(f"world {config.world!r} is not supported: use one of "
-                   f"{list(WORLDS)}")
 
 
 def _mesh_shape(config) -> tuple[int, int, int]:
@@ -195,7 +168,8 @@ def build(config, workdir: pathlib.Path):
   T.check_imle_select(imle_select(config))
   T.check_coupled_draws(bool(config.student.get("coupled", False)),
                         int(config.student.imle_samples))
-  world = load_world(config)
+  from mrt_distill.world.runtime import load_world
+  world = load_world(config)  # the one way to a world (world/runtime/load.py)
   style_embed = style_embedder(world, weights)
   g = world.geometry
   scfg = student_config(config, world.teacher_cfg)

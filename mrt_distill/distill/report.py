@@ -32,8 +32,9 @@ import jax
 from mrt_distill.distill import student as S
 from mrt_distill.serve.chunk_step import ChunkStepper, controls
 from mrt_distill.style import mixing
-from mrt_distill.world import evaluate_world as EW
 from mrt_distill.world import music
+from mrt_distill.world.music.piece_pool import ground_truth
+from mrt_distill.world.runtime import judges as J
 
 log = logging.getLogger("mrt_distill.distill")
 
@@ -102,10 +103,8 @@ def _ms_per_chunk(fn, repeats: int = 3) -> float:
 
 def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
              seed: int = 0) -> dict:
-  from mrt_distill.world import assets
-
   world, g = run.world, run.world.geometry
-  judge = assets.load_judge()
+  judge = world.load_judge()
   system = run.rollout.system
   params = S.merge_params(state.params, state.frozen)
   steps = int(run.config.student.sample_steps)
@@ -135,12 +134,12 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
       row[f"{name}_predictions"] = dict(collections.Counter(pred))
       row[f"{name}_rms"] = float(np.sqrt(np.mean(audio ** 2)))
     if style is not None:
-      gt = EW.ground_truth(style, gt_pieces, seconds, g.sample_rate)
-      e_gt = EW._judge_windows(judge, gt, g.sample_rate)
+      gt = ground_truth(style, gt_pieces, seconds, g.sample_rate)
+      e_gt = J.judge_windows(judge, gt, g.sample_rate)
       gt_mel = mean_log_mel(gt, g.sample_rate)
       for name, audio in (("teacher", teacher), ("student", student)):
-        row[f"{name}_fd"] = EW._fd_or_none(
-            EW._judge_windows(judge, audio, g.sample_rate), e_gt)
+        row[f"{name}_fd"] = J.fd_or_none(
+            J.judge_windows(judge, audio, g.sample_rate), e_gt)
         row[f"{name}_logmel_db"] = float(np.mean(np.abs(
             mean_log_mel(audio, g.sample_rate) - gt_mel)))
     rows.append(row)

@@ -78,20 +78,17 @@ def build_context(cfg: EvalConfig) -> Context:
   prompts, pairs = load_prompts(cfg)
   emb = _make_embedder(cfg, main, prompts, notes)
   style_emb = E.StyleModelEmbedder(main.style_model)
-  reference = str(main.config.world) in ("reference", "random-tiny")
   return Context(cfg, main.geometry, main.style_model, teacher, students,
-                 meta, emb, style_emb, prompts, pairs, notes, reference)
+                 meta, emb, style_emb, prompts, pairs, notes,
+                 main.world.procedural)
 
 
 def _make_embedder(cfg, bundle, prompts, notes) -> E.Embedder:
-  from mrt_distill.world import assets
   kind = cfg.embedder
   if kind == "auto":
-    ref_world = str(bundle.config.world) in ("reference", "random-tiny")
-    kind = ("judge" if ref_world and assets.available()["judges"]
-            else "style-model")
+    kind = "judge" if bundle.world.judge_available() else "style-model"
   if kind == "judge":
-    return E.JudgeEmbedder(assets.load_judge())
+    return E.JudgeEmbedder(bundle.world.load_judge())
   notes.append("embedder: the style model's audio tower, zero-shot "
                "classification over the prompts (no reference judge)")
   return E.StyleModelEmbedder(bundle.style_model, classes=prompts)

@@ -118,7 +118,7 @@ class Embedder(abc.ABC):
 
 class JudgeEmbedder(Embedder):
   """The reference world's style judge: its classifier and its E = 32
-  bottleneck (`mrt_distill.world.judges.StyleJudge`)."""
+  bottleneck (`mrt_distill.world.runtime.judges.StyleJudge`)."""
 
   name = "reference judge"
 

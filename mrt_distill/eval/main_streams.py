@@ -93,14 +93,14 @@ def _none_nan(x) -> float:
 def _ground_truth(ctx: Context, labels: Sequence[str], seconds: float) -> dict:
   """Renders of each reference-world style: set A (the reference) and set B
   (the floor), embedded like the models' streams."""
-  from mrt_distill.world import evaluate_world as EW
   from mrt_distill.world import music
+  from mrt_distill.world.music.piece_pool import ground_truth
   cfg, out = ctx.cfg, {}
   for lab in labels:
     if lab not in music.STYLES:
       continue
-    a = EW.ground_truth(lab, cfg.gt_pieces, seconds, ctx.sr)
-    b = EW.ground_truth(lab, cfg.gt_pieces, seconds, ctx.sr, offset=10_000)
+    a = ground_truth(lab, cfg.gt_pieces, seconds, ctx.sr)
+    b = ground_truth(lab, cfg.gt_pieces, seconds, ctx.sr, offset=10_000)
     if ctx.geometry.channels > 1:
       a = np.repeat(a, ctx.geometry.channels, axis=-1)
       b = np.repeat(b, ctx.geometry.channels, axis=-1)

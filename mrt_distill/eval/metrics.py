@@ -126,7 +126,7 @@ def cosine(a, b) -> np.ndarray:
 
 def frechet(a_NxE: np.ndarray, b_MxE: np.ndarray) -> float | None:
   """Fréchet distance between Gaussians fitted to two embedding sets
-  (FID/FAD's formula; `mrt_distill.world.judges.frechet_distance`), or
+  (FID/FAD's formula; `mrt_distill.world.runtime.judges.frechet_distance`), or
   None when a set has <= E rows: its E x E covariance would be singular,
   and a number from it is not comparable to one from a full-rank set."""
   a, b = np.asarray(a_NxE), np.asarray(b_MxE)
@@ -135,7 +135,7 @@ def frechet(a_NxE: np.ndarray, b_MxE: np.ndarray) -> float | None:
                      "and (M, E)")
   if min(a.shape[0], b.shape[0]) < a.shape[1] + 1:
     return None
-  from mrt_distill.world.judges import frechet_distance  # pulls in flax
+  from mrt_distill.world.runtime.judges import frechet_distance  # pulls in flax
   return frechet_distance(a, b)
 
 
@@ -276,8 +276,8 @@ def onset_rate(x_N: np.ndarray, sample_rate: int, hop: int = 256) -> float:
 
 def estimate_tempo(x_N: np.ndarray, sample_rate: int) -> float:
   """Global tempo in BPM (the reference judges' onset-autocorrelation
-  estimator, `mrt_distill.world.judges.estimate_tempo`)."""
-  from mrt_distill.world.judges import estimate_tempo as judge_tempo
+  estimator, `mrt_distill.world.runtime.judges.estimate_tempo`)."""
+  from mrt_distill.world.runtime.judges import estimate_tempo as judge_tempo
   return judge_tempo(np.asarray(x_N, np.float32), sample_rate)
 
 

@@ -86,8 +86,7 @@ machines that only have gcloud.
 
 from __future__ import annotations
 
-from mrt_distill.plan.abstract import (TrainSetup, abstract_batch, codec_for,
-                                       teacher_config_for, train_setup)
+from mrt_distill.plan.abstract import TrainSetup, abstract_batch, train_setup
 from mrt_distill.plan.accelerators import (CHIPS_PER_HOST_MULTI, GIB, HBM_GIB,
                                            MAX_SINGLE_HOST, SLICE_TOPOLOGY,
                                            TYPE_PREFIX, Accelerator,
@@ -115,8 +114,7 @@ __all__ = [
     "CHIPS_PER_HOST_MULTI", "UnknownAcceleratorError", "Accelerator",
     "supported_accelerators", "accelerator", "accelerator_for_config",
     # abstract
-    "teacher_config_for", "codec_for", "TrainSetup", "train_setup",
-    "abstract_batch",
+    "TrainSetup", "train_setup", "abstract_batch",
     # bytes_per_chip
     "array_bytes", "shard_bytes", "tree_bytes", "state_bytes_per_chip",
     # activations

@@ -11,33 +11,6 @@ import dataclasses
 from typing import Any
 
 
-# ---- model sizes from a config -----------------------------------------------
-def teacher_config_for(config):
-  """The teacher architecture a distillation config distils."""
-  from mrt_distill.teacher.load import load_teacher_config
-  world = config.world
-  if world == "magenta_rt":
-    return load_teacher_config(config.magenta_rt.gin)
-  names = {"reference": "reference", "random-tiny": "tiny"}
-  if world not in names:
-    raise ValueError(f"world {world!r} has no known teacher architecture; "
-                     f"known: {sorted(names) + ['magenta_rt']}")
-  return load_teacher_config(names[world])
-
-
-def codec_for(config, geometry):
-  """The codec the train step decodes through. The reference world's codec
-  is its trained one. Planning Magenta RT does not load SpectroStream (its
-  SavedModels need TensorFlow and are not needed to plan), so its plan uses
-  the linear MinimalCodec (the real decoder's activations are not in the
-  plan, see the notes)."""
-  if config.world == "reference":
-    from mrt_distill.world import assets
-    return assets.load_codec()
-  from mrt_distill.codec.base import MinimalCodec
-  return MinimalCodec(geometry)
-
-
 @dataclasses.dataclass
 class TrainSetup:
   """Everything the train step needs, abstract (ShapeDtypeStruct leaves)."""
@@ -51,11 +24,13 @@ class TrainSetup:
   trainable_specs: Any  # logical PartitionSpecs
   frozen_specs: Any
   codec: Any
+  codec_note: str | None = None  # when the plan's codec stands in for one
 
 
 def train_setup(config) -> TrainSetup:
   """The train step of `loop.build`, built from shapes only (no teacher
-  weights are read, no world is loaded except the reference codec)."""
+  weights are read, no world is loaded except the reference codec; the
+  world's teacher architecture and codec come from `world.runtime.load`)."""
   import flax.linen as nn
   import jax
 
@@ -63,8 +38,9 @@ def train_setup(config) -> TrainSetup:
   from mrt_distill.distill import student as S
   from mrt_distill.distill import train_step as T
   from mrt_distill.distill.losses import LossWeights
+  from mrt_distill.world.runtime import load as worlds
 
-  tcfg = teacher_config_for(config)
+  tcfg = worlds.teacher_config(config)
   scfg = loop.student_config(config, tcfg)
   model = S.StudentModel(scfg)
   boxed = jax.eval_shape(model.init, jax.random.key(0), *S._dummy_inputs(scfg))
@@ -73,7 +49,7 @@ def train_setup(config) -> TrainSetup:
   optimizer = T.make_optimizer(config.optim)
   state = jax.eval_shape(lambda t, f: T.init_state(t, f, optimizer),
                          trainable, frozen)
-  codec = codec_for(config, scfg.geometry)
+  codec, codec_note = worlds.plan_codec(config, scfg.geometry)
   scaler = S.LatentScaler.for_codec(codec, scfg.noise.sigma_data)
   step = T.make_train_step(
       model, optimizer, codec=codec, scaler=scaler,
@@ -81,7 +57,7 @@ def train_setup(config) -> TrainSetup:
       style_drop_prob=float(config.student.style_drop_prob),
       imle_samples=int(config.student.imle_samples))
   return TrainSetup(config, tcfg, scfg, model, optimizer, step, state,
-                    t_specs, f_specs, codec)
+                    t_specs, f_specs, codec, codec_note)
 
 
 def abstract_batch(setup: TrainSetup, batch: int):

@@ -213,10 +213,8 @@ def estimate(config, accel: Accelerator | None = None, *,
       f"rollout: {rollout_placement}, {sessions(rollout_placement)} sessions "
       f"({'x2 CFG rows' if cfg_rows else 'no CFG'}) per decoding chip",
   ]
-  if config.world == "magenta_rt":
-    notes.append("codec: the plan does not load SpectroStream; the audio "
-                 "losses are planned through the linear stand-in codec "
-                 "(the real decoder's activations are not counted)")
+  if setup.codec_note:
+    notes.append(setup.codec_note)
   plan = Plan(str(config.name), accel, mesh,
               hbm_bytes if hbm_bytes is not None else accel.hbm_bytes, b,
               rollout_placement, sessions(rollout_placement), remat,

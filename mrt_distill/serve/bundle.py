@@ -9,7 +9,9 @@
 A student file holds only the trainable parameters (LoRA factors and the new
 heads, a few % of the model) plus the distillation config as JSON; the frozen
 base weights are the teacher's and are rebuilt from the world the config
-names (`world: reference` = the shipped teacher), never copied.
+names (`world: reference` = the shipped teacher), never copied: the bundle
+carries that `World` (`bundle.world`, from `world.runtime.load_world`).
+Reading and checking the files is `student_files.py`'s.
 """
 
 from __future__ import annotations
@@ -25,14 +27,12 @@ import numpy as np
 from flax import traverse_util
 
 from mrt_distill.distill import student as S
+from mrt_distill.serve import student_files
+from mrt_distill.serve.student_files import FORMAT  # noqa: F401 (bundle.FORMAT)
+from mrt_distill.serve.student_files import StudentLoadError
 from mrt_distill.teacher.config import for_backend
 
-FORMAT = "mrt_distill.student/v1"
 SOURCES = ("reference", "random-tiny", "a distill workdir", "a student .npz")
-
-
-class StudentLoadError(ValueError):
-  """A student checkpoint that cannot be served (missing, other geometry)."""
 
 
 @dataclasses.dataclass
@@ -43,9 +43,10 @@ class StudentBundle:
   style_model: Any
   scaler: S.LatentScaler
   teacher_params: Any
-  teacher_cfg: Any
+  teacher_cfg: Any  # the world's, in the backend's fast dtype
   config: ml_collections.ConfigDict
   source: str
+  world: Any = None  # the World it was distilled in (world/runtime/load.py)
 
   @property
   def geometry(self):
@@ -71,11 +72,6 @@ class StudentBundle:
 def _flat(tree) -> dict[str, np.ndarray]:
   return {"/".join(k): np.asarray(v)
           for k, v in traverse_util.flatten_dict(jax.device_get(tree)).items()}
-
-
-def _unflat(flat: dict[str, np.ndarray]):
-  return traverse_util.unflatten_dict(
-      {tuple(k.split("/")): v for k, v in flat.items()})
 
 
 def _student_base(scfg, teacher_params, seed: int, trained: bool):
@@ -108,7 +104,8 @@ def _assemble(config, trainable, source: str) -> StudentBundle:
   """World from the config + the base student from the teacher + `trainable`
   (None keeps the fresh heads/LoRA); checks every trained tensor's shape."""
   from mrt_distill.distill import loop
-  world = loop.load_world(config)
+  from mrt_distill.world.runtime import load_world
+  world = load_world(config)
   # Serve in the backend's fast dtype (f32 on CPU); params are f32 anyway.
   tcfg = for_backend(world.teacher_cfg)
   scfg = loop.student_config(config, tcfg)
@@ -141,7 +138,7 @@ def _assemble(config, trainable, source: str) -> StudentBundle:
            if scfg.token_head else None)
   return StudentBundle(S.StudentModel(scfg, books=books), params, world.codec,
                        world.style_model, scaler, world.teacher_params,
-                       tcfg, config, source)
+                       tcfg, config, source, world)
 
 
 def export_student(config, trainable, path, metrics: dict | None = None
@@ -149,7 +146,7 @@ def export_student(config, trainable, path, metrics: dict | None = None
   """Trainable params + config -> one .npz (config and metrics inside)."""
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  from mrt_distill.distill.checkpoints import teacher_identity
+  from mrt_distill.world.runtime import teacher_identity
   meta = {"format": FORMAT, "config": json.loads(config.to_json()),
           "teacher": teacher_identity(config), "metrics": metrics or {}}
   if config.student.get("coupled", False):
@@ -163,48 +160,25 @@ def export_student(config, trainable, path, metrics: dict | None = None
   return path
 
 
+def _build(found: student_files.Found) -> StudentBundle:
+  b = _assemble(found.config, found.trainable, found.source)
+  if found.label:
+    b.source = found.label
+  return b
+
+
 def _from_npz(path: pathlib.Path) -> StudentBundle:
-  from mrt_distill.serve import student_files
-  meta, trainable = student_files.read(path)  # damage -> one clear error
-  config = ml_collections.ConfigDict(meta["config"])
-  _check_teacher(meta.get("teacher"), config, f"student {path.name!r}")
-  _check_noise_layout(meta, config, path)
-  return _assemble(config, trainable, str(path))
-
-
-def _check_noise_layout(meta: dict, config, path: pathlib.Path) -> None:
-  """A coupled student reads its input noise in one layout; a file written
-  for another layout would play garbage, so it is refused by name."""
-  if not config.get("student", {}).get("coupled", False):
-    return
-  from mrt_distill import coupling
-  saved = meta.get("noise_layout")
-  if saved != coupling.NOISE_LAYOUT:
-    raise StudentLoadError(
-        f"{path}: a coupled student trained for noise layout {saved!r}, but "
-        f"this code draws {coupling.NOISE_LAYOUT!r}; use the mrt_distill "
-        f"version it was trained with, or distil a new student")
-
-
-def _check_teacher(saved: str | None, config, what: str) -> None:
-  from mrt_distill.distill import checkpoints
-  try:
-    checkpoints.check_teacher(saved, config, what,
-                              "distil a new student for this teacher, or "
-                              "put back the teacher it was trained with")
-  except checkpoints.CheckpointMismatchError as e:
-    raise StudentLoadError(str(e)) from None
+  return _build(student_files.from_npz(path))
 
 
 def _from_workdir(workdir: pathlib.Path) -> StudentBundle:
   """The newest readable checkpoint, else an older one or the exported
   student.npz, saying which (student_files.py)."""
-  from mrt_distill.serve import student_files
-  return student_files.from_workdir(workdir)
+  return _build(student_files.from_workdir(workdir))
 
 
 def reference_student_path() -> pathlib.Path:
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   return assets.path("student")
 
 

@@ -259,19 +259,14 @@ def checkpoint_world(checkpoint) -> str | None:
 
 
 def early_vocab(checkpoint):
-  """The style vocabulary of a reference-world checkpoint, read from the
-  style model's checksum sidecar (JSON) in milliseconds, so a misspelt
-  prompt is refused before the student loads; None for other worlds (then
-  the words are checked after loading, as before)."""
-  import json
-  if checkpoint_world(checkpoint) != "reference":
-    return None
-  from mrt_distill.world import assets
-  side = assets.path("style").with_name(assets.FILES["style"] + ".json")
-  try:
-    return _Vocab(json.loads(side.read_text())["meta"]["config"]["vocab"])
-  except Exception:  # not built or damaged: the loader names the fix
-    return None
+  """The style vocabulary of a checkpoint's world when it can be told in
+  milliseconds without loading (the reference world's,
+  `world.runtime.load.early_style_vocab`), so a misspelt prompt is refused
+  before the student loads; None otherwise (then the words are checked
+  after loading, as before)."""
+  from mrt_distill.world.runtime.load import early_style_vocab
+  vocab = early_style_vocab(checkpoint_world(checkpoint))
+  return None if vocab is None else _Vocab(vocab)
 
 
 # ---- the generation loop ----------------------------------------------------

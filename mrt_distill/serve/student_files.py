@@ -1,7 +1,10 @@
 """Reading a student from disk as carefully as `distill` resumes a run.
 
 `generate`, `serve`, `eval` and the Colab player load students through
-`bundle.load_student`, which comes here for the two kinds of file:
+`bundle.load_student`, which comes here for the two kinds of file and gets
+back what to build: the distillation config, the trainable parameters and
+where they came from (`Found`); this module builds no model and does not
+import `bundle`.
 
 * a student file (`student.npz`, written by `bundle.export_student`):
   every array is read in full, so the zip's CRC-32 catches a flipped bit;
@@ -18,6 +21,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import pathlib
@@ -26,7 +30,21 @@ from typing import Any
 
 log = logging.getLogger("mrt_distill.serve")
 
+FORMAT = "mrt_distill.student/v1"
 EXPORTED = "student.npz"
+
+
+class StudentLoadError(ValueError):
+  """A student checkpoint that cannot be served (missing, other geometry)."""
+
+
+@dataclasses.dataclass
+class Found:
+  """A student read from disk, checked, not yet built."""
+  config: Any  # ml_collections.ConfigDict: the distillation config
+  trainable: Any  # the trainable parameters (numpy)
+  source: str  # the file or workdir@step it came from
+  label: str | None = None  # what `source` reads as when it was a fallback
 
 
 def _first_line(e: BaseException, limit: int = 200) -> str:
@@ -35,8 +53,14 @@ def _first_line(e: BaseException, limit: int = 200) -> str:
 
 
 def _error(text: str):
-  from mrt_distill.serve.bundle import StudentLoadError
   return StudentLoadError(text)
+
+
+def unflat(flat: dict[str, Any]):
+  """{"a/b": array} -> the nested parameter tree."""
+  from flax import traverse_util
+  return traverse_util.unflatten_dict(
+      {tuple(k.split("/")): v for k, v in flat.items()})
 
 
 def _export_again(path: pathlib.Path) -> str:
@@ -58,7 +82,6 @@ def read(path) -> tuple[dict, Any]:
       student file; the message names the file and the fix.
   """
   import numpy as np
-  from mrt_distill.serve import bundle
   path = pathlib.Path(path)
   try:
     if path.stat().st_size == 0:
@@ -77,13 +100,50 @@ def read(path) -> tuple[dict, Any]:
     raise _error(
         f"{path} is damaged or not a student file written by export_student "
         f"({_first_line(e)}); {_export_again(path)}") from None
-  if meta.get("format") != bundle.FORMAT:
+  if meta.get("format") != FORMAT:
     raise _error(f"{path}: format {meta.get('format')!r}, expected "
-                 f"{bundle.FORMAT!r}")
+                 f"{FORMAT!r}")
   if not isinstance(meta.get("config"), dict):
-    raise _error(f"{path} has no config inside (format {bundle.FORMAT}, "
+    raise _error(f"{path} has no config inside (format {FORMAT}, "
                  f"but not written whole); {_export_again(path)}")
-  return meta, bundle._unflat(flat)
+  return meta, unflat(flat)
+
+
+def check_teacher(saved: str | None, config, what: str) -> None:
+  """Refuses a student distilled from another teacher than the one its
+  config's world gives now (`distill.checkpoints.check_teacher`)."""
+  from mrt_distill.distill import checkpoints
+  try:
+    checkpoints.check_teacher(saved, config, what,
+                              "distil a new student for this teacher, or "
+                              "put back the teacher it was trained with")
+  except checkpoints.CheckpointMismatchError as e:
+    raise StudentLoadError(str(e)) from None
+
+
+def check_noise_layout(meta: dict, config, path: pathlib.Path) -> None:
+  """A coupled student reads its input noise in one layout; a file written
+  for another layout would play garbage, so it is refused by name."""
+  if not config.get("student", {}).get("coupled", False):
+    return
+  from mrt_distill import coupling
+  saved = meta.get("noise_layout")
+  if saved != coupling.NOISE_LAYOUT:
+    raise StudentLoadError(
+        f"{path}: a coupled student trained for noise layout {saved!r}, but "
+        f"this code draws {coupling.NOISE_LAYOUT!r}; use the mrt_distill "
+        f"version it was trained with, or distil a new student")
+
+
+def from_npz(path) -> Found:
+  """A student file -> Found, its teacher and noise layout checked."""
+  import ml_collections
+  path = pathlib.Path(path)
+  meta, trainable = read(path)  # damage -> one clear error
+  config = ml_collections.ConfigDict(meta["config"])
+  check_teacher(meta.get("teacher"), config, f"student {path.name!r}")
+  check_noise_layout(meta, config, path)
+  return Found(config, trainable, str(path))
 
 
 def _exported_step(path: pathlib.Path) -> int | None:
@@ -146,18 +206,17 @@ def _config(workdir: pathlib.Path):
         f"with the run's config, or load its {EXPORTED}") from None
 
 
-def from_workdir(workdir: pathlib.Path):
-  """A distill workdir -> StudentBundle (see the module docstring)."""
-  from mrt_distill.serve import bundle
+def from_workdir(workdir: pathlib.Path) -> Found:
+  """A distill workdir -> Found (see the module docstring)."""
   workdir = pathlib.Path(workdir)
   exported = workdir / EXPORTED
   try:
     config = _config(workdir)
-  except bundle.StudentLoadError as e:
+  except StudentLoadError as e:
     if not exported.is_file() or not (workdir / "config.json").exists():
       raise
     log.warning("%s; using the exported %s instead", e, exported)
-    return bundle._from_npz(exported)
+    return from_npz(exported)
   with _manager(workdir) as mngr:
     steps = sorted(mngr.all_steps(), reverse=True)
   failures: list[tuple[int, str]] = []
@@ -166,9 +225,9 @@ def from_workdir(workdir: pathlib.Path):
   def use_exported(why: str):
     log.warning("using the exported %s (step %s): %s", exported,
                 exported_step, why)
-    b = bundle._from_npz(exported)
-    b.source = f"{exported} (fallback: {why})"
-    return b
+    found = from_npz(exported)
+    found.label = f"{exported} (fallback: {why})"
+    return found
 
   for step in steps:
     if failures and exported_step is not None and exported_step >= step:
@@ -181,13 +240,13 @@ def from_workdir(workdir: pathlib.Path):
                   "trying the one before it", step, workdir / "checkpoints",
                   failures[-1][1])
       continue
-    bundle._check_teacher(teacher, config,
-                          f"the checkpoint at step {step} in {workdir}")
+    check_teacher(teacher, config,
+                  f"the checkpoint at step {step} in {workdir}")
     if failures:
       log.warning("using the checkpoint at step %d in %s (unreadable: "
                   "step(s) %s; left in place)", step, workdir,
                   ", ".join(str(s) for s, _ in failures))
-    return bundle._assemble(config, trainable, f"{workdir}@{step}")
+    return Found(config, trainable, f"{workdir}@{step}")
   bad = ", ".join(str(s) for s, _ in failures)
   if exported_step is not None or (exported.is_file() and not failures):
     return use_exported(f"the checkpoint(s) at step(s) {bad} cannot be read"

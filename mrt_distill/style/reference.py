@@ -45,10 +45,10 @@ The network is in `style_net` (front end in `mel_encoder`), prompt parsing in
 `rvq_fit` and the weight-file format in `weights_io` (all under
 `mrt_distill.style`).
 
-Training lives in `mrt_distill.world.train_style`. Weights are stored with
-`mrt_distill.checksummed` (X.npz plus X.npz.json holding config, geometry
-and sha256); `load` verifies the checksum and says how to rebuild a
-corrupted file.
+Training lives in `mrt_distill.world.training.train_style`. Weights are
+stored with `mrt_distill.checksummed` (X.npz plus X.npz.json holding config,
+geometry and sha256); `load` verifies the checksum and says how to rebuild
+a corrupted file.
 """
 
 from __future__ import annotations

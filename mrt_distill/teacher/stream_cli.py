@@ -11,7 +11,6 @@ import logging
 import math
 import time
 
-import jax
 import numpy as np
 
 from mrt_distill.audio_files import check_audio_out, write_audio  # noqa: F401
@@ -20,23 +19,21 @@ log = logging.getLogger(__name__)
 
 
 def build_system(checkpoint: str | None, seed: int = 0):
-  """A TeacherSystem: the shipped reference world by default; a teacher
-  checkpoint (with the minimal codec/style model of its geometry) when given;
-  `random-tiny` for a randomly initialised tiny teacher (it makes noise)."""
+  """A TeacherSystem: the shipped reference world by default; `random-tiny`
+  for a randomly initialised tiny teacher (it makes noise); both are worlds
+  (`world.runtime.load_world`). A teacher checkpoint directory otherwise,
+  with the minimal codec/style model of its geometry."""
+  checkpoint = checkpoint or "reference"
+  if checkpoint in ("reference", "random-tiny"):
+    from mrt_distill.world.runtime import load_world
+    world = load_world({"world": checkpoint, "seed": seed})
+    log.info("teacher: world %s (%s)", world.name, world.teacher_identity)
+    return world.teacher_system()
   from mrt_distill.codec.base import MinimalCodec
   from mrt_distill.style.base import MinimalStyleModel
-  from mrt_distill.teacher import load, model
+  from mrt_distill.teacher import load
   from mrt_distill.teacher.system import TeacherSystem
-
-  if checkpoint in (None, "reference"):
-    from mrt_distill.world import assets
-    log.info("teacher: the shipped reference world (%s)", assets.ASSET_DIR)
-    return assets.load_reference_world().teacher_system()
-  if checkpoint == "random-tiny":
-    cfg = load.load_teacher_config("tiny")
-    params = model.init_params(cfg, jax.random.PRNGKey(seed))
-  else:
-    params, cfg = load.load_teacher(checkpoint)
+  params, cfg = load.load_teacher(checkpoint)
   g = cfg.geometry
   return TeacherSystem(cfg, params, MinimalCodec(g), MinimalStyleModel(g))
 

@@ -29,7 +29,7 @@ from mrt_distill.codec.neural import rvq_partial_sum
 from mrt_distill.codec.neural import sidecar_path
 from mrt_distill.codec.base import rvq_quantize
 from mrt_distill.geometry import REFERENCE
-from mrt_distill.world import train_codec as tc
+from mrt_distill.world.training import train_codec as tc
 
 G = REFERENCE
 SPF = G.samples_per_frame

@@ -7,25 +7,26 @@ import pytest
 
 from mrt_distill.distill import checkpoints
 from mrt_distill.distill.config_io import load_config
+from mrt_distill.world.runtime import teacher_identity
 
 
 def test_teacher_identity_per_world():
   from mrt_distill.checksummed import sha256_file
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   ref = load_config("reference_cpu")
   # The recorded sha256 is the shipped file's real one (read, not hashed).
   assert assets.recorded_sha256("teacher") == sha256_file(
       assets.path("teacher"))
-  assert checkpoints.teacher_identity(ref) == (
+  assert teacher_identity(ref) == (
       "reference teacher.npz sha256 "
       + assets.recorded_sha256("teacher")[:16])
   tiny = load_config("reference_cpu:tiny")
   tiny.seed = 5
-  assert checkpoints.teacher_identity(tiny) == "random-tiny seed 5"
+  assert teacher_identity(tiny) == "random-tiny seed 5"
   mrt = ml_collections.ConfigDict({
       "world": "magenta_rt", "seed": 0,
       "magenta_rt": {"teacher": "/mnt/mrt/teachers/base"}})
-  assert checkpoints.teacher_identity(mrt) == (
+  assert teacher_identity(mrt) == (
       "magenta_rt /mnt/mrt/teachers/base")
 
 

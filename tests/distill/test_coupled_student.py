@@ -170,16 +170,16 @@ def test_a_run_trained_uncoupled_is_not_resumed_coupled(tmp_path):
 
 
 def test_a_student_file_with_another_noise_layout_is_refused(tmp_path):
-  from mrt_distill.serve import bundle
+  from mrt_distill.serve import student_files
   cfg = config_io.load_config("reference_cpu:tiny")
-  with pytest.raises(bundle.StudentLoadError,
+  with pytest.raises(student_files.StudentLoadError,
                      match=r"noise layout 'dd0/old'.*distil a new student"):
-    bundle._check_noise_layout({"noise_layout": "dd0/old"}, cfg,
-                               tmp_path / "s.npz")
-  bundle._check_noise_layout({"noise_layout": coupling.NOISE_LAYOUT}, cfg,
-                             tmp_path / "s.npz")
+    student_files.check_noise_layout({"noise_layout": "dd0/old"}, cfg,
+                                     tmp_path / "s.npz")
+  student_files.check_noise_layout({"noise_layout": coupling.NOISE_LAYOUT},
+                                   cfg, tmp_path / "s.npz")
   cfg.student.coupled = False  # uncoupled files carry no layout
-  bundle._check_noise_layout({}, cfg, tmp_path / "s.npz")
+  student_files.check_noise_layout({}, cfg, tmp_path / "s.npz")
 
 
 def test_token_head_picks_with_the_flow_map_and_sums_codewords():

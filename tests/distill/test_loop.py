@@ -9,6 +9,7 @@ import pytest
 
 from mrt_distill import main as cli_main
 from mrt_distill.distill import checkpoints, config_io, loop, metric_writer
+from mrt_distill.world.runtime import load_world
 
 
 def _tiny(steps: int, **overrides):
@@ -128,7 +129,7 @@ def test_pod_configs_fit_their_slices(name, chips):
   # (large); the uncoupled latent head was under 0.05.
   assert 0.001 < frac < 0.10, frac
   with pytest.raises(ValueError, match="needs the real Magenta RT assets"):
-    loop.load_world(cfg)
+    load_world(cfg)
 
 
 def test_bad_prompt_file_fails_fast_with_its_line(capsys, tmp_path):

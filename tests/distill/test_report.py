@@ -11,8 +11,8 @@ import pytest
 
 from mrt_distill import main as cli_main
 from mrt_distill.distill.report import paired_ratio_interval
-from mrt_distill.world import evaluate_world as EW
 from mrt_distill.world import music
+from mrt_distill.world.runtime import judges
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def report(tmp_path_factory):
   # set): 5 s clips hopped every 1/16 s give 17 windows a clip, 34 for the
   # two streams (and the two ground-truth pieces), so every FD is a number.
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(EW, "EMBED_HOP_SECONDS", 1 / 16)
+    mp.setattr(judges, "EMBED_HOP_SECONDS", 1 / 16)
     rc = cli_main.main(["distill", "--config", "reference_cpu:smoke",
                         "--workdir", str(workdir),
                         *(f"--config.{k}={v!r}"

@@ -240,14 +240,17 @@ def test_embedder_choice():
   import types
   from mrt_distill.style.base import MinimalStyleModel
   from mrt_distill.teacher.load import load_teacher_config
-  style = MinimalStyleModel(load_teacher_config("tiny").geometry)
+  from mrt_distill.world.runtime import World
+  g = load_teacher_config("tiny").geometry
+  style = MinimalStyleModel(g)
   prompts = ["techno", "rock"]
   for world, kind, want in (("magenta_rt", "auto", E.StyleModelEmbedder),
                             ("random-tiny", "style-model",
                              E.StyleModelEmbedder),
                             ("random-tiny", "auto", E.JudgeEmbedder)):
-    bundle = types.SimpleNamespace(
-        config=types.SimpleNamespace(world=world), style_model=style)
+    w = World(world, g, None, style, None, None, "id",
+              procedural=world != "magenta_rt")
+    bundle = types.SimpleNamespace(world=w, style_model=style)
     notes = []
     emb = CX._make_embedder(CF.EvalConfig(embedder=kind), bundle, prompts,
                             notes)

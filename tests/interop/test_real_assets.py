@@ -30,7 +30,7 @@ from mrt_distill.codec.base import rvq_quantize  # pylint: disable=g-import-not-
 from mrt_distill.geometry import MRT_V1, GeometryError  # pylint: disable=g-import-not-at-top
 from mrt_distill.style import musiccoca as mc  # pylint: disable=g-import-not-at-top
 from mrt_distill.teacher.load import TeacherLoadError  # pylint: disable=g-import-not-at-top
-from mrt_distill.world.assets import MissingAssetError  # pylint: disable=g-import-not-at-top
+from mrt_distill.world.runtime.assets import MissingAssetError  # pylint: disable=g-import-not-at-top
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 G = MRT_V1
@@ -298,9 +298,9 @@ def world_config(root, **kw):
   return c
 
 
-def test_load_world_through_the_distill_loop(root):
-  from mrt_distill.distill import loop
-  world = loop.load_world(world_config(root))
+def test_load_world(root):
+  from mrt_distill.world.runtime import load_world
+  world = load_world(world_config(root))
   assert world.geometry == G and world.teacher_cfg.geometry == G
   assert isinstance(world.codec, ss.SpectroStreamCodec)
   assert isinstance(world.style_model, mc.MusicCoCaStyleModel)
@@ -308,31 +308,31 @@ def test_load_world_through_the_distill_loop(root):
   assert system.geometry == G
   # The gin named explicitly gives the same teacher.
   gin = root / "teacher" / "teacher_fake_mrt_v1.gin"
-  again = loop.load_world(world_config(root, gin=str(gin)))
+  again = load_world(world_config(root, gin=str(gin)))
   assert again.teacher_cfg == world.teacher_cfg
 
 
 def test_world_errors(root, tmp_path):
-  from mrt_distill.distill import loop
   from mrt_distill.teacher.load import load_teacher_config
   from mrt_distill.teacher.load import save_teacher
   from mrt_distill.teacher.model import numpy_init_params
-  from mrt_distill.world.magenta_rt import load_magenta_rt_world
+  from mrt_distill.world.runtime import load_world
+  from mrt_distill.world.runtime.magenta_rt import load_magenta_rt_world
 
   # No magenta_rt group (configs/reference_cpu.py + --config.world=...).
   with pytest.raises(ValueError) as e:
-    loop.load_world(ml_collections.ConfigDict(dict(world="magenta_rt")))
+    load_world(ml_collections.ConfigDict(dict(world="magenta_rt")))
   msg = str(e.value)
   assert msg.index("world 'magenta_rt' needs the real Magenta RT assets") < (
       msg.index("distil the shipped reference world "
                 "(configs/reference_cpu.py)"))
   assert "--config.magenta_rt.teacher=DIR" in msg
   with pytest.raises(TeacherLoadError, match="does not exist"):
-    loop.load_world(world_config(root, teacher=str(tmp_path / "none")))
+    load_world(world_config(root, teacher=str(tmp_path / "none")))
   with pytest.raises(TeacherLoadError, match="imported with gin .*fake"):
-    loop.load_world(world_config(root, gin="base"))
+    load_world(world_config(root, gin="base"))
   with pytest.raises(FileNotFoundError, match="ssv2"):
-    loop.load_world(world_config(root, spectrostream=str(tmp_path)))
+    load_world(world_config(root, spectrostream=str(tmp_path)))
   with pytest.raises(GeometryError, match="geometry 'tiny'.*sample_rate"):
     load_magenta_rt_world(world_config(root, gin="tiny").magenta_rt)
   cfg = load_teacher_config("tiny")

@@ -197,7 +197,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, args, needle):
 
 
 def test_missing_reference_student_is_named(tmp_path, monkeypatch, capsys):
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   monkeypatch.setattr(assets, "ASSET_DIR", tmp_path)
   rc = cli.main(["generate", "--out", str(tmp_path / "x.wav")])
   err = capsys.readouterr().err
@@ -207,7 +207,7 @@ def test_missing_reference_student_is_named(tmp_path, monkeypatch, capsys):
 
 
 def test_unknown_words_with_a_vocabulary_are_errors():
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   sm = assets.load_style_model()
   emb = G.embed_mix(sm, "techno:1, flute music:0.5")  # stop words are fine
   assert emb.shape == (sm.geometry.style_embed_dim,)

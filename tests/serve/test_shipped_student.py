@@ -55,7 +55,7 @@ SEED = 0
 @functools.lru_cache(maxsize=None)
 def _shipped():
   from mrt_distill.serve.bundle import load_student
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   return load_student("reference"), assets.load_judge()
 
 

@@ -187,7 +187,7 @@ def test_corrupted_file_names_the_rebuild_command(model, tmp_path):
 
 # ---- training ----------------------------------------------------------------
 def test_mini_training_lowers_the_loss(tmp_path):
-  from mrt_distill.world import train_style
+  from mrt_distill.world.training import train_style
   out = tmp_path / "mini_style.npz"
   m = train_style.train_style(
       out, steps=30, batch=8, seed=0, log_every=10, config=SMALL, lr=3e-3,

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from mrt_distill.world import stage_checkpoints as SC
+from mrt_distill.world.training import stage_checkpoints as SC
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -186,7 +186,7 @@ def test_interrupted_codec_stage_resumes_to_identical_weights(tmp_path):
 def test_interrupted_teacher_stage_resumes_to_identical_weights(tmp_path):
   """--quick teacher stage (on the shipped codec and style model): stopped
   after step 12 and rerun == one run."""
-  from mrt_distill.world import assets as A
+  from mrt_distill.world.runtime import assets as A
   out = {}
   for name, stop in (("whole", None), ("parts", "12")):
     dest = tmp_path / name / "assets"

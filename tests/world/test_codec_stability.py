@@ -10,9 +10,10 @@ import pytest
 
 from mrt_distill.geometry import REFERENCE
 from mrt_distill.world import music
-from mrt_distill.world.codec_codebooks import kmeans_rvq, level_dim_masks
-from mrt_distill.world.codec_data import CropSampler
-from mrt_distill.world.train_codec import TrainHParams
+from mrt_distill.world.training.codec_codebooks import (kmeans_rvq,
+                                                      level_dim_masks)
+from mrt_distill.world.training.codec_data import CropSampler
+from mrt_distill.world.training.train_codec import TrainHParams
 
 
 @pytest.mark.parametrize("style", sorted(music.STYLES))
@@ -73,7 +74,7 @@ def test_crop_stream_resumes_exactly():
 def test_fewer_coarse_codes_are_parked_on_code_0_and_never_chosen():
   import jax.numpy as jnp
   from mrt_distill.codec.neural import rvq_encode_jnp
-  from mrt_distill.world.codec_codebooks import limit_levels
+  from mrt_distill.world.training.codec_codebooks import limit_levels
   rng = np.random.default_rng(0)
   z = rng.standard_normal((500, 6)).astype(np.float32)
   masks = level_dim_masks(3, 6, coarse_levels=2, coarse_dims=4, split=True)

@@ -1,14 +1,16 @@
-"""Helpers of the reference-world evaluation, on synthetic inputs."""
+"""Helpers of the reference-world evaluation (the judge windows and
+Fréchet distances in runtime/judges.py), on synthetic inputs."""
 
 import numpy as np
 import pytest
 
-from mrt_distill.world import evaluate_world as ew
+from mrt_distill.world.runtime import judges
+from mrt_distill.world.training import evaluate_world as ew
 
 
 def test_hopped_windows_counts_and_values():
   clips = np.arange(2 * 10, dtype=np.float32).reshape(2, 10)
-  w = ew.hopped_windows(clips, window=4, hop=3)
+  w = judges.hopped_windows(clips, window=4, hop=3)
   # Starts 0, 3, 6 per clip.
   assert w.shape == (6, 4)
   np.testing.assert_array_equal(w[1], [3, 4, 5, 6])
@@ -17,15 +19,15 @@ def test_hopped_windows_counts_and_values():
 
 def test_hopped_windows_too_short():
   with pytest.raises(ValueError, match="shorter than the judge window"):
-    ew.hopped_windows(np.zeros((1, 3), np.float32), window=4, hop=1)
+    judges.hopped_windows(np.zeros((1, 3), np.float32), window=4, hop=1)
 
 
 def test_fd_or_none():
   rng = np.random.default_rng(0)
   a = rng.standard_normal((40, 3))
-  assert ew._fd_or_none(a[:3], a) is None  # fewer than E + 1 = 4 windows
-  assert ew._fd_or_none(a, a) == pytest.approx(0.0, abs=1e-8)
-  assert ew._fd_or_none(a, a + 2.0) == pytest.approx(12.0, rel=1e-6)
+  assert judges.fd_or_none(a[:3], a) is None  # fewer than E + 1 = 4 windows
+  assert judges.fd_or_none(a, a) == pytest.approx(0.0, abs=1e-8)
+  assert judges.fd_or_none(a, a + 2.0) == pytest.approx(12.0, rel=1e-6)
 
 
 def test_stream_teacher_embedding_override():
@@ -33,8 +35,8 @@ def test_stream_teacher_embedding_override():
   and another embedding streams something else (the conditioning probe,
   tools/probe_teacher_conditioning.py, relies on both)."""
   from mrt_distill.style import mixing
-  from mrt_distill.world import assets
-  world = assets.load_reference_world()
+  from mrt_distill.world.runtime import load_world
+  world = load_world("reference")
   emb = mixing.embed_prompt_mix(world.style_model, "techno")
   a = ew.stream_teacher(world, "techno", 2, 1.0, seed=0)
   b = ew.stream_teacher(world, "not used", 2, 1.0, seed=0, embedding=emb)

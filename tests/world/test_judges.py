@@ -8,8 +8,8 @@ import pytest
 
 from mrt_distill.style import weights_io
 from mrt_distill.style.mel_encoder import EncoderConfig
-from mrt_distill.world import judges
 from mrt_distill.world import music
+from mrt_distill.world.runtime import judges
 
 SR = 16_000
 # A small judge: these tests check plumbing and numerics, not accuracy.
@@ -131,7 +131,7 @@ def test_save_load_round_trip_and_corruption(judge, tmp_path):
 
 
 def test_mini_training_lowers_the_loss(tmp_path):
-  from mrt_distill.world import train_judges
+  from mrt_distill.world.training import train_judges
   out = tmp_path / "mini_judge.npz"
   m = train_judges.train_judges(
       out, steps=30, batch=8, seed=0, log_every=10, config=SMALL, lr=3e-3,

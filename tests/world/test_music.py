@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mrt_distill.world import music
-from mrt_distill.world import render
+from mrt_distill.world.music import render
 
 SR = 16_000
 ALL_STYLES = sorted(music.STYLES)

@@ -25,7 +25,7 @@ def test_level_stats_is_the_mean_agreement_per_level():
 
 
 def test_probe_on_the_shipped_codec():
-  from mrt_distill.world import assets
+  from mrt_distill.world.runtime import assets
   codec = assets.load_codec()
   r = probe.probe(codec, pieces=1, seconds=6.0, styles=["techno", "reggae"])
   k = codec.geometry.target_levels

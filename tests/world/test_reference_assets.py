@@ -5,7 +5,9 @@ import pytest
 
 from mrt_distill import audio_losses
 from mrt_distill.geometry import REFERENCE
-from mrt_distill.world import assets, music, render
+from mrt_distill.world import music
+from mrt_distill.world.music import render
+from mrt_distill.world.runtime import assets, load_world
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +71,7 @@ def test_style_model_embeds_and_tokenizes():
 
 
 def test_teacher_loads_and_streams():
-  world = assets.load_reference_world()
+  world = load_world("reference")
   assert world.teacher_cfg.geometry == REFERENCE
   system = world.teacher_system(guidance_weight=3.0, temperature=1.0,
                                 top_k=40)

@@ -7,7 +7,7 @@ from mrt_distill.codec.base import MinimalCodec
 from mrt_distill.geometry import MASK_ID, TINY
 from mrt_distill.style.base import MinimalStyleModel
 from mrt_distill.teacher.load import load_teacher, load_teacher_config
-from mrt_distill.world import train_teacher as tt
+from mrt_distill.world.training import train_teacher as tt
 
 
 @pytest.fixture(scope="module")

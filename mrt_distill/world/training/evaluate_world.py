@@ -20,13 +20,13 @@ import numpy as np
 from mrt_distill import atomic
 from mrt_distill.geometry import REFERENCE
 from mrt_distill.style import mixing
-from mrt_distill.world import judges as judges_lib
-from mrt_distill.world import music, render
+from mrt_distill.world import music
+from mrt_distill.world.music.piece_pool import ground_truth
+from mrt_distill.world.runtime.judges import fd_or_none
+from mrt_distill.world.runtime.judges import judge_windows
 
 log = logging.getLogger(__name__)
 
-EMBED_HOP_SECONDS = 1.0  # hop of the 4 s judge windows used for Fréchet
-GT_SEED_BASE = 900_000  # ground-truth seeds, disjoint from every training seed
 DEFAULT_SAMPLING = dict(guidance_weight=3.0, temperature=1.0, top_k=40)
 
 
@@ -47,47 +47,6 @@ def stream_teacher(world, prompt: str, samples: int, seconds: float,
     chunks.append(audio)
   out = np.concatenate(chunks, axis=1)
   return out[:, :int(round(seconds * g.sample_rate))]
-
-
-def ground_truth(style: str, pieces: int, seconds: float, sample_rate: int,
-                 offset: int = 0, bar_grid_hz: float | None = None
-                 ) -> np.ndarray:
-  """-> float32 (pieces, S, 1) renders with held-out seeds."""
-  return np.stack([
-      render.render(music.generate_piece(style, GT_SEED_BASE + offset + i,
-                                         seconds, bar_grid_hz=bar_grid_hz),
-                    sample_rate, 1)
-      for i in range(pieces)])
-
-
-def hopped_windows(clips_BxS: np.ndarray, window: int, hop: int) -> np.ndarray:
-  """(B, S) mono clips -> (W, window) windows every `hop` samples."""
-  if clips_BxS.shape[1] < window:
-    raise ValueError(f"clips of {clips_BxS.shape[1]} samples are shorter "
-                     f"than the judge window ({window} samples): stream "
-                     f"longer")
-  out = []
-  for clip in clips_BxS:
-    for start in range(0, len(clip) - window + 1, hop):
-      out.append(clip[start:start + window])
-  return np.stack(out)
-
-
-def _judge_windows(judge, clips_BxSxC, sample_rate):
-  mono = clips_BxSxC.mean(axis=-1)
-  win = judge.config.window_samples
-  return judge.embed_windows(hopped_windows(
-      mono, win, int(EMBED_HOP_SECONDS * sample_rate)))
-
-
-def _fd_or_none(a, b) -> float | None:
-  """Fréchet distance, or None when a set has too few windows (a smoke
-  run); the full build streams enough for every style."""
-  if min(len(a), len(b)) < a.shape[1] + 1:
-    log.warning("Fréchet distance skipped: %d and %d windows, needs %d each",
-                len(a), len(b), a.shape[1] + 1)
-    return None
-  return judges_lib.frechet_distance(a, b)
 
 
 def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
@@ -119,9 +78,9 @@ def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
     codes = world.codec.encode(gt_b, g.sample_rate)[..., :g.target_levels]
     codec_pred = judge.classify(
         world.codec.decode(codes)[:, :gt_b.shape[1]], g.sample_rate)
-    e_t = _judge_windows(judge, audio, g.sample_rate)
-    e_a = _judge_windows(judge, gt_a, g.sample_rate)
-    e_b = _judge_windows(judge, gt_b, g.sample_rate)[:len(e_t)]
+    e_t = judge_windows(judge, audio, g.sample_rate)
+    e_a = judge_windows(judge, gt_a, g.sample_rate)
+    e_b = judge_windows(judge, gt_b, g.sample_rate)[:len(e_t)]
     row = {
         "style": style, "prompt": prompt, "samples": samples_per_style,
         "teacher_accuracy": float(np.mean([p == style for p in pred])),
@@ -130,8 +89,8 @@ def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
                                                 for p in gt_pred])),
         "codec_ceiling_accuracy": float(np.mean([p == style
                                                  for p in codec_pred])),
-        "fd_teacher_vs_gt": _fd_or_none(e_t, e_a),
-        "fd_gt_floor": _fd_or_none(e_b, e_a),
+        "fd_teacher_vs_gt": fd_or_none(e_t, e_a),
+        "fd_gt_floor": fd_or_none(e_b, e_a),
         "windows": int(len(e_t)),
         "rms": float(np.sqrt(np.mean(audio**2))),
     }

@@ -2,8 +2,10 @@
 
 Owns the self-refreshing, style-balanced pool of rendered pieces that the
 style model and the style judge train on (`PiecePool`, random crops of
-`PieceRecord`s), and the held-out windows cut from pieces whose seeds
-training never draws (`heldout_windows`, seeds from `HELDOUT_SEED_BASE`).
+`PieceRecord`s), the held-out windows cut from pieces whose seeds
+training never draws (`heldout_windows`, seeds from `HELDOUT_SEED_BASE`),
+and the ground-truth renders generated audio is compared with
+(`ground_truth`, seeds from `GT_SEED_BASE`).
 Kept apart from either trainer because both draw from it, and the seed
 split between training and held-out pieces must be one shared constant.
 """
@@ -18,11 +20,14 @@ import numpy as np
 from mrt_distill.codec.base import seeded_rng
 from mrt_distill.geometry import REFERENCE
 from mrt_distill.world import music
-from mrt_distill.world import render
+from mrt_distill.world.music import render
 
 # Training draws piece seeds below this; held-out pieces use seeds from it
 # upwards, so train and held-out pieces never coincide.
 HELDOUT_SEED_BASE = 1_000_000_000
+# The ground truth that generated audio is judged against (`ground_truth`:
+# the world's evaluation, the distill report, `mrt-distill eval`).
+GT_SEED_BASE = 900_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +107,17 @@ class PiecePool:
   @property
   def rng(self) -> np.random.Generator:
     return self._rng
+
+
+def ground_truth(style: str, pieces: int, seconds: float, sample_rate: int,
+                 offset: int = 0, bar_grid_hz: float | None = None
+                 ) -> np.ndarray:
+  """-> float32 (pieces, S, 1) renders with held-out seeds."""
+  return np.stack([
+      render.render(music.generate_piece(style, GT_SEED_BASE + offset + i,
+                                         seconds, bar_grid_hz=bar_grid_hz),
+                    sample_rate, 1)
+      for i in range(pieces)])
 
 
 def heldout_windows(styles: Sequence[str], pieces_per_style: int,

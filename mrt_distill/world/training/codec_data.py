@@ -10,17 +10,24 @@ Shape letters as in `train_codec`: B batch, S samples, C channels.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 from typing import Sequence
 
 import numpy as np
 
 from mrt_distill.geometry import Geometry
 from mrt_distill.world import music
-from mrt_distill.world import render as render_lib
+from mrt_distill.world.music import render as render_lib
 
-if TYPE_CHECKING:
-  from mrt_distill.world.train_codec import TrainHParams
+
+class CropSettings(Protocol):
+  """What `CropSampler` reads of `train_codec.TrainHParams` (named here so
+  that this module does not import its trainer)."""
+  gain_db: tuple[float, float]
+  piece_seconds: float
+  pool_size: int
+  refresh_per_step: int
+
 
 TRAIN_SEED_LIMIT = 1_000_000_000
 EVAL_SEED_BASE = 2_000_000_000
@@ -40,7 +47,7 @@ class CropSampler:
   """
 
   def __init__(self, seed: int, geometry: Geometry, batch: int,
-               crop_samples: int, hp: TrainHParams,
+               crop_samples: int, hp: CropSettings,
                styles: Sequence[str] | None = None,
                bar_grid_hz: float | None = None):
     self._rng = np.random.default_rng([int(seed), 0xC0DEC])

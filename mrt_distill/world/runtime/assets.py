@@ -14,15 +14,15 @@ Each is rebuilt by `python tools/build_reference_world.py --stage NAME`.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pathlib
 
-from mrt_distill.geometry import REFERENCE, Geometry
+from mrt_distill.checksummed import MissingAssetError  # noqa: F401 (assets.)
+from mrt_distill.geometry import REFERENCE
 
 ASSET_DIR = pathlib.Path(os.environ.get(
     "MRT_DISTILL_ASSETS",
-    pathlib.Path(__file__).resolve().parents[1] / "assets" / "reference"))
+    pathlib.Path(__file__).resolve().parents[2] / "assets" / "reference"))
 
 FILES = {"codec": "codec.npz", "style": "style.npz", "judges": "judge.npz",
          "teacher": "teacher.npz",
@@ -36,10 +36,6 @@ def path(stage: str) -> pathlib.Path:
 
 def rebuild_hint(stage: str) -> str:
   return f"python tools/build_reference_world.py --stage {stage}"
-
-
-class MissingAssetError(FileNotFoundError):
-  """A reference-world weights file has not been built."""
 
 
 def _require(stage: str) -> pathlib.Path:
@@ -59,6 +55,19 @@ def recorded_sha256(stage: str) -> str:
   return json.loads(sidecar(_require(stage)).read_text())["sha256"]
 
 
+def style_vocab() -> tuple[str, ...] | None:
+  """The style model's word list, read from its checksum sidecar (JSON) in
+  milliseconds without loading it; None when it is not built or cannot be
+  read (loading it then names the fix)."""
+  import json
+  from mrt_distill.checksummed import sidecar
+  try:
+    meta = json.loads(sidecar(path("style")).read_text())["meta"]
+    return tuple(meta["config"]["vocab"])
+  except Exception:  # not built or damaged: the loader names the fix
+    return None
+
+
 def available() -> dict[str, bool]:
   return {k: path(k).exists() for k in FILES}
 
@@ -74,7 +83,7 @@ def load_style_model():
 
 
 def load_judge():
-  from mrt_distill.world.judges import StyleJudge
+  from mrt_distill.world.runtime.judges import StyleJudge
   return StyleJudge.load(_require("judges"))
 
 
@@ -82,25 +91,3 @@ def load_teacher():
   """-> (params, TeacherConfig) of the pretrained reference teacher."""
   from mrt_distill.teacher.load import load_teacher_npz
   return load_teacher_npz(_require("teacher"), rebuild_hint("teacher"))
-
-
-@dataclasses.dataclass
-class ReferenceWorld:
-  geometry: Geometry
-  codec: object
-  style_model: object
-  teacher_params: object
-  teacher_cfg: object
-  judge: object | None = None
-
-  def teacher_system(self, **sampling):
-    from mrt_distill.teacher.decode import SamplingParams
-    from mrt_distill.teacher.system import TeacherSystem
-    return TeacherSystem(self.teacher_cfg, self.teacher_params, self.codec,
-                         self.style_model, SamplingParams(**sampling))
-
-
-def load_reference_world(with_judge: bool = False) -> ReferenceWorld:
-  params, cfg = load_teacher()
-  return ReferenceWorld(REFERENCE, load_codec(), load_style_model(), params,
-                        cfg, load_judge() if with_judge else None)

@@ -34,7 +34,7 @@ the metrics as JSON next to them (X.metrics.json).
 Run by hand (the build script `tools/build_reference_world.py --stage style`
 calls `train_style` with the release settings):
 
-  python -m mrt_distill.world.train_style /tmp/style.npz --steps 200
+  python -m mrt_distill.world.training.train_style /tmp/style.npz --steps 200
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ from mrt_distill.style import rvq_fit
 from mrt_distill.style import style_net
 from mrt_distill.style import text_parsing
 from mrt_distill.world import music
-from mrt_distill.world import style_eval
-from mrt_distill.world.piece_pool import heldout_windows
-from mrt_distill.world.piece_pool import PiecePool
-from mrt_distill.world.piece_pool import PieceRecord
+from mrt_distill.world.music.piece_pool import heldout_windows
+from mrt_distill.world.music.piece_pool import PiecePool
+from mrt_distill.world.music.piece_pool import PieceRecord
+from mrt_distill.world.training import style_eval
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,9 @@ from mrt_distill.teacher.config import TeacherConfig
 from mrt_distill.teacher.load import save_teacher, save_teacher_npz
 from mrt_distill.teacher.model import TeacherModel, init_params
 from mrt_distill.teacher.system import build_encoder_inputs
-from mrt_distill.world import music, render
-from mrt_distill.world.stage_checkpoints import StageCheckpoints
+from mrt_distill.world import music
+from mrt_distill.world.music import render
+from mrt_distill.world.training.stage_checkpoints import StageCheckpoints
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from mrt_distill.world.gm import (CRASH, HIGH_TOM, KICK, LOW_TOM, MID_TOM,
-                                  OPEN_HAT, RIDE, SNARE)
-from mrt_distill.world.style_spec import DrumSpec, PartSpec
-from mrt_distill.world.theory import (Chord, Context, nearest_pitch,
-                                      power_voicing, voice_lead)
+from mrt_distill.world.music.gm import (CRASH, HIGH_TOM, KICK, LOW_TOM,
+                                        MID_TOM, OPEN_HAT, RIDE, SNARE)
+from mrt_distill.world.music.style_spec import DrumSpec, PartSpec
+from mrt_distill.world.music.theory import (Chord, Context, nearest_pitch,
+                                            power_voicing, voice_lead)
 
 STEPS_PER_BEAT = 4
 STEPS_PER_BAR = 16

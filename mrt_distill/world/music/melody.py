@@ -11,9 +11,10 @@ import math
 
 import numpy as np
 
-from mrt_distill.world.patterns import STEPS_PER_BAR, RawNote, jitter_velocity
-from mrt_distill.world.style_spec import PartSpec
-from mrt_distill.world.theory import Context
+from mrt_distill.world.music.patterns import (STEPS_PER_BAR, RawNote,
+                                              jitter_velocity)
+from mrt_distill.world.music.style_spec import PartSpec
+from mrt_distill.world.music.theory import Context
 
 _MOTIF_STEPS = 2 * STEPS_PER_BAR
 # Degree shift from each degree above a chord root to the nearest chord tone

@@ -30,7 +30,7 @@ non-overlapping 4 s windows):
 Run by hand (the build script `tools/build_reference_world.py --stage
 judges` calls `train_judges` with the release settings):
 
-  python -m mrt_distill.world.train_judges /tmp/judge.npz --steps 200
+  python -m mrt_distill.world.training.train_judges /tmp/judge.npz --steps 200
 """
 
 from __future__ import annotations
@@ -48,14 +48,14 @@ import numpy as np
 import optax
 
 from mrt_distill import atomic
-from mrt_distill.world import judges
 from mrt_distill.world import music
-from mrt_distill.world import render
-from mrt_distill.world.piece_pool import HELDOUT_SEED_BASE
-from mrt_distill.world.piece_pool import PiecePool
-from mrt_distill.world.train_style import add_noise
-from mrt_distill.world.train_style import make_optimizer
-from mrt_distill.world.train_style import Progress
+from mrt_distill.world.music import render
+from mrt_distill.world.music.piece_pool import HELDOUT_SEED_BASE
+from mrt_distill.world.music.piece_pool import PiecePool
+from mrt_distill.world.runtime import judges
+from mrt_distill.world.training.train_style import add_noise
+from mrt_distill.world.training.train_style import make_optimizer
+from mrt_distill.world.training.train_style import Progress
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ sibling modules, and the names other code uses are re-exported from here:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import zlib
 from typing import Sequence
@@ -36,20 +35,21 @@ from typing import Sequence
 import numpy as np
 import pretty_midi
 
-from mrt_distill.world import descriptors
-from mrt_distill.world import melody
-from mrt_distill.world import patterns
-from mrt_distill.world import theory
-from mrt_distill.world.descriptors import (MOOD_WORDS, TEMPO_WORDS,
-                                           program_words, tempo_word)
-from mrt_distill.world.gm import (CLAP, CLOSED_HAT, CRASH, DRUM_CHANNEL,
-                                  DRUM_KITS, HIGH_TOM, KICK, LOW_TOM, MID_TOM,
-                                  OPEN_HAT, PEDAL_HAT, RIDE, SHAKER,
-                                  SIDE_STICK, SNARE)
-from mrt_distill.world.patterns import STEPS_PER_BAR, STEPS_PER_BEAT
-from mrt_distill.world.style_spec import DrumSpec, PartSpec, Style
-from mrt_distill.world.styles import DESCRIPTOR_VOCAB, STYLES
-from mrt_distill.world.theory import MODES, PITCH_NAMES
+from mrt_distill.world.music import descriptors
+from mrt_distill.world.music import melody
+from mrt_distill.world.music import patterns
+from mrt_distill.world.music import theory
+from mrt_distill.world.music.descriptors import (MOOD_WORDS, TEMPO_WORDS,
+                                                 program_words, tempo_word)
+from mrt_distill.world.music.gm import (CLAP, CLOSED_HAT, CRASH, DRUM_CHANNEL,
+                                        DRUM_KITS, HIGH_TOM, KICK, LOW_TOM,
+                                        MID_TOM, OPEN_HAT, PEDAL_HAT, RIDE,
+                                        SHAKER, SIDE_STICK, SNARE)
+from mrt_distill.world.music.patterns import STEPS_PER_BAR, STEPS_PER_BEAT
+from mrt_distill.world.music.score import Note, Part, Piece
+from mrt_distill.world.music.style_spec import DrumSpec, PartSpec, Style
+from mrt_distill.world.music.styles import DESCRIPTOR_VOCAB, STYLES
+from mrt_distill.world.music.theory import MODES, PITCH_NAMES
 
 # The public names, including those re-exported from the sibling modules.
 __all__ = [
@@ -60,89 +60,6 @@ __all__ = [
     "STEPS_PER_BAR", "STEPS_PER_BEAT", "STYLES", "Style", "TEMPO_WORDS",
     "generate_piece", "program_words", "tempo_word",
 ]
-
-
-# --------------------------------------------------------------------------
-# Pieces.
-# --------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Note:
-  """One note; times in seconds from the start of the piece."""
-
-  pitch: int
-  start: float
-  end: float
-  velocity: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Part:
-  """One instrument of a piece.
-
-  Attributes:
-    role: "drums" | "bass" | "harmony" | "lead".
-    program: GM program (0-based); for drums the GS kit number.
-    is_drum: plays on the percussion channel (MIDI channel 10).
-    name: GM instrument (or drum kit) name.
-    volume: MIDI channel volume (CC7), the part's mix level.
-    pan: MIDI pan (CC10), 64 is centre.
-    notes: notes sorted by start time.
-  """
-
-  role: str
-  program: int
-  is_drum: bool
-  name: str
-  volume: int
-  pan: int
-  notes: tuple[Note, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class Piece:
-  """A generated piece of music and its text description.
-
-  Attributes:
-    style: key of `STYLES`.
-    seed: the seed it was generated from.
-    seconds: duration; every note ends by then and audio is this long.
-    tempo_bpm: tempo in beats (quarter notes) per minute.
-    key: tonic and mode, e.g. "A minor", "D dorian".
-    instruments: GM instrument name of each part, in `parts` order.
-    parts: the parts (drums first when present, then bass, harmony, lead).
-    descriptors: words from `DESCRIPTOR_VOCAB` (tempo, mood, style,
-      instruments, mode), without repeats.
-    text: a prompt, the descriptors joined by spaces (so `text.split()` is a
-      subset of `DESCRIPTOR_VOCAB`).
-  """
-
-  style: str
-  seed: int
-  seconds: float
-  tempo_bpm: float
-  key: str
-  instruments: tuple[str, ...]
-  parts: tuple[Part, ...]
-  descriptors: tuple[str, ...]
-  text: str
-
-  def to_pretty_midi(self) -> pretty_midi.PrettyMIDI:
-    """A fresh `PrettyMIDI` with one instrument per part (same notes)."""
-    midi = pretty_midi.PrettyMIDI(initial_tempo=float(self.tempo_bpm))
-    for part in self.parts:
-      instrument = pretty_midi.Instrument(
-          program=part.program, is_drum=part.is_drum, name=part.name)
-      for cc, value in ((7, part.volume), (10, part.pan)):
-        instrument.control_changes.append(
-            pretty_midi.ControlChange(number=cc, value=value, time=0.0))
-      instrument.notes.extend(
-          pretty_midi.Note(
-              velocity=n.velocity, pitch=n.pitch, start=n.start, end=n.end)
-          for n in part.notes)
-      midi.instruments.append(instrument)
-    return midi
 
 
 # --------------------------------------------------------------------------

@@ -75,14 +75,14 @@ from mrt_distill.codec.neural import rvq_encode_jnp
 from mrt_distill.codec.neural import rvq_partial_sum
 from mrt_distill.geometry import REFERENCE
 from mrt_distill.geometry import Geometry
-from mrt_distill.world.codec_codebooks import ema_update
-from mrt_distill.world.codec_codebooks import kmeans_rvq
-from mrt_distill.world.codec_codebooks import level_dim_masks
-from mrt_distill.world.codec_codebooks import limit_levels
-from mrt_distill.world.codec_codebooks import vq_state_from_books
-from mrt_distill.world.codec_data import CropSampler
-from mrt_distill.world.codec_eval import evaluate_codec
-from mrt_distill.world.stage_checkpoints import StageCheckpoints
+from mrt_distill.world.training.codec_codebooks import ema_update
+from mrt_distill.world.training.codec_codebooks import kmeans_rvq
+from mrt_distill.world.training.codec_codebooks import level_dim_masks
+from mrt_distill.world.training.codec_codebooks import limit_levels
+from mrt_distill.world.training.codec_codebooks import vq_state_from_books
+from mrt_distill.world.training.codec_data import CropSampler
+from mrt_distill.world.training.codec_eval import evaluate_codec
+from mrt_distill.world.training.stage_checkpoints import StageCheckpoints
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The Magenta RT v1 world: the real teacher, SpectroStream and MusicCoCa.
 
-`load_magenta_rt_world(config.magenta_rt)` returns the same `ReferenceWorld`
-container as the shipped reference world, so distillation, serving and
+`load_magenta_rt_world(config.magenta_rt)` loads its teacher, codec and
+style model; `load.load_world` (--config.world=magenta_rt) makes them a
+`World` like the shipped reference world's, so distillation, serving and
 evaluation run unchanged on it. The config group (configs/mrt_base_v5e.py):
 
   gin            teacher architecture, "base" / "large" / a .gin path
@@ -26,7 +27,6 @@ from collections.abc import Mapping
 from mrt_distill.geometry import MRT_V1
 from mrt_distill.geometry import Geometry
 from mrt_distill.geometry import GeometryError
-from mrt_distill.world.assets import ReferenceWorld
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _check_teacher_gin(teacher: str, gin: str) -> None:
         f"{recorded!r}, or leave it empty to use the teacher's own")
 
 
-def load_magenta_rt_world(cfg, *, tokenizer: str = "auto") -> ReferenceWorld:
+def load_magenta_rt_world(cfg, *, tokenizer: str = "auto"):
   """Loads the Magenta RT v1 teacher, SpectroStream and MusicCoCa.
 
   Args:
@@ -95,8 +95,8 @@ def load_magenta_rt_world(cfg, *, tokenizer: str = "auto") -> ReferenceWorld:
     tokenizer: SpectroStream tokenisation ("auto", "numpy", "savedmodel").
 
   Returns:
-    A ReferenceWorld (geometry, codec, style_model, teacher_params,
-    teacher_cfg; no judge).
+    (teacher params, TeacherConfig, SpectroStream codec, MusicCoCa style
+    model); the geometry is the teacher config's.
 
   Raises:
     ValueError: a setting is missing (names the --config flag).
@@ -135,4 +135,4 @@ def load_magenta_rt_world(cfg, *, tokenizer: str = "auto") -> ReferenceWorld:
   log.info("Magenta RT world: teacher %s (%s, geometry %s), SpectroStream "
            "%s (tokeniser %s), MusicCoCa %s", s["teacher"], teacher_cfg.name,
            g.name, s["spectrostream"], codec.tokenizer, s["musiccoca"])
-  return ReferenceWorld(g, codec, style, params, teacher_cfg)
+  return params, teacher_cfg, codec, style

@@ -8,12 +8,13 @@ word the generated pieces can be described with.
 
 from __future__ import annotations
 
-from mrt_distill.world.descriptors import build_vocab
-from mrt_distill.world.style_spec import Style
-from mrt_distill.world.styles_electronic import (AMBIENT_PADS, DRUM_AND_BASS,
-                                                 LOFI_HIPHOP, TECHNO)
-from mrt_distill.world.styles_live import (BOSSA_NOVA, FUNK, JAZZ_PIANO_TRIO,
-                                           REGGAE, ROCK, STRING_ENSEMBLE)
+from mrt_distill.world.music.descriptors import build_vocab
+from mrt_distill.world.music.style_spec import Style
+from mrt_distill.world.music.styles_electronic import (
+    AMBIENT_PADS, DRUM_AND_BASS, LOFI_HIPHOP, TECHNO)
+from mrt_distill.world.music.styles_live import (BOSSA_NOVA, FUNK,
+                                                 JAZZ_PIANO_TRIO, REGGAE, ROCK,
+                                                 STRING_ENSEMBLE)
 
 STYLES: dict[str, Style] = {
     "techno": TECHNO,

@@ -6,12 +6,10 @@ word a set of styles can produce (`styles.DESCRIPTOR_VOCAB`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import Iterable, Sequence
 
-from mrt_distill.world.style_spec import Style
-
-if TYPE_CHECKING:
-  from mrt_distill.world.music import Part
+from mrt_distill.world.music.score import Part
+from mrt_distill.world.music.style_spec import Style
 
 TEMPO_WORDS = ("slow", "medium", "fast")
 MOOD_WORDS = ("dark", "bright", "calm", "energetic")

@@ -18,7 +18,7 @@ import numpy as np
 from mrt_distill.audio_losses import DEFAULT_FFT_SIZES
 from mrt_distill.audio_losses import multi_resolution_stft_loss
 from mrt_distill.codec.neural import NeuralCodec
-from mrt_distill.world.codec_data import eval_pieces
+from mrt_distill.world.training.codec_data import eval_pieces
 
 EVAL_LEVELS = (1, 2, 4, 8, 12)
 

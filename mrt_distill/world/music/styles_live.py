@@ -6,9 +6,9 @@ Each is a `style_spec.Style` constant; `styles.STYLES` collects them.
 
 from __future__ import annotations
 
-from mrt_distill.world.gm import (
-    CLOSED_HAT, KICK, OPEN_HAT, PEDAL_HAT, RIDE, SHAKER, SIDE_STICK, SNARE)
-from mrt_distill.world.style_spec import DrumSpec, PartSpec, Style, kit
+from mrt_distill.world.music.gm import (CLOSED_HAT, KICK, OPEN_HAT, PEDAL_HAT,
+                                        RIDE, SHAKER, SIDE_STICK, SNARE)
+from mrt_distill.world.music.style_spec import DrumSpec, PartSpec, Style, kit
 
 BOSSA_NOVA = Style(
     name="bossa_nova",

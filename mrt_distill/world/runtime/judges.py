@@ -18,15 +18,18 @@ the real thing:
   set, and generated audio is expensive on a CPU.
 * `frechet_distance`: the Fréchet distance between Gaussians fitted to two
   embedding sets (FID / FAD's formula).
+  `judge_windows` embeds clips window by window, `fd_or_none` skips a
+  distance with too few windows.
 * `estimate_tempo`: librosa's onset-autocorrelation tempo estimate.
 
-Training lives in `mrt_distill.world.train_judges`.
+Training lives in `mrt_distill.world.training.train_judges`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import pathlib
 from collections.abc import Sequence
 
@@ -43,7 +46,10 @@ from mrt_distill.style import weights_io
 from mrt_distill.style.mel_encoder import EncoderConfig
 from mrt_distill.style.mel_encoder import MelConfig
 
+log = logging.getLogger(__name__)
+
 FORMAT = "mrt_distill.style_judge/1"
+EMBED_HOP_SECONDS = 1.0  # hop of the 4 s judge windows used for Fréchet
 REBUILD_HINT = "python tools/build_reference_world.py --stage judges"
 
 
@@ -301,6 +307,38 @@ def frechet_distance(emb_a: np.ndarray, emb_b: np.ndarray) -> float:
                                    0.0, None)))
   fd = float(mu @ mu + np.trace(ca) + np.trace(cb) - 2.0 * tr_sqrt)
   return max(fd, 0.0)
+
+
+def hopped_windows(clips_BxS: np.ndarray, window: int, hop: int) -> np.ndarray:
+  """(B, S) mono clips -> (W, window) windows every `hop` samples."""
+  if clips_BxS.shape[1] < window:
+    raise ValueError(f"clips of {clips_BxS.shape[1]} samples are shorter "
+                     f"than the judge window ({window} samples): stream "
+                     f"longer")
+  out = []
+  for clip in clips_BxS:
+    for start in range(0, len(clip) - window + 1, hop):
+      out.append(clip[start:start + window])
+  return np.stack(out)
+
+
+def judge_windows(judge, clips_BxSxC, sample_rate):
+  """(B, S, C) clips -> judge embeddings of their windows, one every
+  EMBED_HOP_SECONDS (for Fréchet distances)."""
+  mono = clips_BxSxC.mean(axis=-1)
+  win = judge.config.window_samples
+  return judge.embed_windows(hopped_windows(
+      mono, win, int(EMBED_HOP_SECONDS * sample_rate)))
+
+
+def fd_or_none(a, b) -> float | None:
+  """Fréchet distance, or None when a set has too few windows (a smoke
+  run); the full build streams enough for every style."""
+  if min(len(a), len(b)) < a.shape[1] + 1:
+    log.warning("Fréchet distance skipped: %d and %d windows, needs %d each",
+                len(a), len(b), a.shape[1] + 1)
+    return None
+  return frechet_distance(a, b)
 
 
 # ---- tempo -------------------------------------------------------------------
