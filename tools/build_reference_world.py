@@ -55,8 +55,11 @@ WORLD = {"bar_grid_hz": 25.0}
 # 4 h in all (measured figures: docs/reference_world.md).
 FULL = {
     "world": WORLD,
+    # Shift-trained coarse half of the latent, split between levels 0 and 1
+    # with 32 codes each (docs/benchmarks.md, "Codec levers").
     "codec": dict(steps=6000, batch=16, seconds=1.6, shift_weight=4.0,
-                  coarse_dims=32, coarse_levels=2),
+                  coarse_dims=32, coarse_levels=2, coarse_split=True,
+                  coarse_codes=32),
     "style": dict(steps=800, batch=64, budget=12 * 60),
     "judges": dict(steps=1000, batch=64, budget=9 * 60),
     "teacher": dict(steps=12000, batch=16, lr=2e-3, pieces=48, seconds=24.0),
@@ -65,7 +68,8 @@ FULL = {
 QUICK = {
     "world": WORLD,
     "codec": dict(steps=30, batch=4, seconds=1.0, shift_weight=4.0,
-                  coarse_dims=32, coarse_levels=2),
+                  coarse_dims=32, coarse_levels=2, coarse_split=True,
+                  coarse_codes=32),
     "style": dict(steps=30, batch=16, budget=120),
     "judges": dict(steps=30, batch=16, budget=120),
     "teacher": dict(steps=30, batch=4, lr=2e-3, pieces=2, seconds=8.0),
@@ -90,7 +94,9 @@ def stage_codec(cfg, rec, assets, ckpt, stop_at):
   from mrt_distill.world.training.train_codec import TrainHParams, train_codec
   hp = dataclasses.replace(TrainHParams(), shift_weight=cfg["shift_weight"],
                            coarse_dims=cfg["coarse_dims"],
-                           coarse_levels=cfg["coarse_levels"])
+                           coarse_levels=cfg["coarse_levels"],
+                           coarse_split=cfg["coarse_split"],
+                           coarse_codes=cfg["coarse_codes"])
   return train_codec(assets.path("codec"), steps=cfg["steps"],
                      batch=cfg["batch"], seconds_per_example=cfg["seconds"],
                      seed=rec["seed"], hparams=hp,
