@@ -135,7 +135,6 @@ def teacher_levels(world, *, batches: int = 6, batch: int = 16,
   no context, and the held-out corpus's unigram entropy per level."""
   import jax
   import jax.numpy as jnp
-  from mrt_distill.teacher.model import TeacherModel
   from mrt_distill.world.training import train_teacher as tt
   cfg, g = world.teacher_cfg, world.geometry
   k = g.target_levels
@@ -143,22 +142,8 @@ def teacher_levels(world, *, batches: int = 6, batch: int = 16,
                         seconds=24.0, seed=seed + 7919)  # the trainer's
   params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32),
                         world.teacher_params)
-
-  @jax.jit
-  def token_ce(enc, targets):
-    logits = TeacherModel(cfg).apply({"params": params}, enc, targets,
-                                     deterministic=True)
-    ll = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
-    return jax.nn.logsumexp(logits, -1) - ll
-
-  out = {}
-  for context in ("full", "none"):
-    rng = np.random.default_rng(seed + 13)
-    ce = [np.asarray(token_ce(*tt.sample_batch(held, rng, batch, cfg,
-                                               context=context)))
-          for _ in range(batches)]
-    out[f"ce_{context}_context"] = np.concatenate(ce).reshape(
-        -1, k).mean(0).round(3).tolist()
+  out = tt.level_cross_entropy(params, cfg, held, batches=batches,
+                               batch=batch, seed=seed + 13)
   codes = np.concatenate([p.codes for p in held]).astype(np.int64)
   uni = []
   for lv in range(k):

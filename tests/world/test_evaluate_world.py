@@ -45,3 +45,29 @@ def test_stream_teacher_embedding_override():
   other = mixing.embed_prompt_mix(world.style_model, "string_ensemble")
   c = ew.stream_teacher(world, "techno", 2, 1.0, seed=0, embedding=other)
   assert not np.array_equal(a, c)
+
+
+def test_rhythm_figures_against_ground_truth():
+  """Teacher == ground truth gives ratio 1; a steady tone has no onsets;
+  a click track at the style's tempo agrees, at twice the tempo too
+  (octave errors allowed), and a steady tone does not."""
+  from mrt_distill.world.training.evaluate_world import _rhythm
+  sr = 16000
+  t = np.arange(6 * sr) / sr
+  low, high = 122, 134  # techno
+  clicks = np.zeros_like(t)
+  beat = 60.0 / 128
+  for k in range(int(6 / beat)):
+    i = int(k * beat * sr)
+    clicks[i:i + 200] = np.hanning(200)
+  gt = np.stack([clicks, clicks])[..., None].astype(np.float32)
+  tone = np.stack([0.3 * np.sin(2 * np.pi * 220 * t)] * 2)[..., None]
+  same = _rhythm(gt, gt, "techno", sr)
+  assert same["onsets_ratio"] == 1.0 and same["flux_ratio"] == 1.0
+  assert same["ground_truth_onsets_per_s"] == pytest.approx(128 / 60, rel=0.2)
+  assert same["teacher_tempo_agreement"] == 1.0
+  flat = _rhythm(tone.astype(np.float32), gt, "techno", sr)
+  assert flat["teacher_onsets_per_s"] <= 0.5
+  assert flat["flux_ratio"] < 0.2
+  assert flat["teacher_tempo_agreement"] == 0.0
+  assert low < 128 < high

@@ -70,6 +70,15 @@ def test_mini_training_learns_and_saves(cfg, tmp_path):
   assert last < first
   # Better than uniform over the vocabulary rows.
   assert m["held_out_ce"] < np.log(cfg.vocab_rows)
+  per = m["held_out_per_level"]
+  k = cfg.geometry.target_levels
+  assert len(per["ce_full_context"]) == len(per["ce_none_context"]) == k
+  np.testing.assert_allclose(
+      per["context_worth_nats"],
+      np.subtract(per["ce_none_context"], per["ce_full_context"]), atol=2e-3)
+  # Per level, the same scale as the overall held-out figure.
+  assert 0 < min(per["ce_full_context"]) and max(
+      per["ce_none_context"]) < np.log(cfg.vocab_rows)
   params, cfg2 = load_teacher(tmp_path / "t")
   assert cfg2 == cfg
 

@@ -78,6 +78,7 @@ def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
     codes = world.codec.encode(gt_b, g.sample_rate)[..., :g.target_levels]
     codec_pred = judge.classify(
         world.codec.decode(codes)[:, :gt_b.shape[1]], g.sample_rate)
+    rhythm = _rhythm(audio, gt_a, style, g.sample_rate)
     e_t = judge_windows(judge, audio, g.sample_rate)
     e_a = judge_windows(judge, gt_a, g.sample_rate)
     e_b = judge_windows(judge, gt_b, g.sample_rate)[:len(e_t)]
@@ -93,6 +94,7 @@ def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
         "fd_gt_floor": fd_or_none(e_b, e_a),
         "windows": int(len(e_t)),
         "rms": float(np.sqrt(np.mean(audio**2))),
+        **rhythm,
     }
     rows.append(row)
     log.info("[%d/%d] %-16s teacher acc %.2f | FD %s (floor %s) | %.0f s",
@@ -108,10 +110,40 @@ def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
           [r["ground_truth_accuracy"] for r in rows])),
       "codec_ceiling_accuracy_mean": float(np.mean(
           [r["codec_ceiling_accuracy"] for r in rows])),
+      "teacher_tempo_agreement_mean": float(np.mean(
+          [r["teacher_tempo_agreement"] for r in rows])),
+      "ground_truth_tempo_agreement_mean": float(np.mean(
+          [r["ground_truth_tempo_agreement"] for r in rows])),
       "per_style": rows,
       "eval_seconds": time.perf_counter() - t0,
   }
   return report
+
+
+def _rhythm(teacher_BxSxC: np.ndarray, gt_BxSxC: np.ndarray, style: str,
+            sample_rate: int) -> dict:
+  """Onsets per second and mean spectral flux of the teacher's streams and
+  of ground truth (means over clips; `eval.metrics`, the harness's
+  definitions), their ratios, and the share of clips whose estimated tempo
+  lies in the style's range (octave errors allowed)."""
+  from mrt_distill.eval import metrics as M
+  low, high = music.STYLES[style].tempo_range
+
+  def stats(clips):
+    mono = [M.mono(c) for c in clips]
+    return (float(np.mean([M.onset_rate(x, sample_rate) for x in mono])),
+            float(np.mean([M.spectral_flux(x).mean() for x in mono])),
+            float(np.mean([M.tempo_agreement(
+                M.estimate_tempo(x, sample_rate), low, high, octave=True)
+                           for x in mono])))
+  t_on, t_flux, t_tempo = stats(teacher_BxSxC)
+  g_on, g_flux, g_tempo = stats(gt_BxSxC)
+  return {"teacher_onsets_per_s": t_on, "ground_truth_onsets_per_s": g_on,
+          "onsets_ratio": M.ratio(t_on, g_on),
+          "teacher_flux": t_flux, "ground_truth_flux": g_flux,
+          "flux_ratio": M.ratio(t_flux, g_flux),
+          "teacher_tempo_agreement": t_tempo,
+          "ground_truth_tempo_agreement": g_tempo}
 
 
 def render_examples(world, out_dir, *, seed: int = 0, seconds: float = 8.0,
@@ -226,6 +258,19 @@ def write_markdown(asset_dir: pathlib.Path, out_md: pathlib.Path,
               f"{teacher['steps']} steps of batch {teacher['batch']}, "
               f"held-out token cross-entropy {teacher['held_out_ce']:.3f}, "
               f"accuracy {teacher['held_out_accuracy']:.3f}.", ""]
+    per = teacher.get("held_out_per_level")
+    if per:
+      k = len(per["ce_full_context"])
+      lines += ["Held-out cross-entropy per generated level (nats), with "
+                "the 4 s context and with none; the difference is what the "
+                "context is worth to the teacher.", "",
+                "| | " + " | ".join(f"level {i}" for i in range(k)) + " |",
+                "|---" * (k + 1) + "|"]
+      for key in ("ce_full_context", "ce_none_context",
+                  "context_worth_nats"):
+        lines.append(f"| {key} | " + " | ".join(
+            f"{v:.3f}" for v in per[key]) + " |")
+      lines += [""]
   if ev:
     lines += ["## Teacher vs judge, per style", "",
               f"Cold-start streams of {ev['seconds_per_stream']:.0f} s, "
@@ -241,6 +286,19 @@ def write_markdown(asset_dir: pathlib.Path, out_md: pathlib.Path,
               " | codec reconstruction judged correct"
               " | FD teacher vs GT | FD floor (GT vs GT) |",
               "|---|---|---|---|---|---|"]
+    rhythm = [r for r in ev["per_style"] if "onsets_ratio" in r]
+    if rhythm:
+      lines_r = ["", "Rhythm, teacher vs ground truth (`eval.metrics`: "
+                 "onsets per second, mean spectral flux; tempo agreement: "
+                 "the share of clips whose estimated tempo is in the "
+                 "style's range, octave errors allowed):", "",
+                 "| style | onsets/s ratio | flux ratio | tempo agreement "
+                 "teacher | tempo agreement GT |", "|---|---|---|---|---|"]
+      lines_r += [f"| {r['style']} | {_fmt(r['onsets_ratio'], 2)} | "
+                  f"{_fmt(r['flux_ratio'], 2)} | "
+                  f"{r['teacher_tempo_agreement']:.2f} | "
+                  f"{r['ground_truth_tempo_agreement']:.2f} |"
+                  for r in rhythm]
     for r in ev["per_style"]:
       lines.append(f"| {r['style']} | {r['teacher_accuracy']:.2f} | "
                    f"{r['ground_truth_accuracy']:.2f} | "
@@ -251,6 +309,8 @@ def write_markdown(asset_dir: pathlib.Path, out_md: pathlib.Path,
               f"**{ev['ground_truth_accuracy_mean']:.2f}** | "
               f"**{ev.get('codec_ceiling_accuracy_mean', float('nan')):.2f}**"
               " | | |", ""]
+    if rhythm:
+      lines += lines_r + [""]
   text = "\n".join(lines) + "\n"
   atomic.write_text(out_md, text)
   return text

@@ -146,6 +146,34 @@ def loss_fn(params, cfg: TeacherConfig, enc, targets, dropout_rng,
   return ce + Z_LOSS * jnp.mean(jnp.square(logz)), {"ce": ce, "accuracy": acc}
 
 
+def level_cross_entropy(params, cfg: TeacherConfig, held: list[TokenPiece],
+                        *, batches: int = 6, batch: int = 16,
+                        seed: int = 13) -> dict:
+  """Held-out token cross-entropy (nats) per generated level, with the full
+  context and with none (a cold start), and the context's worth: how much
+  the teacher gains from what it could copy."""
+  k = cfg.geometry.target_levels
+
+  @jax.jit
+  def token_ce(enc, targets):
+    logits = TeacherModel(cfg).apply({"params": params}, enc, targets,
+                                     deterministic=True)
+    ll = jnp.take_along_axis(logits, targets[..., None], -1)[..., 0]
+    return jax.nn.logsumexp(logits, -1) - ll
+
+  out = {}
+  for context in ("full", "none"):
+    rng = np.random.default_rng(seed)
+    ce = [np.asarray(token_ce(*sample_batch(held, rng, batch, cfg,
+                                            context=context)))
+          for _ in range(batches)]
+    out[f"ce_{context}_context"] = np.concatenate(ce).reshape(
+        -1, k).mean(0).round(3).tolist()
+  out["context_worth_nats"] = [round(n - f, 3) for f, n in zip(
+      out["ce_full_context"], out["ce_none_context"])]
+  return out
+
+
 def lr_at(step: int, steps: int, peak: float, warmup: int,
           time_fraction: float = 0.0, end_fraction: float = 0.05) -> float:
   """Linear warmup over `warmup` steps, then cosine decay to
@@ -269,6 +297,8 @@ def train_teacher(out_dir, cfg: TeacherConfig, codec: Codec,
       "held_out_ce": float(np.mean([float(e["ce"]) for e in evals])),
       "held_out_accuracy": float(np.mean([float(e["accuracy"])
                                           for e in evals])),
+      "held_out_per_level": level_cross_entropy(
+          params, cfg, held, batch=batch, batches=2 if steps < 100 else 6),
       "curve": curve,
   }
   summary = {"train": {k: v for k, v in metrics.items() if k != "curve"}}
