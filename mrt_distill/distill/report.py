@@ -134,7 +134,8 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
       row[f"{name}_predictions"] = dict(collections.Counter(pred))
       row[f"{name}_rms"] = float(np.sqrt(np.mean(audio ** 2)))
     if style is not None:
-      gt = ground_truth(style, gt_pieces, seconds, g.sample_rate)
+      gt = ground_truth(style, gt_pieces, seconds, g.sample_rate,
+                        bar_grid_hz=world.bar_grid_hz)
       e_gt = J.judge_windows(judge, gt, g.sample_rate)
       gt_mel = mean_log_mel(gt, g.sample_rate)
       for name, audio in (("teacher", teacher), ("student", student)):

@@ -28,6 +28,8 @@ class Context:
   pairs: list[tuple[str, str]]
   notes: list[str]
   reference_world: bool  # prompts may name styles with ground truth
+  # The world's tempo option for that ground truth (World.bar_grid_hz).
+  bar_grid_hz: float | None = None
 
   @property
   def models(self) -> list[ST.Model]:
@@ -80,7 +82,7 @@ def build_context(cfg: EvalConfig) -> Context:
   style_emb = E.StyleModelEmbedder(main.style_model)
   return Context(cfg, main.geometry, main.style_model, teacher, students,
                  meta, emb, style_emb, prompts, pairs, notes,
-                 main.world.procedural)
+                 main.world.procedural, main.world.bar_grid_hz)
 
 
 def _make_embedder(cfg, bundle, prompts, notes) -> E.Embedder:

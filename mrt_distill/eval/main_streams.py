@@ -99,8 +99,10 @@ def _ground_truth(ctx: Context, labels: Sequence[str], seconds: float) -> dict:
   for lab in labels:
     if lab not in music.STYLES:
       continue
-    a = ground_truth(lab, cfg.gt_pieces, seconds, ctx.sr)
-    b = ground_truth(lab, cfg.gt_pieces, seconds, ctx.sr, offset=10_000)
+    a = ground_truth(lab, cfg.gt_pieces, seconds, ctx.sr,
+                     bar_grid_hz=ctx.bar_grid_hz)
+    b = ground_truth(lab, cfg.gt_pieces, seconds, ctx.sr, offset=10_000,
+                     bar_grid_hz=ctx.bar_grid_hz)
     if ctx.geometry.channels > 1:
       a = np.repeat(a, ctx.geometry.channels, axis=-1)
       b = np.repeat(b, ctx.geometry.channels, axis=-1)

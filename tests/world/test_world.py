@@ -108,3 +108,17 @@ def test_magenta_rt_without_its_settings_names_them():
   assert "--config.magenta_rt.teacher=DIR" in str(e.value)
   assert teacher_identity({"world": "magenta_rt",
                            "magenta_rt": {"teacher": "/t"}}) == "magenta_rt /t"
+
+
+def test_reference_music_option_comes_from_the_build_recipe(tmp_path,
+                                                            monkeypatch):
+  from mrt_distill.world.runtime import assets
+  from mrt_distill.world.runtime import load as L
+  assert L._reference_music() == {}  # the shipped weights predate recipes
+  monkeypatch.setattr(assets, "ASSET_DIR", tmp_path)
+  (tmp_path / "build_recipe.json").write_text(
+      '{"seed": 0, "world": {"bar_grid_hz": 25.0}}')
+  assert L._reference_music() == {"bar_grid_hz": 25.0}
+  (tmp_path / "build_recipe.json").write_text("{broken")
+  with pytest.raises(ValueError, match="build_recipe.json cannot be read"):
+    L._reference_music()

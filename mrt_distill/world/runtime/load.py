@@ -110,6 +110,23 @@ def early_style_vocab(name: str | None) -> tuple[str, ...] | None:
   return assets.style_vocab()
 
 
+def _reference_music() -> dict:
+  """The world section of the build recipe beside the reference weights
+  (`tools/build_reference_world.py` writes build_recipe.json); {} for
+  weights built before the recipe was recorded."""
+  import json
+  from mrt_distill.world.runtime import assets
+  path = assets.ASSET_DIR / "build_recipe.json"
+  if not path.exists():
+    return {}
+  try:
+    return dict(json.loads(path.read_text()).get("world") or {})
+  except (OSError, ValueError, AttributeError) as e:
+    raise ValueError(f"{path} cannot be read ({type(e).__name__}: {e}); "
+                     f"it records how the reference world's music was "
+                     f"made: restore it from the build folder") from None
+
+
 def load_world(config, with_judge: bool = False) -> World:
   """Builds the world `config` names (see the module docstring).
 
@@ -149,7 +166,9 @@ def load_world(config, with_judge: bool = False) -> World:
     parts = (cfg.geometry, codec, style, params, cfg)
   # After the load: a teacher that is missing is named by its loader.
   world = World(name, *parts, teacher_identity=teacher_identity(config),
-                procedural=name in _PROCEDURAL)
+                procedural=name in _PROCEDURAL,
+                bar_grid_hz=(_reference_music().get("bar_grid_hz")
+                             if name == "reference" else None))
   if with_judge and world.procedural:
     world.load_judge()
   return world

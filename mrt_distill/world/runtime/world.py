@@ -33,6 +33,9 @@ class World:
     judge: the world's style judge when loaded (`load_world(...,
       with_judge=True)` or `load_judge`); None otherwise and for a world
       without one (magenta_rt).
+    bar_grid_hz: the tempo option its procedural music was built with
+      (`music.generate_piece`), read from the build recipe beside its
+      weights; ground truth for its prompts must be generated with it.
   """
   name: str
   geometry: Geometry
@@ -43,6 +46,7 @@ class World:
   teacher_identity: str = ""
   procedural: bool = False
   judge: object | None = dataclasses.field(default=None, repr=False)
+  bar_grid_hz: float | None = None
 
   def teacher_system(self, **sampling):
     """A `TeacherSystem` of this world's teacher, codec and style model;

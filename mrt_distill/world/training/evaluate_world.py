@@ -57,9 +57,11 @@ def evaluate(world, *, samples_per_style: int = 8, seconds: float = 10.0,
   """Per style: teacher streams judged, Fréchet vs ground truth, the codec
   ceiling. `embeddings` {style: (E,)} replaces a style's text prompt by
   another style embedding (tools/probe_teacher_conditioning.py).
-  `bar_grid_hz`: the world's tempo option for the ground truth
-  (`music.generate_piece`)."""
+  `bar_grid_hz`: the tempo option for the ground truth
+  (`music.generate_piece`; default: the world's)."""
   g, judge = world.geometry, world.judge
+  if bar_grid_hz is None:
+    bar_grid_hz = world.bar_grid_hz
   styles = list(styles or music.STYLES)
   sampling = {**DEFAULT_SAMPLING, **(sampling or {})}
   rows, t0 = [], time.perf_counter()
@@ -162,7 +164,8 @@ def render_examples(world, out_dir, *, seed: int = 0, seconds: float = 8.0,
   out_dir.mkdir(parents=True, exist_ok=True)
   written = []
   for style in list(styles or music.STYLES):
-    gt = ground_truth(style, 1, seconds, g.sample_rate, offset=20_000)[0]
+    gt = ground_truth(style, 1, seconds, g.sample_rate, offset=20_000,
+                      bar_grid_hz=world.bar_grid_hz)[0]
     codes = world.codec.encode(gt, g.sample_rate)[:, :g.target_levels]
     recon = world.codec.decode(codes)[:len(gt)]
     teacher = stream_teacher(world, style, 1, seconds, seed)[0]
