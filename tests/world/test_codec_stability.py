@@ -4,6 +4,7 @@ only the shift-trained latent dimensions, and a resumable crop stream."""
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 
 import numpy as np
 import pytest
@@ -99,3 +100,30 @@ def test_fewer_coarse_codes_are_parked_on_code_0_and_never_chosen():
   np.testing.assert_array_equal(out["books"][0, 7], out["books"][0, 0])
   assert float(out["books"][0, 0, 3]) == 0.0  # outside level 0's slice
   assert int(out["idle"][0, 9]) == 0 and int(out["idle"][0, 1]) == 40
+
+
+_RECIPE = (pathlib.Path(__file__).resolve().parents[2] / "mrt_distill" /
+           "assets" / "reference" / "build_recipe.json")
+
+
+@pytest.mark.xfail(not _RECIPE.exists(), strict=True,
+                   reason="the shipped codec predates the stable-token recipe "
+                          "(issue 19): a 20 ms delay changes 86% of its "
+                          "level-0 tokens. Once a world built by "
+                          "tools/build_reference_world.py --install is in "
+                          "place (build_recipe.json beside the weights) the "
+                          "test runs and must pass.")
+def test_shipped_codec_coarse_tokens_are_stable_to_a_20ms_shift():
+  """Issue 19's threshold: at most 40% of level-0 tokens change when the
+  audio is delayed by half a frame (probe_codec_tokens, bar-grid pieces)."""
+  import importlib.util
+  from mrt_distill.world.runtime import assets
+  path = _RECIPE.parents[3] / "tools" / "probe_codec_tokens.py"
+  spec = importlib.util.spec_from_file_location("probe_codec_tokens", path)
+  probe = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(probe)
+  codec = assets.load_codec()
+  report = probe.probe(codec, pieces=1, seconds=8.0,
+                       bar_grid_hz=codec.geometry.frame_rate)
+  assert report["mean"]["shift_half"][0] >= 0.6
+  assert report["mean"]["lag_bar"][0] > 2 * report["mean"]["chance"][0]
