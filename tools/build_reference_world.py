@@ -17,9 +17,13 @@ identical to an uninterrupted build. `world/training/stage_checkpoints.py` has t
 folder's layout and its guarantees. The short stages (style, judges,
 evaluate: minutes each) rerun from their start when interrupted.
 
-The recipe (every setting that decides the weights: FULL or QUICK below,
-and the seed) is recorded in the build folder; a rerun with another recipe
-is refused, naming the changed settings.
+Each stage records its recipe in its folder: its settings (FULL or QUICK
+below), the world's music options, the seed, and the sha256 of the weights
+it reads (the teacher reads the codec's and the style model's). A rerun
+whose recipe for a stage differs is refused, naming the changed settings,
+so checkpoints of one recipe never continue under another; stages whose
+recipe is unchanged stay valid (changing the teacher's steps keeps a
+finished codec).
 
 Weights go to <build folder>/assets/ (override with --assets), never to the
 package until the build is complete and --install copies them (the package
@@ -60,8 +64,8 @@ FULL = {
     "codec": dict(steps=6000, batch=16, seconds=1.6, shift_weight=4.0,
                   coarse_dims=32, coarse_levels=2, coarse_split=True,
                   coarse_codes=32),
-    "style": dict(steps=800, batch=64, budget=12 * 60),
-    "judges": dict(steps=1000, batch=64, budget=9 * 60),
+    "style": dict(steps=800, batch=64),
+    "judges": dict(steps=1000, batch=64),
     "teacher": dict(steps=12000, batch=16, lr=2e-3, pieces=48, seconds=24.0),
     "evaluate": dict(samples=8, seconds=10, gt_pieces=16),
 }
@@ -70,8 +74,8 @@ QUICK = {
     "codec": dict(steps=30, batch=4, seconds=1.0, shift_weight=4.0,
                   coarse_dims=32, coarse_levels=2, coarse_split=True,
                   coarse_codes=32),
-    "style": dict(steps=30, batch=16, budget=120),
-    "judges": dict(steps=30, batch=16, budget=120),
+    "style": dict(steps=30, batch=16),
+    "judges": dict(steps=30, batch=16),
     "teacher": dict(steps=30, batch=4, lr=2e-3, pieces=2, seconds=8.0),
     "evaluate": dict(samples=2, seconds=6, gt_pieces=2),
 }
@@ -79,9 +83,31 @@ QUICK = {
 log = logging.getLogger("build_reference_world")
 
 
+# The weights each stage reads, whose identity is part of its recipe.
+INPUTS = {"codec": (), "style": (), "judges": (),
+          "teacher": ("codec", "style"),
+          "evaluate": ("codec", "style", "teacher", "judges")}
+
+
 def recipe(quick: bool, seed: int) -> dict:
   return {"version": 2, "quick": quick, "seed": seed,
           **(QUICK if quick else FULL)}
+
+
+def stage_recipe(rec: dict, stage: str, assets) -> dict:
+  """What decides one stage's weights (see the module docstring)."""
+  inputs = {}
+  for name in INPUTS[stage]:
+    try:
+      inputs[name] = assets.recorded_sha256(name)
+    except assets.MissingAssetError:
+      raise SystemExit(
+          f"error: stage {stage} reads the {name} weights, which are not "
+          f"built in {assets.ASSET_DIR}: run the build without --stage "
+          f"(or with --stage {name} first)") from None
+  return {"version": rec["version"], "quick": rec["quick"],
+          "seed": rec["seed"], "world": rec["world"],
+          "settings": rec[stage], "inputs": inputs}
 
 
 def _checkpoints(build: pathlib.Path, stage: str, minutes: float):
@@ -110,7 +136,7 @@ def stage_style(cfg, rec, assets):
   return train_style(assets.path("style"), steps=cfg["steps"],
                      batch=cfg["batch"], seed=rec["seed"],
                      log_every=max(1, cfg["steps"] // 30),
-                     time_budget_s=cfg["budget"])
+                     time_budget_s=None)
 
 
 def stage_judges(cfg, rec, assets):
@@ -118,7 +144,7 @@ def stage_judges(cfg, rec, assets):
   return train_judges(assets.path("judges"), steps=cfg["steps"],
                       batch=cfg["batch"], seed=rec["seed"],
                       log_every=max(1, cfg["steps"] // 30),
-                      time_budget_s=cfg["budget"])
+                      time_budget_s=None)
 
 
 def stage_teacher(cfg, rec, assets, ckpt, stop_at):
@@ -210,11 +236,6 @@ def main(argv=None) -> int:
   from mrt_distill.world.training import stage_checkpoints as SC
   build = SC.build_dir(args.build_dir)
   rec = recipe(args.quick, args.seed)
-  try:
-    SC.check_recipe(build, rec)
-  except SC.RecipeMismatchError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
   asset_dir = pathlib.Path(args.assets or build / "assets").resolve()
   asset_dir.mkdir(parents=True, exist_ok=True)
   os.environ["MRT_DISTILL_ASSETS"] = str(asset_dir)
@@ -233,6 +254,11 @@ def main(argv=None) -> int:
              if timing_file.exists() else {})
   for stage in todo:
     sdir = build / stage
+    try:
+      SC.check_recipe(sdir, stage_recipe(rec, stage, assets))
+    except SC.RecipeMismatchError as e:
+      print(f"error: stage {stage}: {e}", file=sys.stderr)
+      return 2
     if not args.redo and SC.is_done(sdir):
       log.info("=== stage %s: done (%s), skipped; --redo reruns it ===",
                stage, sdir / "done.json")

@@ -153,13 +153,23 @@ def _sha(p: pathlib.Path) -> str:
   return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def test_build_refuses_a_changed_recipe(tmp_path):
-  (tmp_path / "recipe.json").write_text(json.dumps({"seed": 5}))
+def test_build_refuses_a_changed_stage_recipe(tmp_path):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "build_reference_world", REPO / "tools" / "build_reference_world.py")
+  tool = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tool)
+  rec = tool.stage_recipe(tool.recipe(True, 0), "codec", None)
+  assert rec["settings"] == tool.QUICK["codec"] and rec["inputs"] == {}
+  old = {**rec, "settings": {**rec["settings"], "steps": 99}}
+  (tmp_path / "codec").mkdir()
+  (tmp_path / "codec" / "recipe.json").write_text(json.dumps(old))
   r = _build("--build-dir", str(tmp_path), "--stage", "codec")
-  assert r.returncode == 2
-  assert "started with another recipe" in r.stderr and "seed: 5 -> 0" in (
-      r.stderr)
-  assert not (tmp_path / "codec").exists()
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert "stage codec" in r.stderr and "another recipe" in r.stderr
+  assert "settings.steps: 99 -> 30" in r.stderr
+  assert sorted(p.name for p in (tmp_path / "codec").iterdir()) == [
+      "recipe.json"]
 
 
 @pytest.mark.slow
@@ -207,3 +217,36 @@ def test_interrupted_teacher_stage_resumes_to_identical_weights(tmp_path):
       assert "resumed from the checkpoint at step 12" in r.stderr
     out[name] = _sha(dest / "teacher.npz")
   assert out["whole"] == out["parts"]
+
+
+def test_teacher_recipe_names_the_weights_it_reads():
+  """A rebuilt codec changes the teacher's recipe: its checkpoints, trained
+  on the old codec's tokens, are then refused instead of resumed."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(
+      "build_reference_world", REPO / "tools" / "build_reference_world.py")
+  tool = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(tool)
+
+  class Assets:
+    MissingAssetError = FileNotFoundError
+    ASSET_DIR = "/nowhere"
+    shas = {"codec": "c1", "style": "s1"}
+
+    @classmethod
+    def recorded_sha256(cls, name):
+      if name not in cls.shas:
+        raise FileNotFoundError(name)
+      return cls.shas[name]
+
+  rec = tool.recipe(False, 0)
+  a = tool.stage_recipe(rec, "teacher", Assets)
+  assert a["inputs"] == {"codec": "c1", "style": "s1"}
+  assert a["settings"] == tool.FULL["teacher"] and a["world"] == tool.WORLD
+  Assets.shas = {"codec": "c2", "style": "s1"}
+  assert SC.recipe_diff(a, tool.stage_recipe(rec, "teacher", Assets)) == {
+      "inputs.codec": ("c1", "c2")}
+  Assets.shas = {"style": "s1"}
+  with pytest.raises(SystemExit, match="reads the codec weights, which are "
+                     "not built"):
+    tool.stage_recipe(rec, "teacher", Assets)

@@ -7,7 +7,8 @@ same command continues from there. The layout of a build folder (default
 `~/.cache/mrt_distill/world_build`, or MRT_WORLD_BUILD_DIR; never inside
 the checkout, so that a `git clean` cannot lose hours of training):
 
-  recipe.json                every setting that decides the weights
+  <stage>/recipe.json        what decides the stage's weights (settings,
+                             seed, the sha256 of the weights it reads)
   <stage>/checkpoints/<step>/  orbax checkpoints of a running stage
   <stage>/checkpoints_unreadable/  damaged ones, moved aside (never deleted)
   <stage>/done.json          the stage finished: its outputs' sha256
@@ -17,7 +18,7 @@ Guarantees (tests/world/test_build_resume.py):
 * a stage stopped at any step and resumed gives bit-identical weights to an
   uninterrupted run (the state holds parameters, optimiser, quantiser, the
   data stream's generator state and the next batch);
-* a build resumed with a changed recipe is refused, naming each changed
+* a stage resumed with a changed recipe is refused, naming each changed
   setting (`check_recipe`);
 * a damaged newest checkpoint is skipped for the one before it
   (`orbax_resume.newest_readable`);
@@ -101,10 +102,10 @@ def check_recipe(directory: pathlib.Path, recipe: dict) -> None:
       changes = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in
                           diff.items())
       raise RecipeMismatchError(
-          f"the build in {directory} was started with another recipe "
-          f"(changed: {changes}); rerun with the original settings to "
-          f"resume it, or pass --build-dir NEW_FOLDER to start a new build "
-          f"(nothing in {directory} is deleted)")
+          f"{directory} was started with another recipe (changed: "
+          f"{changes}); rerun with the original settings to resume it, or "
+          f"pass --build-dir NEW_FOLDER to start a new build (nothing in "
+          f"{directory} is deleted)")
     return
   directory.mkdir(parents=True, exist_ok=True)
   atomic.write_text(path, json.dumps(wanted, indent=2, sort_keys=True) + "\n")
