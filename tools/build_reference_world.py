@@ -227,6 +227,9 @@ def main(argv=None) -> int:
                  help="also write wavs + spectrogram PNGs of ground truth, "
                       "codec reconstruction and teacher output to DIR")
   args = p.parse_args(argv)
+  if args.install and args.quick:
+    p.error("--install with --quick: a quick build checks the pipeline, its "
+            "weights are not fit to ship; build without --quick to install")
   logging.basicConfig(level=logging.INFO,
                       format="%(asctime)s %(name)s: %(message)s")
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)

@@ -168,7 +168,7 @@ def level_cross_entropy(params, cfg: TeacherConfig, held: list[TokenPiece],
                                             context=context)))
           for _ in range(batches)]
     out[f"ce_{context}_context"] = np.concatenate(ce).reshape(
-        -1, k).mean(0).round(3).tolist()
+        -1, k).mean(0).astype(np.float64).round(3).tolist()
   out["context_worth_nats"] = [round(n - f, 3) for f, n in zip(
       out["ce_full_context"], out["ce_none_context"])]
   return out
