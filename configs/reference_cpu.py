@@ -118,8 +118,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       latent=1.0, consistency=1.0, spectral=1.0, temporal=1.0, onset=0.5,
       style=0.0, energy=0.0, ltas=0.0,
       # The token head's cross-entropy. A token head trains on this term
-      # alone; a latent head on the others (each ignores the other's).
-      tokens=1.0))
+      # (and token_kl); a latent head on the others (each ignores the
+      # other's).
+      tokens=1.0,
+      # > 0: also KL to the teacher's whole distribution for every token,
+      # stored in the rollouts (losses.token_kl; docs/distillation.md).
+      token_kl=0.0))
 
   # (data, fsdp, tensor); data = -1 takes every remaining device.
   c.mesh_shape = (1, 1, 1)

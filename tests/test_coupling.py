@@ -188,6 +188,49 @@ def test_coupled_first_token_follows_the_teachers_probabilities(tiny):
   assert tv <= 0.06, tv
 
 
+def test_coupled_decode_returns_the_distributions_it_picked_from(tiny):
+  """with_log_probs: the same tokens, and for each (frame, level) the
+  distribution its pick came from: the flow map of it and the noise gives
+  the token, and the first one equals the teacher's CFG'd top-k
+  distribution computed independently. Mutations caught: storing the
+  distribution at frame f + 1 (the flow-map check fails); skipping CFG for
+  the stored copy (the first-token check fails)."""
+  cfg, params, pos, neg, books = tiny
+  g = cfg.geometry
+  sampling = SamplingParams(guidance_weight=3.0, temperature=1.0, top_k=8)
+  z = C.draw_noise(jax.random.PRNGKey(3), g, 2)
+  key = jax.random.PRNGKey(0)
+  plain = np.asarray(generate_tokens(cfg, params, pos, neg, key, sampling,
+                                     noise=z, flow_books=books))
+  ids, logp = generate_tokens(cfg, params, pos, neg, key, sampling, noise=z,
+                              flow_books=books, with_log_probs=True)
+  ids, logp = np.asarray(ids), np.asarray(logp)
+  np.testing.assert_array_equal(ids, plain)
+  assert logp.shape == (2, g.chunk_frames, g.target_levels, g.codebook_size)
+  np.testing.assert_allclose(np.exp(logp).sum(-1), 1.0, rtol=1e-5)
+  assert ((np.exp(logp) > 1e-6).sum(-1) <= 8).all()  # top-k 8
+  codes = ids - g.codec_offset - g.codebook_size * np.arange(
+      g.target_levels)
+  for q in range(g.target_levels):
+    again = C.flow_map(jnp.asarray(logp[:, :, q].reshape(-1, g.codebook_size)),
+                       jnp.asarray(z[:, :, q].reshape(-1, g.codec_latent_dim)),
+                       jnp.asarray(books[q]))
+    np.testing.assert_array_equal(np.asarray(again).reshape(2, -1),
+                                  codes[:, :, q])
+  logits = decode._forward_logits(
+      cfg, params, jnp.asarray(np.concatenate([pos[:1], neg[:1]])),
+      jnp.zeros((2, g.decoder_length), jnp.int32))[:, 0]
+  lv = np.asarray(logits[:, g.codec_offset:g.codec_offset + g.codebook_size],
+                  np.float64)
+  guided = 4.0 * lv[0] - 3.0 * lv[1]
+  keep = guided >= np.sort(guided)[-8]
+  p = np.where(keep, np.exp(guided - guided.max()), 0.0)
+  np.testing.assert_allclose(np.exp(logp[0, 0, 0]), p / p.sum(), atol=1e-4)
+  with pytest.raises(ValueError, match="with_log_probs needs coupled"):
+    generate_tokens(cfg, params, pos, neg, key, sampling,
+                    with_log_probs=True)
+
+
 def test_noise_of_the_wrong_shape_is_refused(tiny):
   cfg, params, pos, neg, books = tiny
   g = cfg.geometry

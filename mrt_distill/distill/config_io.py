@@ -142,7 +142,8 @@ SHAPE_KEYS = ("world", "student.lora_rank", "student.chunk_frames",
               "rollout.replay_capacity", "optim.name")
 # Keys added after the first release, with the value older configs meant.
 SHAPE_DEFAULTS = {"student.chunk_frames": 0, "optim.ema": False,
-                  "student.coupled": False, "student.token_head": False}
+                  "student.coupled": False, "student.token_head": False,
+                  "soft_tokens": False}
 
 
 def shape_fingerprint(cfg: ml_collections.ConfigDict) -> dict:
@@ -158,6 +159,10 @@ def shape_fingerprint(cfg: ml_collections.ConfigDict) -> dict:
   # not change any shape, so only on/off is part of the fingerprint.
   optim = cfg.get("optim") or {}
   out["optim.ema"] = bool(float(optim.get("ema_decay", 0.0) or 0.0) > 0)
+  # losses.token_kl adds the teacher's distributions to every example (the
+  # replay buffer's and the batch's structure); only on/off matters.
+  losses = cfg.get("losses") or {}
+  out["soft_tokens"] = bool(float(losses.get("token_kl", 0.0) or 0.0) > 0)
   out["sha"] = hashlib.sha256(json.dumps(out, sort_keys=True).encode()
                               ).hexdigest()[:16]
   return out

@@ -168,6 +168,7 @@ def build(config, workdir: pathlib.Path):
   T.check_imle_select(imle_select(config))
   T.check_coupled_draws(bool(config.student.get("coupled", False)),
                         int(config.student.imle_samples))
+  T.check_token_kl(weights, bool(config.student.get("token_head", False)))
   from mrt_distill.world.runtime import load_world
   world = load_world(config)  # the one way to a world (world/runtime/load.py)
   style_embed = style_embedder(world, weights)
@@ -196,7 +197,8 @@ def build(config, workdir: pathlib.Path):
                         imle_samples=int(config.student.imle_samples),
                         style_embed=style_embed,
                         imle_select=imle_select(config)),
-      state_sh, mesh, coupled=scfg.coupled)
+      state_sh, mesh, coupled=scfg.coupled,
+      soft_tokens=bool(weights.token_kl))
 
   dataset = P.prompt_dataset(records, seed=int(config.seed),
                              process_index=jax.process_index(),
@@ -208,7 +210,8 @@ def build(config, workdir: pathlib.Path):
                              session_chunks=int(r.session_chunks),
                              seed=int(config.seed),
                              on_policy_prob=float(r.on_policy_prob),
-                             coupled=scfg.coupled)
+                             coupled=scfg.coupled,
+                             teacher_log_probs=bool(weights.token_kl))
   replay = ReplayBuffer(int(r.replay_capacity), int(config.seed) + 1)
   run = Run(config, world, model, scaler, mesh, rollout, replay, dataset,
             prompt_iter, held_out, weights, n_train / n_all, style_embed)
@@ -251,7 +254,7 @@ def _batch(run: Run, examples: dict[str, np.ndarray], sharded: bool = True):
   """Host examples -> global arrays. Sharded: `examples` are this process's
   rows of the global batch (all of it on one process)."""
   sh = T.batch_sharding(run.mesh) if sharded else T.replicated(run.mesh)
-  keys = T.batch_keys(run.model.cfg.coupled)
+  keys = T.batch_keys(run.model.cfg.coupled, bool(run.weights.token_kl))
   if sharded:
     return distributed.global_batch(
         {k: np.asarray(examples[k]) for k in keys}, sh)
@@ -264,7 +267,8 @@ def _eval_batch(run: Run):
   gen = RolloutGenerator(run.rollout.system, records,
                          batch=min(run.rollout.batch, len(run.held_out)),
                          session_chunks=2, seed=int(run.config.seed) + 99,
-                         coupled=run.model.cfg.coupled)
+                         coupled=run.model.cfg.coupled,
+                         teacher_log_probs=bool(run.weights.token_kl))
   a, b = (_student_examples(run, gen.next()) for _ in range(2))
   return _batch(run, {k: np.concatenate([a[k], b[k]]) for k in a},
                 sharded=False)

@@ -552,6 +552,18 @@ def token_cross_entropy(logits_BxCxKxV: jax.Array,
   return -jnp.mean(picked)
 
 
+def token_kl(logits_BxCxKxV: jax.Array,
+             teacher_logp_BxCxKxV: jax.Array) -> jax.Array:
+  """Mean over (example, frame, level) of KL(p_teacher || p_student)
+  (nats). The teacher's log-probabilities may be -inf (or very negative)
+  outside its top-k: those codes carry no mass and add nothing."""
+  logq = jax.nn.log_softmax(_f32(logits_BxCxKxV), axis=-1)
+  logp = _f32(teacher_logp_BxCxKxV)
+  p = jnp.exp(logp)
+  kl = jnp.sum(jnp.where(p > 0, p * (logp - logq), 0.0), axis=-1)
+  return jnp.mean(kl)
+
+
 # ----------------------------------------------------------------------------
 # Combination.
 
@@ -570,6 +582,11 @@ class LossWeights:
   # Token-head students (student.token_head): cross-entropy of the student's
   # per-(frame, level) code logits to the teacher's coupled tokens.
   tokens: float = 0.0
+  # Token-head students: KL(teacher || student) per (frame, level), to the
+  # teacher's whole distribution for that token (the one its coupled pick
+  # came from, stored in the rollouts), a DD2-style per-position target on
+  # top of the one sampled code. Needs student.token_head.
+  token_kl: float = 0.0
 
   def active(self) -> tuple[str, ...]:
     """Names of the terms with a nonzero weight (the caller computes these)."""

@@ -57,7 +57,8 @@ class RolloutGenerator:
   def __init__(self, system: TeacherSystem, prompts: Iterator[dict], *,
                batch: int, session_chunks: int, seed: int,
                on_policy_prob: float = 0.0,
-               student_fn: StudentFn | None = None, coupled: bool = False):
+               student_fn: StudentFn | None = None, coupled: bool = False,
+               teacher_log_probs: bool = False):
     if batch < 1 or session_chunks < 1:
       raise ValueError(f"batch ({batch}) and session_chunks "
                        f"({session_chunks}) must be >= 1")
@@ -69,6 +70,9 @@ class RolloutGenerator:
     self.seed, self.on_policy_prob = seed, on_policy_prob
     self.student_fn = student_fn
     self.coupled = bool(coupled)
+    if teacher_log_probs and not coupled:
+      raise ValueError("teacher_log_probs needs coupled rollouts")
+    self.teacher_log_probs = bool(teacher_log_probs)
     g = system.geometry
     self.contexts = np.full((batch, g.context_frames, g.target_levels), -1,
                             np.int32)
@@ -139,7 +143,10 @@ class RolloutGenerator:
       noise = np.asarray(coupling.draw_noise(
           jax.random.PRNGKey(seed + self.calls), g, self.batch))
     tokens = system.sample_codes(self.contexts, emb, seed=seed,
-                                 chunk_index=self.calls, noise=noise)
+                                 chunk_index=self.calls, noise=noise,
+                                 with_log_probs=self.teacher_log_probs)
+    if self.teacher_log_probs:
+      tokens, logp = tokens
     latents = system.codec.dequantize(tokens)
     example = {
         "ctx_ids": ctx_ids,
@@ -151,6 +158,9 @@ class RolloutGenerator:
     }
     if noise is not None:
       example["noise"] = noise.astype(np.float32)
+    if self.teacher_log_probs:
+      # float16 halves the replay buffer; below -30 a code has no mass.
+      example["teacher_logp"] = np.maximum(logp, -30.0).astype(np.float16)
     advance = tokens
     if self.student_fn is not None and self.on_policy_prob > 0:
       mine = self.rng.random(self.batch) < self.on_policy_prob

@@ -32,7 +32,8 @@ def split_examples(examples: dict[str, np.ndarray], teacher: Geometry,
   0 first), so slice 0 of every example equals the teacher-chunk case.
   """
   c, f, w = teacher.chunk_frames, student.chunk_frames, teacher.context_frames
-  keys = KEYS + tuple(k for k in ("noise", "tokens") if k in examples)
+  sliced = ("noise", "tokens", "teacher_logp")  # per frame of the chunk
+  keys = KEYS + tuple(k for k in sliced if k in examples)
   if f == c:
     return {k: examples[k] for k in keys}
   if c % f or w % f or student.context_frames != w:
@@ -47,7 +48,7 @@ def split_examples(examples: dict[str, np.ndarray], teacher: Geometry,
     out["ctx_ids"].append(stream[:, j * f:j * f + w].reshape(b, w // f,
                                                              f * lc))
     out["latents"].append(examples["latents"][:, j * f:(j + 1) * f])
-    for k in ("noise", "tokens"):  # coupled: the slice's own frames
+    for k in sliced:  # coupled: the slice's own frames
       if k in keys:
         out[k].append(examples[k][:, j * f:(j + 1) * f])
     out["style_ids"].append(examples["style_ids"])

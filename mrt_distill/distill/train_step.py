@@ -55,10 +55,22 @@ BATCH_KEYS = ("ctx_ids", "style_ids", "style_emb", "latents")
 # A coupled student's batches also carry the teacher's coupling noise and
 # its codes (the token head's targets).
 COUPLED_BATCH_KEYS = BATCH_KEYS + ("noise", "tokens")
+# With losses.token_kl, also the teacher's distribution for every token.
+SOFT_KEY = "teacher_logp"
 
 
-def batch_keys(coupled: bool) -> tuple[str, ...]:
-  return COUPLED_BATCH_KEYS if coupled else BATCH_KEYS
+def batch_keys(coupled: bool, soft_tokens: bool = False) -> tuple[str, ...]:
+  keys = COUPLED_BATCH_KEYS if coupled else BATCH_KEYS
+  return keys + (SOFT_KEY,) if soft_tokens else keys
+
+
+def check_token_kl(weights: L.LossWeights, token_head: bool) -> None:
+  if weights.token_kl and not token_head:
+    raise ValueError(
+        f"losses.token_kl={weights.token_kl} matches the token head's "
+        f"distributions to the teacher's, but student.token_head is False: "
+        f"set --config.student.token_head=True (with student.coupled=True) "
+        f"or --config.losses.token_kl=0")
 
 
 def check_coupled_draws(coupled: bool, imle_samples: int) -> None:
@@ -297,8 +309,11 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
                    cross, z, method=StudentModel.token_logits)
     tokens = batch["tokens"]
     terms = {"tokens": L.token_cross_entropy(logits, tokens)}
-    # The token head's one objective, whatever the latent terms' weights.
-    total, metrics = L.combine(terms, L.LossWeights(tokens=1.0))
+    if weights.token_kl:
+      terms["token_kl"] = L.token_kl(logits, batch[SOFT_KEY])
+    # The token head's objective, whatever the latent terms' weights.
+    total, metrics = L.combine(terms, L.LossWeights(
+        tokens=1.0, token_kl=weights.token_kl))
     metrics["token_accuracy"] = jnp.mean(
         (jnp.argmax(logits, axis=-1) == tokens).astype(jnp.float32))
     return total, metrics
@@ -448,10 +463,11 @@ def state_shardings(state: TrainState, trainable_sh, frozen_sh, mesh: Mesh):
   return TrainState(rep, trainable_sh, opt_sh, frozen_sh)
 
 
-def jit_train_step(train_step, state_sh, mesh: Mesh, coupled: bool = False):
+def jit_train_step(train_step, state_sh, mesh: Mesh, coupled: bool = False,
+                   soft_tokens: bool = False):
   """jit with explicit in/out shardings; the state is donated."""
   bsh = batch_sharding(mesh)
-  batch_sh = {k: bsh for k in batch_keys(coupled)}
+  batch_sh = {k: bsh for k in batch_keys(coupled, soft_tokens)}
   return jax.jit(train_step,
                  in_shardings=(state_sh, batch_sh, replicated(mesh)),
                  out_shardings=(state_sh, replicated(mesh)),

@@ -137,7 +137,7 @@ class Teacher(Model):
                           build_encoder_inputs(g, ctx, None)])
     use_cfg = sys_.sampling.guidance_weight > 0
     enc = enc if use_cfg else enc[:1]
-    lowered = jitted.lower(sys_.cfg, use_cfg, True, sys_.params,
+    lowered = jitted.lower(sys_.cfg, use_cfg, True, False, sys_.params,
                            jnp.asarray(enc), jax.random.PRNGKey(0),
                            *sys_.sampling.as_arrays(g.chunk_frames))
     return _compiled_peak(lowered.compile())

@@ -76,4 +76,8 @@ def abstract_batch(setup: TrainSetup, batch: int):
     shapes["noise"] = ((batch, g.chunk_frames, g.target_levels,
                         g.codec_latent_dim), jnp.float32)
     shapes["tokens"] = ((batch, g.chunk_frames, g.target_levels), jnp.int32)
+  if float(setup.config.losses.get("token_kl", 0.0) or 0.0):
+    # The teacher's distribution for every token (float16 in the rollouts).
+    shapes["teacher_logp"] = ((batch, g.chunk_frames, g.target_levels,
+                               g.codebook_size), jnp.float16)
   return {k: jax.ShapeDtypeStruct(sh, dt) for k, (sh, dt) in shapes.items()}

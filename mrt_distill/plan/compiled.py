@@ -28,8 +28,9 @@ def compiled_train_memory(config, devices, mesh_shape=None,
   t_sh = T.param_shardings(setup.trainable_specs, mesh)
   f_sh = T.param_shardings(setup.frozen_specs, mesh)
   state_sh = T.state_shardings(setup.state, t_sh, f_sh, mesh)
+  soft = bool(float(config.losses.get("token_kl", 0.0) or 0.0))
   step = T.jit_train_step(setup.step, state_sh, mesh,
-                          coupled=setup.student_cfg.coupled)
+                          coupled=setup.student_cfg.coupled, soft_tokens=soft)
   batch = abstract_batch(setup, int(config.train.batch))
   key = jax.ShapeDtypeStruct((2,), jax.numpy.uint32)
   mem = step.lower(setup.state, batch, key).compile().memory_analysis()
@@ -105,7 +106,7 @@ def compiled_rollout_memory(config, device, sessions: int,
   args = (params, spec((rows, tcfg.geometry.encoder_length), jnp.int32),
           spec((2,), jnp.uint32), spec((), jnp.float32),
           spec((), jnp.float32), spec((), jnp.int32), spec((), jnp.int32))
-  mem = decode._decode_jit.lower(tcfg, use_cfg, True, *args).compile(
+  mem = decode._decode_jit.lower(tcfg, use_cfg, True, False, *args).compile(
       ).memory_analysis()
   out = {k: int(getattr(mem, f"{k}_size_in_bytes"))
          for k in ("argument", "output", "alias", "temp")}

@@ -133,18 +133,21 @@ def level_log_probs(logits_BxV, temperature, top_k):
 
 
 def coupled_pick(g, logits_BxV, level, noise_BxD, books_KxVxD, temperature,
-                 top_k):
+                 top_k, with_log_probs: bool = False):
   """One coupled token per row: the flow map of the level's distribution
-  and its noise -> LM ids (B,) int32 (always inside the level's range)."""
+  and its noise -> LM ids (B,) int32 (always inside the level's range);
+  with_log_probs: also that distribution, log p (B, V) over the level's
+  codes (what a student can match per position, `losses.token_kl`)."""
   offset = g.codec_offset + g.codebook_size * level
   lv = jax.lax.dynamic_slice_in_dim(logits_BxV, offset, g.codebook_size,
                                     axis=-1)
-  code = coupling.flow_map(level_log_probs(lv, temperature, top_k),
-                           noise_BxD, books_KxVxD[level])
-  return (offset + code).astype(jnp.int32)
+  logp = level_log_probs(lv, temperature, top_k)
+  code = coupling.flow_map(logp, noise_BxD, books_KxVxD[level])
+  ids = (offset + code).astype(jnp.int32)
+  return (ids, logp) if with_log_probs else ids
 
 
-_coupled_pick_jit = jax.jit(coupled_pick, static_argnums=0)
+_coupled_pick_jit = jax.jit(coupled_pick, static_argnums=(0, 7))
 
 
 def cast_for_decode(params, cfg: TeacherConfig):
@@ -168,11 +171,13 @@ def _zeros_kv(cfg: TeacherConfig, rows: int, length: int, n: int) -> list[KV]:
           for _ in range(n)]
 
 
-def _decode(cfg: TeacherConfig, use_cfg: bool, stop_on_mask: bool, params,
-            enc_ids_RxLe, key, weight, temperature, top_k, n_frames,
-            noise_BxCxKxD=None, books_KxVxD=None):
+def _decode(cfg: TeacherConfig, use_cfg: bool, stop_on_mask: bool,
+            with_log_probs: bool, params, enc_ids_RxLe, key, weight,
+            temperature, top_k, n_frames, noise_BxCxKxD=None,
+            books_KxVxD=None):
   """Traced body of `generate_tokens`. R = 2B with CFG, else B. With
-  `noise_BxCxKxD` (and the flow codebooks) tokens are coupled picks."""
+  `noise_BxCxKxD` (and the flow codebooks) tokens are coupled picks;
+  with_log_probs also collects their distributions (B, C, K, V)."""
   g = cfg.geometry
   model = TeacherModel(cfg)
   call = functools.partial(model.apply, {"params": cast_for_decode(params,
@@ -188,14 +193,22 @@ def _decode(cfg: TeacherConfig, use_cfg: bool, stop_on_mask: bool, params,
   def tile(ids_B):
     return jnp.concatenate([ids_B, ids_B], axis=0) if use_cfg else ids_B
 
+  v = g.codebook_size
+  # The distributions' buffer: (B, C, K, V) when collected, else empty.
+  lp_shape = ((batch, c_len, k_lv, v) if with_log_probs else (batch, 0, 0, 0))
+
   def level_body(f, q, carry):
-    key, d_caches, x_Rx1xD, frame_BxK, ended_B = carry
+    key, d_caches, x_Rx1xD, frame_BxK, ended_B, out_lp = carry
     logits, d_caches = call(x_Rx1xD, q, d_caches, method=TeacherModel.depth_step)
     if use_cfg:
       logits = cfg_combine(logits, batch, weight)
     key, sub = jax.random.split(key)
     if noise_BxCxKxD is None:
       tok = sample_logits(sub, logits, temperature, top_k)
+    elif with_log_probs:
+      tok, logp = coupled_pick(g, logits, q, noise_BxCxKxD[:, f, q],
+                               books_KxVxD, temperature, top_k, True)
+      out_lp = out_lp.at[:, f, q].set(logp)
     else:
       tok = coupled_pick(g, logits, q, noise_BxCxKxD[:, f, q], books_KxVxD,
                          temperature, top_k)
@@ -205,36 +218,36 @@ def _decode(cfg: TeacherConfig, use_cfg: bool, stop_on_mask: bool, params,
       ended_B = ended_B | (tok == MASK_ID)
     frame_BxK = frame_BxK.at[:, q].set(tok)
     x_next = call(tile(tok)[:, None], method=TeacherModel.embed_decoder)
-    return key, d_caches, x_next, frame_BxK, ended_B
+    return key, d_caches, x_next, frame_BxK, ended_B, out_lp
 
   def frame_body(f, carry):
-    key, t_caches, prev_BxK, out_BxCxK, ended_B = carry
+    key, t_caches, prev_BxK, out_BxCxK, ended_B, out_lp = carry
     t_out, t_caches = call(tile(prev_BxK), f, t_caches, cross, cross_bias,
                            method=TeacherModel.temporal_step)
     d_caches = _zeros_kv(cfg, rows, k_lv, cfg.num_depth_layers)
     frame0 = jnp.zeros((batch, k_lv), jnp.int32)
-    key, _, _, frame_BxK, ended_B = jax.lax.fori_loop(
+    key, _, _, frame_BxK, ended_B, out_lp = jax.lax.fori_loop(
         0, k_lv, functools.partial(level_body, f),
-        (key, d_caches, t_out, frame0, ended_B))
+        (key, d_caches, t_out, frame0, ended_B, out_lp))
     out_BxCxK = jax.lax.dynamic_update_slice_in_dim(
         out_BxCxK, frame_BxK[:, None], f, axis=1)
-    return key, t_caches, frame_BxK, out_BxCxK, ended_B
+    return key, t_caches, frame_BxK, out_BxCxK, ended_B, out_lp
 
   init = (key, _zeros_kv(cfg, rows, c_len, cfg.num_temporal_layers),
           jnp.zeros((batch, k_lv), jnp.int32),  # BOS frame
           jnp.zeros((batch, c_len, k_lv), jnp.int32),
-          jnp.zeros((batch,), bool))
-  _, _, _, out, _ = jax.lax.fori_loop(0, n_frames, frame_body, init)
-  return out
+          jnp.zeros((batch,), bool), jnp.zeros(lp_shape, jnp.float32))
+  _, _, _, out, _, out_lp = jax.lax.fori_loop(0, n_frames, frame_body, init)
+  return (out, out_lp) if with_log_probs else out
 
 
-_decode_jit = jax.jit(_decode, static_argnums=(0, 1, 2))
+_decode_jit = jax.jit(_decode, static_argnums=(0, 1, 2, 3))
 
 
 def generate_tokens(cfg: TeacherConfig, params, enc_pos_BxLe, enc_neg_BxLe,
                     key, sampling: SamplingParams = SamplingParams(),
                     stop_on_mask: bool = True, noise=None,
-                    flow_books=None) -> jax.Array:
+                    flow_books=None, with_log_probs: bool = False):
   """Samples one chunk of LM ids (B, C, K) for a batch of encoder inputs.
 
   enc_neg_BxLe: the CFG negative rows (same context, style masked), or None
@@ -245,8 +258,13 @@ def generate_tokens(cfg: TeacherConfig, params, enc_pos_BxLe, enc_neg_BxLe,
   noise: coupling noise (B, C, K, D) (`coupling.draw_noise`) with
   flow_books (K, V, D) (`coupling.flow_codebooks` of the codec): coupled
   sampling, a deterministic function of (inputs, noise); `key` unused.
+  with_log_probs (coupled only): return (ids, log p) where log p
+  (B, C, K, V) f32 is each token's distribution over its level's codes, the
+  one its pick was made from (a separate compile).
   """
   g = cfg.geometry
+  if with_log_probs and noise is None:
+    raise ValueError("with_log_probs needs coupled decoding (noise=...)")
   if noise is not None:
     coupling.check_noise(noise, g, np.shape(enc_pos_BxLe)[0])
     if flow_books is None:
@@ -262,9 +280,9 @@ def generate_tokens(cfg: TeacherConfig, params, enc_pos_BxLe, enc_neg_BxLe,
       raise ValueError(f"CFG negative rows {enc_neg_BxLe.shape} must match "
                        f"the positive rows {enc_pos_BxLe.shape}")
     enc = jnp.concatenate([enc_pos_BxLe, enc_neg_BxLe], axis=0)
-  return _decode_jit(cfg, enc_neg_BxLe is not None, stop_on_mask, params, enc,
-                     key, *sampling.as_arrays(g.chunk_frames), noise,
-                     flow_books)
+  return _decode_jit(cfg, enc_neg_BxLe is not None, stop_on_mask,
+                     with_log_probs, params, enc, key,
+                     *sampling.as_arrays(g.chunk_frames), noise, flow_books)
 
 
 def _check_enc(x, length, rows, what):

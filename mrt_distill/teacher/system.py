@@ -205,13 +205,16 @@ class TeacherSystem:
 
   def sample_codes(self, context_BxFxK: np.ndarray, styles_BxS=None,
                    seed: int | None = None, chunk_index: int = 0,
-                   noise=None, **sampling_overrides) -> np.ndarray:
+                   noise=None, with_log_probs: bool = False,
+                   **sampling_overrides):
     """The decode alone: contexts (B, F, K) -> the next chunk's codes
     int32 (B, C, K), keyed by PRNGKey(seed + chunk_index) (no audio).
 
     noise: coupling noise (B, C, K, D) (`coupling.draw_noise`): coupled
     sampling, the chunk a deterministic function of (context, style,
-    noise); seed and chunk_index are then unused."""
+    noise); seed and chunk_index are then unused. with_log_probs (coupled
+    only): -> (codes, log p (B, C, K, V) f32), each token's distribution
+    over its level's codes (`generate_tokens`)."""
     g = self.geometry
     ctx = np.asarray(context_BxFxK)
     b = ctx.shape[0]
@@ -229,13 +232,17 @@ class TeacherSystem:
     neg = build_encoder_inputs(g, ctx, None)
     key = jax.random.PRNGKey(int(seed) + int(chunk_index))
     use_cfg = style_ids is not None and sampling.guidance_weight > 0
-    ids = np.asarray(generate_tokens(
+    out = generate_tokens(
         self.cfg, self.params, pos, neg if use_cfg else None, key, sampling,
-        noise=noise, flow_books=None if noise is None else self.flow_books))
+        noise=noise, flow_books=None if noise is None else self.flow_books,
+        with_log_probs=with_log_probs)
+    ids, logp = out if with_log_probs else (out, None)
+    ids = np.asarray(ids)
     # v1 folds ids sampled outside their level's range; count them instead
     # of warning every chunk (a diagnostic of teacher quality).
     self.stray_tokens += g.count_stray_ids(ids)
-    return g.ids_to_codec(ids, safe=False, warn=False).astype(np.int32)
+    codes = g.ids_to_codec(ids, safe=False, warn=False).astype(np.int32)
+    return (codes, np.asarray(logp)) if with_log_probs else codes
 
   def _render(self, states: StreamState, new_BxCxK: np.ndarray):
     """Codec-decodes [lead frame(s), chunk] and crossfades onto the stream."""

@@ -255,3 +255,112 @@ def test_token_head_train_step_learns_the_teachers_codes():
   assert abs(first - np.log(g.codebook_size)) < 0.05  # zero head: uniform
   assert float(m["loss/tokens"]) < 0.7 * first
   assert float(m["loss/total"]) == float(m["loss/tokens"])
+
+
+# ---- losses.token_kl: the teacher's whole distribution per token -----------
+def test_token_kl_is_the_kl_to_the_teachers_distribution():
+  """Zero at the teacher's own distribution, the KL by hand elsewhere, and
+  codes outside the teacher's top-k (log p -30 or -inf) add nothing.
+  Mutations caught: KL(student || teacher) instead; dropping the mask on
+  zero-mass codes (NaN with -inf)."""
+  from mrt_distill.distill import losses as L
+  rng = np.random.default_rng(0)
+  t = rng.normal(size=(2, 3, 4, 8))
+  t[..., 5:] = -np.inf  # top-k 5
+  logp = jax.nn.log_softmax(jnp.asarray(t), axis=-1)
+  assert float(L.token_kl(logp, logp)) == pytest.approx(0.0, abs=1e-6)
+  s = rng.normal(size=t.shape)
+  p = np.exp(np.asarray(logp, np.float64))
+  logq = np.asarray(jax.nn.log_softmax(jnp.asarray(s), axis=-1), np.float64)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    want = np.where(p > 0, p * (np.asarray(logp, np.float64) - logq), 0.0)
+  got = float(L.token_kl(jnp.asarray(s), logp))
+  assert got == pytest.approx(want.sum(-1).mean(), rel=1e-5)
+  clipped = jnp.maximum(logp, -30.0).astype(jnp.float16)  # as stored
+  assert float(L.token_kl(jnp.asarray(s), clipped)) == pytest.approx(
+      got, rel=2e-3)
+
+
+def test_rollouts_carry_the_teachers_distributions(system):
+  """teacher_log_probs: float16 log p (B, C, K, V) per example, a
+  distribution for every token, and the token is the flow map of it and
+  the noise; sub-chunks slice it with their frames."""
+  g = system.geometry
+  gen = RolloutGenerator(system, _prompts(), batch=B, session_chunks=3,
+                         seed=0, coupled=True, teacher_log_probs=True)
+  ex = gen.next()
+  lp = ex["teacher_logp"]
+  assert lp.shape == (B, g.chunk_frames, g.target_levels, g.codebook_size)
+  assert lp.dtype == np.float16 and lp.min() >= -30
+  np.testing.assert_allclose(np.exp(lp.astype(np.float64)).sum(-1), 1.0,
+                             atol=2e-2)
+  assert ((np.exp(lp.astype(np.float64)) > 1e-4).sum(-1) <= 20).all()
+  books = system.flow_books
+  for q in range(g.target_levels):
+    again = coupling.flow_map(
+        jnp.asarray(lp[:, :, q].reshape(-1, g.codebook_size), jnp.float32),
+        jnp.asarray(ex["noise"][:, :, q].reshape(-1, g.codec_latent_dim)),
+        jnp.asarray(books[q]))
+    agree = np.mean(np.asarray(again).reshape(B, -1) == ex["tokens"][..., q])
+    assert agree > 0.97  # float16 storage may flip a near tie
+  f = g.chunk_frames // 5 if g.chunk_frames % 5 == 0 else g.chunk_frames
+  out = split_examples(ex, g, g.replace(name="short", chunk_frames=f))
+  np.testing.assert_array_equal(out["teacher_logp"][:B], lp[:, :f])
+  assert T.batch_keys(True, True)[-1] == "teacher_logp"
+  with pytest.raises(ValueError, match="teacher_log_probs needs coupled"):
+    RolloutGenerator(system, _prompts(), batch=B, session_chunks=3, seed=0,
+                     teacher_log_probs=True)
+
+
+def test_token_kl_needs_a_token_head_and_is_in_the_fingerprint():
+  from mrt_distill.distill.losses import LossWeights
+  with pytest.raises(ValueError, match=r"losses.token_kl=0.5 .* "
+                     r"student.token_head is False"):
+    T.check_token_kl(LossWeights(token_kl=0.5), token_head=False)
+  T.check_token_kl(LossWeights(token_kl=0.5), token_head=True)
+  cfg = config_io.load_config("reference_cpu:tiny")
+  assert config_io.shape_fingerprint(cfg)["soft_tokens"] is False
+  cfg.losses.token_kl = 0.5
+  assert config_io.shape_fingerprint(cfg)["soft_tokens"] is True
+
+
+def test_token_kl_train_step_moves_the_student_to_the_teachers_distribution():
+  """With losses.token_kl the step reports the term, adds it to the total,
+  and 15 steps bring the student's distributions towards the teacher's
+  (the KL falls). Mutation caught: the term computed but left out of the
+  total (the total check fails, and the KL no longer falls)."""
+  from mrt_distill.distill.losses import LossWeights, NoiseSchedule
+  from mrt_distill.distill.tiny import tiny_setup
+  base = tiny_setup()
+  g = base.geometry
+  scfg = S.StudentConfig(base.model.cfg.teacher, lora_rank=2,
+                         noise=NoiseSchedule(), coupled=True,
+                         token_head=True)
+  full = S.from_teacher(scfg, base.teacher_params, jax.random.PRNGKey(1))
+  trainable, frozen = S.split_params(full)
+  model = S.StudentModel(scfg, books=S.TokenBooks.for_codec(
+      base.codec, g, base.scaler))
+  batch = base.batch(4)
+  rng = np.random.default_rng(3)
+  shape = (4, g.chunk_frames, g.target_levels)
+  batch["tokens"] = rng.integers(0, g.codebook_size, shape)
+  batch["noise"] = np.asarray(coupling.draw_noise(jax.random.PRNGKey(0), g,
+                                                  4))
+  logits = 3.0 * rng.normal(size=shape + (g.codebook_size,))
+  batch["teacher_logp"] = np.asarray(jax.nn.log_softmax(
+      jnp.asarray(logits), axis=-1)).astype(np.float16)
+  opt = T.make_optimizer(ml_collections.ConfigDict(dict(
+      name="adamw", learning_rate=3e-2, warmup_steps=1, decay_steps=100,
+      final_lr_fraction=1.0, b1=0.9, b2=0.99, weight_decay=0.0,
+      grad_clip=10.0)))
+  step = jax.jit(T.make_train_step(model, opt, codec=base.codec,
+                                   scaler=base.scaler,
+                                   weights=LossWeights(token_kl=2.0)))
+  state = T.init_state(trainable, frozen, opt)
+  kl = []
+  for i in range(15):
+    state, m = step(state, batch, jax.random.PRNGKey(i))
+    kl.append(float(m["loss/token_kl"]))
+    assert float(m["loss/total"]) == pytest.approx(
+        float(m["loss/tokens"]) + 2.0 * kl[-1], rel=1e-5)
+  assert kl[-1] < 0.7 * kl[0]
