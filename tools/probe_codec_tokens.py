@@ -200,7 +200,8 @@ def main(argv=None) -> int:
     report["teacher"] = teacher_levels(load_world("reference"))
   if args.judge:
     report["judge_ceiling"] = judge_ceiling(
-        codec, assets.load_judge(), bar_grid_hz=report["bar_grid_hz"])
+        codec, assets.load_judge(), pieces=args.pieces,
+        bar_grid_hz=report["bar_grid_hz"])
   print(json.dumps(report, indent=1) if args.json else markdown(report))
   if args.judge and not args.json:
     c = report["judge_ceiling"]
