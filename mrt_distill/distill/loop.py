@@ -36,6 +36,7 @@ from mrt_distill import atomic
 from mrt_distill import distributed
 from mrt_distill.distill import checkpoints
 from mrt_distill.distill import limits
+from mrt_distill.distill import prompt_source
 from mrt_distill.distill import prompts as P
 from mrt_distill.distill import student as S
 from mrt_distill.distill.subchunks import split_examples
@@ -153,7 +154,7 @@ def build(config, workdir: pathlib.Path):
   # Prompts first: a bad prompt file fails before anything slow happens.
   p = config.prompts
   if p.file:
-    records = P.load_prompt_source(p.file,
+    records = prompt_source.load_prompt_source(p.file,
                                    default_transition_chunks=p.transition_chunks)
     held_out = list(dict.fromkeys(r.start for r in records))[:10]
   else:

@@ -6,7 +6,8 @@ of chunks (a transition A -> B, so the student learns to follow steering).
 
 Pipeline:
   read_prompt_file(path)      .txt / .csv / .jsonl -> list[PromptRecord]
-  load_prompt_source(spec)    a path, or a "tfds:..." / "seqio:..." spec
+  prompt_source.load_prompt_source(spec)
+                              a path, or a "tfds:..." / "seqio:..." spec
                               (mrt_distill/interop, the [interop] extra)
   make_transitions(...)       random A -> B records from the plain prompts
   prompt_dataset(records,...) grain dataset: shard per JAX process, shuffle
@@ -184,46 +185,6 @@ def read_prompt_file(
         f"{path}: no prompts found (the file is empty or holds only blank "
         "or comment lines); add at least one prompt")
   return records
-
-
-def load_prompt_source(
-    spec: str | os.PathLike, *,
-    default_transition_chunks: int = DEFAULT_TRANSITION_CHUNKS,
-) -> list[PromptRecord]:
-  """Prompt records from a prompt file or a TFDS / seqio prompt set.
-
-  Specs (full syntax in mrt_distill/interop/__init__.py):
-    path/to/prompts.txt   a prompt file, as `read_prompt_file` (a file whose
-                          name starts with "tfds:" or "seqio:": "./tfds:...")
-    tfds:NAME[/CONFIG][:VERSION]:SPLIT[@DATA_DIR]
-                          a prepared TFDS dataset, e.g.
-                          tfds:mrt_prompts/my_set:train@/data/tfds
-    seqio:TASK:SPLIT[@MODULE]
-                          a seqio Task; MODULE (dotted or a .py file) is
-                          imported first to register it, e.g.
-                          seqio:my_prompts:train@my_tasks.py
-
-  TensorFlow is imported only for the last two (the [interop] extra).
-
-  Args:
-    spec: the path or spec.
-    default_transition_chunks: for prompt files; TFDS / seqio sets carry
-      their chunk counts.
-
-  Returns:
-    The records, in source order.
-
-  Raises:
-    PromptFileError: as `read_prompt_file`; PromptSourceError for a bad
-      spec, missing interop packages (the message gives the pip command),
-      or an unknown dataset, task or split.
-  """
-  if isinstance(spec, str) and spec.startswith(("tfds:", "seqio:")):
-    # Lazy: TensorFlow loads only when a spec asks for it.
-    from mrt_distill import interop  # pylint: disable=g-import-not-at-top
-    return interop.load_spec(spec)
-  return read_prompt_file(
-      spec, default_transition_chunks=default_transition_chunks)
 
 
 def _line_error(path: str, line: int, text: str, problem: str,
@@ -557,6 +518,6 @@ def restore_iterator(ds: grain.IterDataset,
 __all__ = [
     "DEFAULT_TRANSITION_CHUNKS", "PromptFileError", "PromptRecord",
     "PromptSourceError", "SUPPORTED_EXTENSIONS", "iterator_state_to_json",
-    "load_prompt_source", "make_transitions", "prompt_dataset",
+    "make_transitions", "prompt_dataset",
     "read_prompt_file", "restore_iterator",
 ]

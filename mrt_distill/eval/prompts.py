@@ -43,9 +43,10 @@ def tempo_range(prompt: str) -> tuple[float, float] | None:
 
 def load_prompts(cfg: EvalConfig) -> tuple[list[str], list[tuple[str, str]]]:
   """-> (held-out prompts, transition pairs (A, B))."""
+  from mrt_distill.distill import prompt_source
   from mrt_distill.distill import prompts as P
   if cfg.prompts:
-    records = P.load_prompt_source(cfg.prompts)
+    records = prompt_source.load_prompt_source(cfg.prompts)
     plain = list(dict.fromkeys(r.start for r in records
                                if not r.is_transition))
     pairs = [(r.start, r.end) for r in records if r.is_transition]
@@ -69,8 +70,9 @@ def training_overlap(bundle, prompts: Sequence[str]) -> list[str] | None:
   c = bundle.config
   try:
     if c.prompts.file:
+      from mrt_distill.distill import prompt_source
       from mrt_distill.distill import prompts as P
-      records = P.load_prompt_source(c.prompts.file)
+      records = prompt_source.load_prompt_source(c.prompts.file)
     else:
       from mrt_distill.distill import loop
       records, _ = loop.builtin_prompts(

@@ -11,7 +11,7 @@ prompt pipeline does not change. Install: pip install -c constraints.txt -e
 
 This package is cheap to import: TensorFlow loads only with one of those two
 modules (or one of their names below, resolved lazily). Spec strings, as
-taken by `mrt_distill.distill.prompts.load_prompt_source` and so by
+taken by `mrt_distill.distill.prompt_source.load_prompt_source` and so by
 `--config.prompts.file`:
 
   tfds:NAME[/CONFIG][:VERSION]:SPLIT[@DATA_DIR]

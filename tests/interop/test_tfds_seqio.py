@@ -20,6 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import pytest  # noqa: E402
 
 from mrt_distill.distill import prompts as P  # noqa: E402
+from mrt_distill.distill.prompt_source import load_prompt_source  # noqa: E402,E501
 
 JSONL = "\n".join([
     '"techno:1.0, flute:0.5"',
@@ -74,7 +75,7 @@ def test_tfds_records_equal_file_records(interop, built):
   # By name, from the data dir alone (what the tfds: spec does).
   assert tfds_prompts.records_from_tfds(
       f"mrt_prompts/{SET}", "train", data_dir=data_dir) == expected
-  assert P.load_prompt_source(
+  assert load_prompt_source(
       f"tfds:mrt_prompts/{SET}:1.0.0:train[:3]@{data_dir}") == expected[:3]
 
 
@@ -149,7 +150,7 @@ def test_seqio_spec_imports_the_registering_module_once(interop, built,
       """))
   spec = f"seqio:mrt_test_module:train@{tasks}"
   # The second load must not import (and so register) the module again.
-  assert P.load_prompt_source(spec) == P.load_prompt_source(spec) == expected
+  assert load_prompt_source(spec) == load_prompt_source(spec) == expected
 
 
 # ---- the grain pipeline ------------------------------------------------------
@@ -163,9 +164,9 @@ def test_grain_batches_from_tfds_and_seqio_equal_the_files(interop, built):
     return take(P.prompt_dataset(records, seed=3, batch_size=3), 6)
 
   want = batches(expected)
-  assert batches(P.load_prompt_source(
+  assert batches(load_prompt_source(
       f"tfds:mrt_prompts/{SET}:train@{data_dir}")) == want
-  assert batches(P.load_prompt_source("seqio:mrt_test_grain:train")) == want
+  assert batches(load_prompt_source("seqio:mrt_test_grain:train")) == want
   # TensorFlow is loaded by now; JAX must still run.
   import jax
   import jax.numpy as jnp
@@ -191,7 +192,7 @@ def test_bad_sources_are_clear_errors(interop, built, spec, match):
   seqio_prompts.register_prompt_task("mrt_test_files", files=files,
                                      replace=True)
   with pytest.raises(P.PromptSourceError, match=match):
-    P.load_prompt_source(spec.format(SET=SET, DIR=data_dir))
+    load_prompt_source(spec.format(SET=SET, DIR=data_dir))
 
 
 def test_missing_interop_names_the_install_command(monkeypatch):
@@ -201,14 +202,14 @@ def test_missing_interop_names_the_install_command(monkeypatch):
   monkeypatch.setitem(sys.modules, "mrt_distill.interop.tfds_prompts", None)
   hint = r'pip install -c constraints.txt -e "\.\[interop\]"'
   with pytest.raises(P.PromptSourceError, match=hint):
-    P.load_prompt_source("tfds:mrt_prompts/x:train")
+    load_prompt_source("tfds:mrt_prompts/x:train")
 
 
 def test_prompt_files_never_import_tensorflow(tmp_path):
   f = tmp_path / "p.txt"
   f.write_text("techno\n", encoding="utf-8")
   code = ("import sys, mrt_distill.distill.loop as L; "
-          f"assert L.P.load_prompt_source({str(f)!r}); "
+          f"assert L.prompt_source.load_prompt_source({str(f)!r}); "
           "bad = {'tensorflow', 'tensorflow_datasets', 'seqio'} & "
           "set(sys.modules); assert not bad, bad")
   subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
