@@ -154,6 +154,21 @@ def test_coupled_cached_decode_equals_the_recompute(tiny):
   np.testing.assert_array_equal(cached, ref)
 
 
+def _first_token_probs(cfg, params, pos, neg, weight=3.0, top_k=8):
+  """The teacher's distribution for row 0's first token, in numpy from its
+  teacher-forced logits: CFG, temperature 1, top-k, the level's codes."""
+  g = cfg.geometry
+  logits = decode._forward_logits(
+      cfg, params, jnp.asarray(np.concatenate([pos[:1], neg[:1]])),
+      jnp.zeros((2, g.decoder_length), jnp.int32))[:, 0]
+  lv = np.asarray(logits[:, g.codec_offset:g.codec_offset + g.codebook_size],
+                  np.float64)
+  guided = (1 + weight) * lv[0] - weight * lv[1]
+  keep = guided >= np.sort(guided)[-top_k]
+  p = np.where(keep, np.exp(guided - guided.max()), 0.0)
+  return p / p.sum()
+
+
 def test_coupled_first_token_follows_the_teachers_probabilities(tiny):
   """End to end through the decode: over 4096 noise draws for one encoder
   input, the first token's frequencies match the teacher's CFG'd,
@@ -173,15 +188,7 @@ def test_coupled_first_token_follows_the_teachers_probabilities(tiny):
                                    flow_books=books))
   first = ids[:, 0, 0] - g.codec_offset
   # The teacher's distribution for the first token, independently.
-  logits = decode._forward_logits(
-      cfg, params, jnp.asarray(np.concatenate([pos[:1], neg[:1]])),
-      jnp.zeros((2, g.decoder_length), jnp.int32))[:, 0]
-  lv = np.asarray(logits[:, g.codec_offset:g.codec_offset + g.codebook_size],
-                  np.float64)
-  guided = 4.0 * lv[0] - 3.0 * lv[1]
-  keep = guided >= np.sort(guided)[-8]
-  p = np.where(keep, np.exp(guided - guided.max()), 0.0)
-  p /= p.sum()
+  p = _first_token_probs(cfg, params, pos, neg)
   freq = np.bincount(first, minlength=g.codebook_size) / n
   tv = 0.5 * np.abs(freq - p).sum()
   # Floor for n = 4096 over 8 codes: ~0.02; coupling error ~0.02.
@@ -217,15 +224,9 @@ def test_coupled_decode_returns_the_distributions_it_picked_from(tiny):
                        jnp.asarray(books[q]))
     np.testing.assert_array_equal(np.asarray(again).reshape(2, -1),
                                   codes[:, :, q])
-  logits = decode._forward_logits(
-      cfg, params, jnp.asarray(np.concatenate([pos[:1], neg[:1]])),
-      jnp.zeros((2, g.decoder_length), jnp.int32))[:, 0]
-  lv = np.asarray(logits[:, g.codec_offset:g.codec_offset + g.codebook_size],
-                  np.float64)
-  guided = 4.0 * lv[0] - 3.0 * lv[1]
-  keep = guided >= np.sort(guided)[-8]
-  p = np.where(keep, np.exp(guided - guided.max()), 0.0)
-  np.testing.assert_allclose(np.exp(logp[0, 0, 0]), p / p.sum(), atol=1e-4)
+  np.testing.assert_allclose(np.exp(logp[0, 0, 0]),
+                             _first_token_probs(cfg, params, pos, neg),
+                             atol=1e-4)
   with pytest.raises(ValueError, match="with_log_probs needs coupled"):
     generate_tokens(cfg, params, pos, neg, key, sampling,
                     with_log_probs=True)

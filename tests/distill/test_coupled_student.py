@@ -217,12 +217,11 @@ def test_token_head_needs_coupling():
     S.StudentConfig(teacher=load_teacher_config("tiny"), token_head=True)
 
 
-def test_token_head_train_step_learns_the_teachers_codes():
-  """15 steps on one batch: the cross-entropy to its codes falls well
-  below the uniform ln V, whatever the latent terms' weights. Mutations
-  caught: token_cross_entropy with its sign flipped, the step returning the latent
-  terms' loss for a token head (no 'loss/tokens')."""
-  from mrt_distill.distill.losses import LossWeights, NoiseSchedule
+def _token_head_run(weights):
+  """A tiny token-head student, one coupled batch of 4 with random teacher
+  codes, and a jitted train step with `weights` -> (step, state, batch,
+  trainable params, geometry)."""
+  from mrt_distill.distill.losses import NoiseSchedule
   from mrt_distill.distill.tiny import tiny_setup
   base = tiny_setup()
   g = base.geometry
@@ -231,9 +230,8 @@ def test_token_head_train_step_learns_the_teachers_codes():
                          token_head=True)
   full = S.from_teacher(scfg, base.teacher_params, jax.random.PRNGKey(1))
   trainable, frozen = S.split_params(full)
-  assert "token_out" in trainable and "latent_out" not in trainable
-  books = S.TokenBooks.for_codec(base.codec, g, base.scaler)
-  model = S.StudentModel(scfg, books=books)
+  model = S.StudentModel(scfg, books=S.TokenBooks.for_codec(
+      base.codec, g, base.scaler))
   batch = base.batch(4)
   rng = np.random.default_rng(3)
   batch["tokens"] = rng.integers(0, g.codebook_size, (4, g.chunk_frames,
@@ -245,9 +243,18 @@ def test_token_head_train_step_learns_the_teachers_codes():
       final_lr_fraction=1.0, b1=0.9, b2=0.99, weight_decay=0.0,
       grad_clip=10.0)))
   step = jax.jit(T.make_train_step(model, opt, codec=base.codec,
-                                   scaler=base.scaler,
-                                   weights=LossWeights(latent=5.0)))
-  state = T.init_state(trainable, frozen, opt)
+                                   scaler=base.scaler, weights=weights))
+  return step, T.init_state(trainable, frozen, opt), batch, trainable, g
+
+
+def test_token_head_train_step_learns_the_teachers_codes():
+  """15 steps on one batch: the cross-entropy to its codes falls well
+  below the uniform ln V, whatever the latent terms' weights. Mutations
+  caught: token_cross_entropy with its sign flipped, the step returning the latent
+  terms' loss for a token head (no 'loss/tokens')."""
+  from mrt_distill.distill.losses import LossWeights
+  step, state, batch, trainable, g = _token_head_run(LossWeights(latent=5.0))
+  assert "token_out" in trainable and "latent_out" not in trainable
   first = None
   for i in range(15):
     state, m = step(state, batch, jax.random.PRNGKey(i))
@@ -329,34 +336,12 @@ def test_token_kl_train_step_moves_the_student_to_the_teachers_distribution():
   and 15 steps bring the student's distributions towards the teacher's
   (the KL falls). Mutation caught: the term computed but left out of the
   total (the total check fails, and the KL no longer falls)."""
-  from mrt_distill.distill.losses import LossWeights, NoiseSchedule
-  from mrt_distill.distill.tiny import tiny_setup
-  base = tiny_setup()
-  g = base.geometry
-  scfg = S.StudentConfig(base.model.cfg.teacher, lora_rank=2,
-                         noise=NoiseSchedule(), coupled=True,
-                         token_head=True)
-  full = S.from_teacher(scfg, base.teacher_params, jax.random.PRNGKey(1))
-  trainable, frozen = S.split_params(full)
-  model = S.StudentModel(scfg, books=S.TokenBooks.for_codec(
-      base.codec, g, base.scaler))
-  batch = base.batch(4)
-  rng = np.random.default_rng(3)
-  shape = (4, g.chunk_frames, g.target_levels)
-  batch["tokens"] = rng.integers(0, g.codebook_size, shape)
-  batch["noise"] = np.asarray(coupling.draw_noise(jax.random.PRNGKey(0), g,
-                                                  4))
-  logits = 3.0 * rng.normal(size=shape + (g.codebook_size,))
+  from mrt_distill.distill.losses import LossWeights
+  step, state, batch, _, g = _token_head_run(LossWeights(token_kl=2.0))
+  rng = np.random.default_rng(4)
+  logits = 3.0 * rng.normal(size=batch["tokens"].shape + (g.codebook_size,))
   batch["teacher_logp"] = np.asarray(jax.nn.log_softmax(
       jnp.asarray(logits), axis=-1)).astype(np.float16)
-  opt = T.make_optimizer(ml_collections.ConfigDict(dict(
-      name="adamw", learning_rate=3e-2, warmup_steps=1, decay_steps=100,
-      final_lr_fraction=1.0, b1=0.9, b2=0.99, weight_decay=0.0,
-      grad_clip=10.0)))
-  step = jax.jit(T.make_train_step(model, opt, codec=base.codec,
-                                   scaler=base.scaler,
-                                   weights=LossWeights(token_kl=2.0)))
-  state = T.init_state(trainable, frozen, opt)
   kl = []
   for i in range(15):
     state, m = step(state, batch, jax.random.PRNGKey(i))

@@ -163,7 +163,8 @@ def _make_optimizer(hp: TrainHParams, steps: int):
   return tx, schedule
 
 
-def _make_steps(model: CodecModel, tx, hp: TrainHParams, geometry: Geometry):
+def _make_steps(model: CodecModel, tx, hp: TrainHParams, geometry: Geometry,
+                dim_masks: np.ndarray, sizes: tuple[int, ...]):
   depth = geometry.codec_rvq_depth
 
   spf = geometry.samples_per_frame
@@ -187,10 +188,7 @@ def _make_steps(model: CodecModel, tx, hp: TrainHParams, geometry: Geometry):
     # the latents' scale, so shrinking them cannot lower it.
     return diff / (jnp.mean(z[:, inner]**2) + 1e-8)
 
-  masks = jnp.asarray(level_dim_masks(depth, geometry.codec_latent_dim,
-                                      hp.coarse_levels, hp.coarse_dims,
-                                      hp.coarse_split))
-  sizes = level_sizes(hp, geometry)
+  masks = jnp.asarray(dim_masks)
   code_masks = jnp.arange(geometry.codebook_size)[None, :] < jnp.asarray(
       sizes)[:, None]
 
@@ -343,11 +341,13 @@ def train_codec(out_path,
   n_params = count_params(params)
   tx, schedule = _make_optimizer(hp, steps)
   opt_state = tx.init(params)
-  train_step, encode = _make_steps(model, tx, hp, g)
+  # Which latent dims and how many codes each level uses: the k-means
+  # init and every EMA step keep to them.
   dim_masks = level_dim_masks(g.codec_rvq_depth, g.codec_latent_dim,
                               hp.coarse_levels, hp.coarse_dims,
                               hp.coarse_split)
   sizes = level_sizes(hp, g)
+  train_step, encode = _make_steps(model, tx, hp, g, dim_masks, sizes)
   sampler = CropSampler(seed, g, batch, crop, hp, train_styles,
                         bar_grid_hz=bar_grid_hz)
   np_rng = np.random.default_rng([int(seed), 0x4B4D])
