@@ -78,6 +78,13 @@ def _write_deterministic_npz(path: pathlib.Path, arrays: Mapping[str, np.ndarray
       zf.writestr(info, buf.getvalue())
 
 
+# The command that restores a missing or damaged reference-world weights
+# file: it builds every stage into the build folder (resuming a build there)
+# and copies the weights into the package. A stage alone (`--stage NAME`)
+# writes only to the build folder, so it is not the fix.
+REFERENCE_REBUILD = "python tools/build_reference_world.py --install"
+
+
 def load_npz(path: str | os.PathLike, rebuild_hint: str,
              as_float32: bool = True) -> tuple[dict, dict]:
   """-> (arrays, meta). Verifies the sha256 recorded next to the file."""

@@ -65,7 +65,7 @@ from mrt_distill.codec.base import seeded_rng
 from mrt_distill.geometry import Geometry
 from mrt_distill.geometry import GeometryError
 
-REBUILD_HINT = "python tools/build_reference_world.py --stage codec"
+REBUILD_HINT = checksummed.REFERENCE_REBUILD
 FORMAT_VERSION = 1
 # The sizes a codec file is bound to; the LM-side ones (context and target
 # levels, chunk and context frames, style tokens) may change freely.
@@ -567,7 +567,7 @@ class NeuralCodec(Codec):
     Raises:
       CodecChecksumError: the file or its sidecar is missing, unreadable or
         does not match the recorded checksum (the message names the file and
-        `python tools/build_reference_world.py --stage codec`).
+        `python tools/build_reference_world.py --install`).
       GeometryError: the stored geometry differs from `geometry`.
     """
     path = pathlib.Path(path)

@@ -61,6 +61,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from mrt_distill import checksummed
 from mrt_distill.codec.base import seeded_rvq_codebooks
 from mrt_distill.geometry import Geometry
 from mrt_distill.geometry import get_geometry
@@ -85,7 +86,7 @@ from mrt_distill.style.weights_io import save_asset
 from mrt_distill.style.weights_io import unflatten_params
 
 FORMAT = "mrt_distill.reference_style/1"
-REBUILD_HINT = "python tools/build_reference_world.py --stage style"
+REBUILD_HINT = checksummed.REFERENCE_REBUILD
 
 
 # ---- the style model ---------------------------------------------------------

@@ -140,7 +140,7 @@ def test_save_load_round_trip(codec, tmp_path):
   assert NeuralCodec.load(path16, lm_side).geometry == lm_side
   other = G.replace(name="wider", codebook_size=2 * G.codebook_size)
   with pytest.raises(GeometryError, match=r"codebook_size: 256 != 512.*"
-                     r"--stage codec"):
+                     r"build_reference_world.py --install"):
     NeuralCodec.load(path16, other)
 
 
@@ -156,7 +156,7 @@ def test_checksum_corruption_raises_with_rebuild_hint(codec, tmp_path):
   sidecar_path(path).unlink()
   with pytest.raises(CodecChecksumError, match="build_reference_world"):
     NeuralCodec.load(path)
-  with pytest.raises(CodecChecksumError, match="--stage codec"):
+  with pytest.raises(CodecChecksumError, match="build_reference_world.py --install"):
     NeuralCodec.load(tmp_path / "missing.npz")
 
 

@@ -178,10 +178,10 @@ def test_corrupted_file_names_the_rebuild_command(model, tmp_path):
   data[len(data) // 2] ^= 0xFF
   path.write_bytes(bytes(data))
   with pytest.raises(weights_io.AssetError,
-                     match="corrupted.*build_reference_world.py --stage style"):
+                     match="corrupted.*build_reference_world.py --install"):
     ReferenceStyleModel.load(path)
   (tmp_path / "style.npz.json").unlink()
-  with pytest.raises(ValueError, match="--stage style"):
+  with pytest.raises(ValueError, match="build_reference_world.py --install"):
     ReferenceStyleModel.load(path)
 
 

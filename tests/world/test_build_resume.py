@@ -64,6 +64,25 @@ def test_checkpoint_round_trip_and_newest_wins(tmp_path):
   assert int(state["n"]) == 7
 
 
+def test_stage_time_counts_on_from_the_restored_checkpoint(tmp_path,
+                                                         monkeypatch):
+  clock = [1000.0]
+  monkeypatch.setattr(SC.time, "time", lambda: clock[0])
+  ck = SC.StageCheckpoints(tmp_path / "teacher", every_s=0.0)
+  clock[0] += 60.0
+  ck.save(3, _state(1.0), {"curve": [1]})
+  clock[0] += 25.0  # work after the newest checkpoint: lost when killed
+  assert ck.elapsed() == 85.0
+  ck.close()
+  clock[0] += 3600.0  # the machine was off
+  again = SC.StageCheckpoints(tmp_path / "teacher", every_s=0.0)
+  _, meta, step = again.restore(_state(0.0))
+  assert step == 3 and meta == {"curve": [1]}  # the count is not the trainer's
+  clock[0] += 40.0
+  assert again.elapsed() == 100.0  # 60 s to the checkpoint + 40 s since
+  again.close()
+
+
 def test_damaged_newest_checkpoint_falls_back_and_is_kept(tmp_path):
   ck = SC.StageCheckpoints(tmp_path / "teacher", every_s=0.0, keep=3)
   ck.save(5, _state(1.0), {"at": 5})

@@ -126,7 +126,7 @@ def test_save_load_round_trip_and_corruption(judge, tmp_path):
   data[-100] ^= 0x01
   path.write_bytes(bytes(data))
   with pytest.raises(weights_io.AssetError,
-                     match="build_reference_world.py --stage judges"):
+                     match="build_reference_world.py --install"):
     judges.StyleJudge.load(path)
 
 

@@ -54,7 +54,7 @@ def test_codec_quality_on_held_out_pieces(codec, held_out):
 def test_missing_asset_says_how_to_build(monkeypatch, tmp_path):
   monkeypatch.setattr(assets, "ASSET_DIR", tmp_path)
   with pytest.raises(assets.MissingAssetError,
-                     match="--stage codec"):
+                     match="build_reference_world.py --install"):
     assets.load_codec()
 
 

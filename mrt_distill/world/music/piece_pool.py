@@ -22,12 +22,15 @@ from mrt_distill.geometry import REFERENCE
 from mrt_distill.world import music
 from mrt_distill.world.music import render
 
-# Training draws piece seeds below this; held-out pieces use seeds from it
-# upwards, so train and held-out pieces never coincide.
+# Training draws piece seeds below this (the codec's stream draws from all
+# of [0, 1e9): `codec_data.TRAIN_SEED_LIMIT`); held-out pieces use seeds from
+# it upwards, so train and held-out pieces never coincide.
 HELDOUT_SEED_BASE = 1_000_000_000
 # The ground truth that generated audio is judged against (`ground_truth`:
-# the world's evaluation, the distill report, `mrt-distill eval`).
-GT_SEED_BASE = 900_000
+# the world's evaluation, the distill report, `mrt-distill eval`). Above
+# every training seed, clear of the held-out (+0) and judges' held-out
+# (+100_000) ranges; int32-safe.
+GT_SEED_BASE = HELDOUT_SEED_BASE + 200_000
 
 
 @dataclasses.dataclass(frozen=True)

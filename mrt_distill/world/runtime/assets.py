@@ -9,7 +9,9 @@ Files (all checksummed; see `mrt_distill.checksummed`) under
   teacher.npz   the pretrained small teacher       (--stage teacher)
   report.json   the build's measured figures       (--stage evaluate)
 
-Each is rebuilt by `python tools/build_reference_world.py --stage NAME`.
+`--stage NAME` rebuilds one into the build folder; a damaged or missing
+file is restored by `python tools/build_reference_world.py --install`
+(it builds what is not built yet, then copies every file here).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import pathlib
 
 from mrt_distill.checksummed import MissingAssetError  # noqa: F401 (assets.)
+from mrt_distill.checksummed import REFERENCE_REBUILD
 from mrt_distill.geometry import REFERENCE
 
 ASSET_DIR = pathlib.Path(os.environ.get(
@@ -35,7 +38,8 @@ def path(stage: str) -> pathlib.Path:
 
 
 def rebuild_hint(stage: str) -> str:
-  return f"python tools/build_reference_world.py --stage {stage}"
+  del stage  # every stage is restored the same way (the build resumes)
+  return REFERENCE_REBUILD
 
 
 def _require(stage: str) -> pathlib.Path:

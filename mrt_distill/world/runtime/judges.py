@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mrt_distill import checksummed
 from mrt_distill.style import audio_windows
 from mrt_distill.style import buckets
 from mrt_distill.style import mel_encoder
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "mrt_distill.style_judge/1"
 EMBED_HOP_SECONDS = 1.0  # hop of the 4 s judge windows used for Fréchet
-REBUILD_HINT = "python tools/build_reference_world.py --stage judges"
+REBUILD_HINT = checksummed.REFERENCE_REBUILD
 
 
 def _default_styles() -> tuple[str, ...]:

@@ -142,6 +142,16 @@ class StageCheckpoints:
         (self.directory / "checkpoints").absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
     self._last_save = time.time()
+    # Wall seconds the stage has taken, across resumed runs: each checkpoint
+    # records the total up to it, and a resumed run counts on from the one it
+    # restored (work after an interrupted run's newest checkpoint is redone,
+    # so it is counted once). `elapsed()`; the build's stage timings.
+    self._t0 = time.time()
+    self._base = 0.0
+
+  def elapsed(self) -> float:
+    """Wall seconds of this stage so far, over all its runs."""
+    return self._base + time.time() - self._t0
 
   def restore(self, target) -> tuple[Any, dict | None, int | None]:
     """-> (state shaped like `target`, meta, step) of the newest readable
@@ -163,7 +173,10 @@ class StageCheckpoints:
     self._last_save = time.time()
     if restored is None:
       return None, None, None
-    return restored[0], restored[1], step
+    meta = dict(restored[1])
+    self._base = float(meta.pop("stage_seconds", 0.0))
+    self._t0 = time.time()
+    return restored[0], meta, step
 
   def due(self) -> bool:
     return time.time() - self._last_save >= self.every_s
@@ -172,7 +185,8 @@ class StageCheckpoints:
     """Saves `state` (a pytree of arrays) and `meta` (JSON) as `step`."""
     try:
       self._mngr.save(step, args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+          state=ocp.args.StandardSave(state),
+          meta=ocp.args.JsonSave({**meta, "stage_seconds": self.elapsed()})),
                       force=True)
       self._mngr.wait_until_finished()
     except Exception as e:
