@@ -69,7 +69,8 @@ FULL = {
     # 4500 steps: about 1.5 h at 0.85-0.95 steps/s on the 2-core CPU, inside
     # the 2 h stage limit with room for a machine shared with other work.
     "teacher": dict(steps=4500, batch=16, lr=2e-3, pieces=48, seconds=24.0),
-    "evaluate": dict(samples=8, seconds=10, gt_pieces=16),
+    "evaluate": dict(samples=8, seconds=10, gt_pieces=16, probe_pieces=3,
+                     probe_seconds=16.0),
 }
 QUICK = {
     "world": WORLD,
@@ -79,7 +80,8 @@ QUICK = {
     "style": dict(steps=30, batch=16),
     "judges": dict(steps=30, batch=16),
     "teacher": dict(steps=30, batch=4, lr=2e-3, pieces=2, seconds=8.0),
-    "evaluate": dict(samples=2, seconds=6, gt_pieces=2),
+    "evaluate": dict(samples=2, seconds=6, gt_pieces=2, probe_pieces=1,
+                     probe_seconds=6.0),
 }
 
 log = logging.getLogger("build_reference_world")
@@ -169,6 +171,12 @@ def stage_evaluate(cfg, rec, assets, render_examples: pathlib.Path | None):
   report = evaluate_world.evaluate(
       world, samples_per_style=cfg["samples"], seconds=cfg["seconds"],
       gt_pieces_per_style=cfg["gt_pieces"], seed=rec["seed"],
+      bar_grid_hz=rec["world"]["bar_grid_hz"])
+  # How stable the codec's tokens are (issue 19's codec figures; the full
+  # build uses `tools/probe_codec_tokens.py`'s default sizes).
+  from mrt_distill.world.training.codec_tokens import token_stability
+  report["codec_tokens"] = token_stability(
+      world.codec, pieces=cfg["probe_pieces"], seconds=cfg["probe_seconds"],
       bar_grid_hz=rec["world"]["bar_grid_hz"])
   if render_examples:
     evaluate_world.render_examples(world, render_examples, seed=rec["seed"])

@@ -3,27 +3,15 @@
   python tools/probe_codec_tokens.py --json
 
 A language model over codec tokens can only copy what repeats in its
-context if the same music gives the same tokens. Procedural pieces repeat
-their drum and bass patterns every bar, so this probe encodes held-out
-renders (seeds disjoint from training and ground truth) with the shipped
-codec and measures, per RVQ level the teacher generates:
-
-  shift_frame   tokens of the audio delayed by exactly one frame vs the
-                original's, aligned (the encoder is frame-equivariant, so
-                this should be ~1: a sanity check of the probe);
-  shift_half    the same with a half-frame delay: music does not fall on the
-                frame grid, so this is how stable a token is to where a note
-                lands inside its frame;
-  lag_bar       token at frame t vs at t + one bar (4 beats at the piece's
-                tempo), in the same piece: the repetition a teacher copies;
-  chance        agreement of two independent draws from the level's token
-                frequencies (sum of squared frequencies): the floor;
-  entropy       unigram entropy of the level (nats; ln 256 = 5.55 is
-                uniform use of the codebook).
-
-Low shift_half and lag_bar close to chance mean the tokens are not a stable
-function of the music, so even a perfect teacher must spread its
-probability over many tokens per frame.
+context if the same music gives the same tokens. This probe encodes renders
+the codec never trained on and prints, per RVQ level the teacher generates,
+how many tokens survive a one-frame and a half-frame (20 ms) delay, how
+often a token recurs a bar later, the chance of that, and the level's
+entropy (definitions: `mrt_distill/world/training/codec_tokens.py`, which
+the world build's evaluate stage also runs). Low shift_half and lag_bar
+close to chance mean the tokens are not a stable function of the music, so
+even a perfect teacher must spread its probability over many tokens per
+frame.
 
 `--teacher` adds the shipped teacher's held-out cross-entropy per level
 with its full 4 s context and with none (cold start), next to the corpus's
@@ -38,95 +26,8 @@ import sys
 
 import numpy as np
 
-PROBE_SEED_BASE = 556_000  # disjoint from training and ground-truth seeds
-
-
-def level_stats(codes_TxK: list[np.ndarray], other_TxK: list[np.ndarray]
-                ) -> np.ndarray:
-  """Mean per-level agreement of aligned code arrays -> (K,)."""
-  eq = [np.mean(a == b, axis=0) for a, b in zip(codes_TxK, other_TxK)]
-  return np.mean(eq, axis=0)
-
-
-def probe(codec, *, pieces: int = 3, seconds: float = 16.0, levels: int
-          | None = None, styles=None, bar_grid_hz: float | None = None
-          ) -> dict:
-  from mrt_distill.world import music
-  from mrt_distill.world.music import render
-  g = codec.geometry
-  k = levels or g.target_levels
-  spf = g.samples_per_frame
-  rows = []
-  for si, style in enumerate(list(styles or music.STYLES)):
-    base, frame, half, bar_a, bar_b = [], [], [], [], []
-    for j in range(pieces):
-      piece = music.generate_piece(style, PROBE_SEED_BASE + si * 31 + j,
-                                   seconds, bar_grid_hz=bar_grid_hz)
-      audio = render.render(piece, g.sample_rate, g.channels)
-      n = (len(audio) // spf - 2) * spf  # room for the delayed copies
-
-      def codes(delay, audio=audio, n=n):
-        x = np.concatenate([np.zeros((delay, audio.shape[1]), audio.dtype),
-                            audio])[:n]
-        return codec.encode(x, g.sample_rate)[:, :k]
-
-      c0 = codes(0)
-      c_frame, c_half = codes(spf), codes(spf // 2)
-      base.append(c0[4:-4])
-      frame.append(c_frame[5:-3])  # delayed by one frame: index t+1 = t
-      half.append(c_half[4:-4])
-      lag = int(round(4 * 60.0 / piece.tempo_bpm * g.frame_rate))
-      bar_a.append(c0[:-lag])
-      bar_b.append(c0[lag:])
-    allc = np.concatenate(base)
-    chance, entropy = [], []
-    for lv in range(k):
-      p = np.bincount(allc[:, lv], minlength=g.codebook_size) / len(allc)
-      chance.append(float(np.sum(p**2)))
-      nz = p[p > 0]
-      entropy.append(float(-(nz * np.log(nz)).sum()))
-    rows.append({
-        "style": style,
-        "shift_frame": level_stats(base, frame).round(3).tolist(),
-        "shift_half": level_stats(base, half).round(3).tolist(),
-        "lag_bar": level_stats(bar_a, bar_b).round(3).tolist(),
-        "chance": np.round(chance, 3).tolist(),
-        "entropy": np.round(entropy, 2).tolist(),
-    })
-  mean = {key: np.mean([r[key] for r in rows], axis=0).round(3).tolist()
-          for key in ("shift_frame", "shift_half", "lag_bar", "chance",
-                      "entropy")}
-  return {"levels": k, "pieces_per_style": pieces, "seconds": seconds,
-          "bar_grid_hz": bar_grid_hz,
-          "per_style": rows, "mean": mean}
-
-
-def judge_ceiling(codec, judge, *, pieces: int = 2, seconds: float = 10.0,
-                  levels=(2, 4), bar_grid_hz: float | None = None) -> dict:
-  """Judge accuracy of held-out renders passed through the codec at each of
-  `levels` RVQ depths (the ceiling of a teacher that writes that many),
-  per style, next to the ground truth's own accuracy."""
-  from mrt_distill.world import music
-  from mrt_distill.world.music import render
-  g = codec.geometry
-  rows = {}
-  for si, style in enumerate(music.STYLES):
-    audio = np.stack([render.render(music.generate_piece(
-        style, PROBE_SEED_BASE + 7_000 + si * 31 + j, seconds,
-        bar_grid_hz=bar_grid_hz), g.sample_rate, g.channels)
-                      for j in range(pieces)])
-    codes = codec.encode(audio, g.sample_rate)
-    row = {"ground_truth": float(np.mean(
-        np.array(judge.classify(audio, g.sample_rate)) == style))}
-    for k in levels:
-      rec = codec.decode(codes[..., :k])[:, :audio.shape[1]]
-      row[f"levels_{k}"] = float(np.mean(
-          np.array(judge.classify(rec, g.sample_rate)) == style))
-    rows[style] = row
-  mean = {key: round(float(np.mean([r[key] for r in rows.values()])), 3)
-          for key in next(iter(rows.values()))}
-  worst = {key: min(rows, key=lambda s: rows[s][key]) for key in mean}
-  return {"per_style": rows, "mean": mean, "worst_style": worst}
+from mrt_distill.world.training.codec_tokens import judge_ceiling
+from mrt_distill.world.training.codec_tokens import token_stability
 
 
 def teacher_levels(world, *, batches: int = 6, batch: int = 16,
@@ -192,7 +93,7 @@ def main(argv=None) -> int:
     codec = NeuralCodec.load(args.codec)
   else:
     codec = assets.load_codec()
-  report = probe(codec, pieces=args.pieces, seconds=args.seconds,
+  report = token_stability(codec, pieces=args.pieces, seconds=args.seconds,
                  levels=args.levels,
                  bar_grid_hz=(codec.geometry.frame_rate if args.bar_grid
                               else None))

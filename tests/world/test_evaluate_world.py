@@ -71,3 +71,33 @@ def test_rhythm_figures_against_ground_truth():
   assert flat["flux_ratio"] < 0.2
   assert flat["teacher_tempo_agreement"] == 0.0
   assert low < 128 < high
+
+
+def test_reference_world_page_from_the_build_files(tmp_path):
+  """docs/reference_world.md is written from the build's JSON files: stage
+  times with their total, the codec-token table and its 20 ms figure, and
+  each style's Fréchet distance as a multiple of its floor."""
+  import json
+  from mrt_distill.world.training.evaluate_world import write_markdown
+  (tmp_path / "build_timings.json").write_text(json.dumps(
+      {"quick": False, "seconds": {"codec": 3000.0, "teacher": 5400.0}}))
+  row = {"style": "techno", "teacher_accuracy": 0.75,
+         "ground_truth_accuracy": 1.0, "codec_ceiling_accuracy": 0.875,
+         "fd_teacher_vs_gt": 6.0, "fd_gt_floor": 1.5}
+  tokens = {"levels": 2, "pieces_per_style": 3, "seconds": 16.0,
+            "mean": {"shift_frame": [1.0, 1.0], "shift_half": [0.63, 0.64],
+                     "lag_bar": [0.57, 0.5], "chance": [0.16, 0.15],
+                     "entropy": [2.9, 3.0]}}
+  (tmp_path / "report.json").write_text(json.dumps({
+      "seconds_per_stream": 10, "sampling": {}, "target_levels": 4,
+      "teacher_accuracy_mean": 0.75, "ground_truth_accuracy_mean": 1.0,
+      "codec_ceiling_accuracy_mean": 0.875, "per_style": [row],
+      "codec_tokens": tokens}))
+  out = tmp_path / "world.md"
+  text = write_markdown(tmp_path, out, "python tools/build_reference_world.py")
+  assert out.read_text() == text
+  assert "| codec | 50.0 |" in text and "| **total** | **140.0** |" in text
+  assert "| shift_half | 0.63 | 0.64 |" in text
+  assert "| lag_bar | 0.57 | 0.50 |" in text
+  assert "A 20 ms delay changes 37% of level-0 tokens" in text
+  assert "| techno | 0.75 | 1.00 | 0.88 | 6.0 | 1.5 | 4.0 |" in text

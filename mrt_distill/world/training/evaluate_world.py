@@ -195,6 +195,14 @@ def render_examples(world, out_dir, *, seed: int = 0, seconds: float = 8.0,
   return written
 
 
+def _over_floor(row: dict) -> float | None:
+  """The teacher's Fréchet distance as a multiple of the GT-vs-GT floor."""
+  fd, floor = row.get("fd_teacher_vs_gt"), row.get("fd_gt_floor")
+  if fd is None or not floor:
+    return None
+  return fd / floor
+
+
 def _fmt(x, nd=2):
   return "—" if x is None else f"{x:.{nd}f}"
 
@@ -230,10 +238,11 @@ def write_markdown(asset_dir: pathlib.Path, out_md: pathlib.Path,
            "a rerun with another recipe is refused. `--install` copies the "
            "finished weights into the package.", ""]
   if timings.get("seconds"):
+    secs = timings["seconds"]
     lines += ["## Build time per stage", "", "| stage | minutes |",
               "|---|---|"]
-    lines += [f"| {k} | {v / 60:.1f} |" for k, v in timings["seconds"].items()]
-    lines += [""]
+    lines += [f"| {k} | {v / 60:.1f} |" for k, v in secs.items()]
+    lines += [f"| **total** | **{sum(secs.values()) / 60:.1f}** |", ""]
   if codec:
     e = codec["eval"]
     lv = sorted(e["snr_db"], key=int)
@@ -246,6 +255,24 @@ def write_markdown(asset_dir: pathlib.Path, out_md: pathlib.Path,
               + " |",
               "| MR-STFT distance | " + " | ".join(
                   _fmt(e["mr_stft"][k], 3) for k in lv) + " |", ""]
+  tokens = (ev or {}).get("codec_tokens")
+  if tokens:
+    m, k = tokens["mean"], tokens["levels"]
+    lines += ["## Codec tokens: how stable (`tools/probe_codec_tokens.py`)",
+              "",
+              f"{tokens['pieces_per_style']} pieces of "
+              f"{tokens['seconds']:.0f} s per style, seeds the codec did not "
+              "train on; per level the teacher writes: the share of tokens "
+              "unchanged when the audio is delayed by one frame (a check: "
+              "1) and by half a frame (20 ms), the share repeated one bar "
+              "later, its chance level, and the unigram entropy (nats).", "",
+              "| | " + " | ".join(f"level {i}" for i in range(k)) + " |",
+              "|---" * (k + 1) + "|"]
+    for key in ("shift_frame", "shift_half", "lag_bar", "chance", "entropy"):
+      lines.append(f"| {key} | " + " | ".join(
+          f"{v:.2f}" for v in m[key]) + " |")
+    lines += ["", f"A 20 ms delay changes {1 - m['shift_half'][0]:.0%} of "
+              "level-0 tokens (issue 19's target: at most 40%).", ""]
   if judge:
     lines += ["## Judge (held-out ground truth)", "",
               "```json", json.dumps({k: v for k, v in judge.items()
@@ -287,8 +314,8 @@ def write_markdown(asset_dir: pathlib.Path, out_md: pathlib.Path,
               "judged.", "",
               "| style | teacher judged correct | ground truth judged correct"
               " | codec reconstruction judged correct"
-              " | FD teacher vs GT | FD floor (GT vs GT) |",
-              "|---|---|---|---|---|---|"]
+              " | FD teacher vs GT | FD floor (GT vs GT) | FD / floor |",
+              "|---|---|---|---|---|---|---|"]
     rhythm = [r for r in ev["per_style"] if "onsets_ratio" in r]
     if rhythm:
       lines_r = ["", "Rhythm, teacher vs ground truth (`eval.metrics`: "
@@ -307,11 +334,12 @@ def write_markdown(asset_dir: pathlib.Path, out_md: pathlib.Path,
                    f"{r['ground_truth_accuracy']:.2f} | "
                    f"{r.get('codec_ceiling_accuracy', float('nan')):.2f} | "
                    f"{_fmt(r['fd_teacher_vs_gt'], 1)} | "
-                   f"{_fmt(r['fd_gt_floor'], 1)} |")
+                   f"{_fmt(r['fd_gt_floor'], 1)} | "
+                   f"{_fmt(_over_floor(r), 1)} |")
     lines += [f"| **mean** | **{ev['teacher_accuracy_mean']:.2f}** | "
               f"**{ev['ground_truth_accuracy_mean']:.2f}** | "
               f"**{ev.get('codec_ceiling_accuracy_mean', float('nan')):.2f}**"
-              " | | |", ""]
+              " | | | |", ""]
     if rhythm:
       lines += lines_r + [""]
   text = "\n".join(lines) + "\n"
