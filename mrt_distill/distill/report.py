@@ -47,7 +47,8 @@ def mean_log_mel(audio_BxSxC: np.ndarray, sample_rate: int) -> np.ndarray:
   return librosa.power_to_db(mel.mean(axis=(0, 2)) + 1e-10)
 
 
-def _teacher_stream(system, emb_BxE, chunks, seed):
+def teacher_stream(system, emb_BxE, chunks, seed):
+  """Cold-start teacher streams -> audio (B, chunks * C samples, ch)."""
   states = system.init_states(len(emb_BxE))
   out = []
   for _ in range(chunks):
@@ -57,12 +58,13 @@ def _teacher_stream(system, emb_BxE, chunks, seed):
 
 
 def student_stream(stepper: ChunkStepper, params, emb_BxE, chunks: int,
-                   seed: int, cfg_weight: float = 0.0, steps: int = 1
-                   ) -> np.ndarray:
+                   seed: int, cfg_weight: float = 0.0, steps: int = 1,
+                   token_temperature: float = 1.0) -> np.ndarray:
   """Cold-start student streams through the serving chunk step (cached
   context, one jitted call per chunk) -> audio (B, chunks * C samples, ch)."""
   state = stepper.init_state(params, len(emb_BxE))
-  ctl = controls(emb_BxE, cfg_weight, steps)
+  ctl = controls(emb_BxE, cfg_weight, steps,
+                 token_temperature=token_temperature)
   key = jax.random.PRNGKey(seed)
   out = []
   for i in range(chunks):
@@ -122,7 +124,7 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
   for prompt in run.held_out:
     emb = mixing.embed_prompt_mix(world.style_model, prompt)
     embs = np.repeat(emb[None], samples, axis=0)
-    teacher = _teacher_stream(system, embs, chunks, seed)[:, :n]
+    teacher = teacher_stream(system, embs, chunks, seed)[:, :n]
     student = stream(embs, s_chunks)[:, :n]
     style = prompt if prompt in music.STYLES else None
     row = {"prompt": prompt, "samples": samples}
@@ -149,7 +151,7 @@ def evaluate(run, state, *, samples: int, seconds: float, gt_pieces: int,
 
   one = np.repeat(mixing.embed_prompt_mix(world.style_model,
                                           run.held_out[0])[None], 1, axis=0)
-  t_ms = _ms_per_chunk(lambda: _teacher_stream(system, one, 1, seed))
+  t_ms = _ms_per_chunk(lambda: teacher_stream(system, one, 1, seed))
   s_ms = _ms_per_chunk(lambda: stream(one, 1))
   calls_t = g.chunk_frames * (1 + g.target_levels)  # temporal + depth steps
   speed = {

@@ -17,6 +17,10 @@ Controls are traced arrays, so changing them never recompiles:
                     (one network pass when w == 0, via lax.cond);
   steps ()          student steps k in 1..max_steps (fixed-size loop, the
                     extra steps masked off);
+  token_temperature ()
+                    a token-head student's code logits are divided by it
+                    before its coupled pick (1 = as trained; below 1
+                    sharpens its distribution towards its modes);
   inject_audio (B, Sc, channels), inject_gain ()
                     audio injection (Magenta RT paper, section 4.2 and
                     appendix E): when gain > 0 the chunk that enters the
@@ -75,10 +79,12 @@ class Controls(NamedTuple):
   # where none arrived); any shape that broadcasts to it (zeros by default).
   inject_audio: jax.Array
   inject_gain: jax.Array  # () float32, 0 = no injection
+  token_temperature: jax.Array  # () float32, 1 = the token head as trained
 
 
 def controls(style_emb, cfg_weight: float = 0.0, steps: int = 1,
-             inject_audio=None, inject_gain: float = 0.0) -> Controls:
+             inject_audio=None, inject_gain: float = 0.0,
+             token_temperature: float = 1.0) -> Controls:
   """Controls from host values; `inject_audio` None = silence (a (B, 1, 1)
   zero that `ChunkStepper.chunk_step` broadcasts to a whole chunk)."""
   emb = jnp.asarray(style_emb, jnp.float32)
@@ -87,7 +93,8 @@ def controls(style_emb, cfg_weight: float = 0.0, steps: int = 1,
          else jnp.asarray(inject_audio, jnp.float32))
   return Controls(emb, jnp.asarray(cfg_weight, jnp.float32),
                   jnp.asarray(steps, jnp.int32), inj,
-                  jnp.asarray(inject_gain, jnp.float32))
+                  jnp.asarray(inject_gain, jnp.float32),
+                  jnp.asarray(token_temperature, jnp.float32))
 
 
 class ChunkStepper:
@@ -199,7 +206,8 @@ class ChunkStepper:
         jnp.zeros((), jnp.int32),
         jnp.zeros((batch, g.context_samples, g.channels)))
 
-  def denoise_guided(self, params, x, sigma, cross_c, cross_u, w, z=None):
+  def denoise_guided(self, params, x, sigma, cross_c, cross_u, w, z=None,
+                     temperature=1.0):
     """(1 + w) f(x | style) - w f(x | no style); z: a coupled student's
     coupling noise (the same for both halves).
 
@@ -209,15 +217,16 @@ class ChunkStepper:
     KVs, or a function returning them (then only computed when w > 0).
 
     A token-head student is guided on its code logits, as the teacher is,
-    and then picks its codes with z."""
+    divides them by `temperature` (traced) and then picks its codes with
+    z."""
     model = self.model
     token = model.cfg.token_head
     den = lambda xx, ss, cross, zz: self._apply(
         params, xx, ss, cross, zz, method=(S.StudentModel.token_logits
                                            if token else
                                            S.StudentModel.denoise))
-    done = ((lambda out: model.books.latents(model.books.codes(out, z)))
-            if token else (lambda out: out))
+    done = ((lambda out: model.books.latents(model.books.codes(
+        out / temperature, z))) if token else (lambda out: out))
 
     def guided():
       unc = cross_u() if callable(cross_u) else cross_u
@@ -243,7 +252,8 @@ class ChunkStepper:
     shape = (b, g.chunk_frames, g.codec_latent_dim)
     x, z = S.first_step_input(self.model.cfg, jax.random.fold_in(rng, 0), b)
     x0 = self.denoise_guided(params, x, jnp.full((b,), noise.sigma_max),
-                             cross_c, cross_u, ctl.cfg_weight, z)
+                             cross_c, cross_u, ctl.cfg_weight, z,
+                             ctl.token_temperature)
     if self.model.cfg.token_head:
       return x0  # one step: the steps control does not apply
     steps = jnp.clip(ctl.steps, 1, self.max_steps)

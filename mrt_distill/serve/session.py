@@ -209,7 +209,7 @@ class StreamSession(ControlsMixin, InjectionMixin):
           np.float32(cfg), np.int32(steps),
           self._silence if inj is None else np.broadcast_to(
               inj[None], self._silence.shape).astype(np.float32),
-          np.float32(0.0 if inj is None else 1.0))
+          np.float32(0.0 if inj is None else 1.0), np.float32(1.0))
       audio, self._state = self.stepper.chunk_step(
           self.params, self._state, ctl, jax.random.fold_in(self._key, i))
       audio = np.asarray(audio, np.float32)

@@ -332,3 +332,68 @@ def test_guidance_equals_two_separate_model_applications(request, coupled, k):
   np.testing.assert_allclose(np.asarray(after.lead),
                              lat[:, -g.crossfade_frames:], rtol=1e-4,
                              atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def token_world(world):
+  """The same world with a coupled token-head student (code logits picked
+  with the flow map and z), its heads random too."""
+  import dataclasses
+  su, _, _ = world
+  scfg = dataclasses.replace(su.model.cfg, coupled=True, token_head=True)
+  full = S.from_teacher(scfg, su.teacher_params, jax.random.PRNGKey(2))
+  trainable, frozen = S.split_params(full)
+  rng = np.random.default_rng(2)
+  flat = traverse_util.flatten_dict(trainable)
+  for k, v in flat.items():
+    flat[k] = jnp.asarray(rng.standard_normal(v.shape).astype(np.float32)
+                          * (0.3 if k[-1] == "lora_b" else 0.5))
+  params = S.merge_params(traverse_util.unflatten_dict(flat), frozen)
+  model = S.StudentModel(scfg, books=S.TokenBooks.for_codec(
+      su.codec, su.geometry, su.scaler))
+  su = dataclasses.replace(su, model=model)
+  return su, params, ChunkStepper(model, su.codec, su.style_model, su.scaler,
+                                  max_steps=3)
+
+
+@pytest.mark.parametrize("w,temperature", [(0.0, 1.0), (3.0, 0.5)])
+def test_token_head_guidance_and_temperature_equal_a_hand_computation(
+    token_world, w, temperature):
+  """A token head's served chunk = the flow-map pick, with the step's own z,
+  of ((1 + w) logits(cond) - w logits(uncond)) / T, the two logits from
+  separate full-model applications. Catches cond / uncond swapped for the
+  token head, the temperature ignored or applied as a product, and a
+  temperature change recompiling."""
+  su, params, stepper = token_world
+  g = su.geometry
+  b = 2
+  styles = _styles(su, b, 7)
+  key = jax.random.PRNGKey(5)
+  state = stepper.init_state(params, b)
+  ctl = controls(styles, w, 1, token_temperature=temperature)
+  _, after = stepper.chunk_step(params, state, ctl, key)
+
+  ctx = jnp.full((b, su.model.cfg.context_chunks, su.model.cfg.chunk_tokens),
+                 MASK_ID, jnp.int32)
+  ids = stepper.style_ids(ctl.style_emb)
+  x, z = S.first_step_input(su.model.cfg, jax.random.fold_in(key, 0), b)
+  sig = jnp.full((b,), su.model.cfg.noise.sigma_max)
+  cond = su.model.apply({"params": params}, ctx, ids, ctl.style_emb, x, sig,
+                        z)
+  uncond = su.model.apply({"params": params}, ctx, jnp.full_like(ids, MASK_ID),
+                          jnp.zeros_like(ctl.style_emb), x, sig, z)
+  assert cond.shape == (b, g.chunk_frames, g.target_levels, g.codebook_size)
+  assert np.abs(np.asarray(cond - uncond)).max() > 1e-2
+  books = su.model.books
+  logits = ((1 + w) * cond - w * uncond) / temperature
+  lat = np.asarray(su.scaler.to_codec(books.latents(books.codes(logits, z))))
+  np.testing.assert_allclose(np.asarray(after.lead),
+                             lat[:, -g.crossfade_frames:], rtol=1e-4,
+                             atol=1e-4)
+  # The temperature matters (the picks move) and is traced (no recompile).
+  before = stepper.compiles
+  _, other = stepper.chunk_step(params, stepper.init_state(params, b),
+                                controls(styles, w, 1,
+                                         token_temperature=0.05), key)
+  assert stepper.compiles == before
+  assert np.abs(np.asarray(other.lead) - np.asarray(after.lead)).max() > 1e-3
