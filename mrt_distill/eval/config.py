@@ -24,7 +24,9 @@ class EvalConfig:
   steps: tuple[int, ...] = (1, 2, 4)
   seed: int = 0
   embedder: str = "auto"  # auto | judge | style-model
-  student_cfg_weight: float = 0.0  # the distillation report's setting
+  # The students' guidance weight; None: each student's own
+  # `student.cfg_weight`, as the distill report, generate and serve play it.
+  student_cfg_weight: float | None = None
   batch: int = 8  # streams generated together (one compiled shape)
   # Main streams.
   max_prompts: int = 10

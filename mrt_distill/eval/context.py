@@ -69,14 +69,15 @@ def build_context(cfg: EvalConfig) -> Context:
   students, meta = [], {}
   for name, bundle in bundles.items():
     stepper = bundle.stepper(max_steps=max(4, max(cfg.steps)))
+    w = (float(bundle.config.student.get("cfg_weight", 0.0))
+         if cfg.student_cfg_weight is None else float(cfg.student_cfg_weight))
     for k in cfg.steps:
-      st = ST.Student(bundle, stepper, k, cfg.student_cfg_weight,
-                      key=f"{name}@k{k}")
+      st = ST.Student(bundle, stepper, k, w, key=f"{name}@k{k}")
       students.append(st)
       meta[st.key] = {"student": name, "k": int(k),
                       "checkpoint": bundle.source,
                       "on_policy_prob": _on_policy(bundle),
-                      "cfg_weight": cfg.student_cfg_weight}
+                      "cfg_weight": w}
   prompts, pairs = load_prompts(cfg)
   emb = _make_embedder(cfg, main, prompts, notes)
   style_emb = E.StyleModelEmbedder(main.style_model)

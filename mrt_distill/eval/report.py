@@ -50,9 +50,11 @@ def to_markdown(r: dict, figure_names: list[str]) -> str:
            f" (held out from training: "
            f"{_f(r['prompts']['held_out_verified'])}).", ""]
   lines += _table(
-      ["model", "kind", "sequential calls / chunk", "checkpoint",
-       "on-policy prob"],
+      ["model", "kind", "sequential calls / chunk", "guidance w",
+       "checkpoint", "on-policy prob"],
       [[m["key"], m["kind"], m["calls_per_chunk"],
+        _f(m["sampling"]["guidance_weight"], 1) if "sampling" in m
+        else _f(m.get("cfg_weight"), 1),
         m.get("checkpoint", f"the students' ({r['world']})"),
         _f(m.get("on_policy_prob"), 2)] for m in r["models"]])
 

@@ -294,3 +294,23 @@ def test_cli_flags():
               ["--steps", "1,9"], ["--set", "quick=maybe"]):
     with pytest.raises(ValueError):
       cli.config_from_args(main_mod.build_parser().parse_args(["eval", *bad]))
+
+
+def test_students_play_at_their_own_guidance_unless_overridden(run):
+  """The harness plays each student as generate / serve / the distill report
+  do: at its config's student.cfg_weight (it used 0 for every student, so
+  the shipped student's eval missed its guidance); --set overrides it. The
+  models table shows the weight."""
+  ctx, report, out = run
+  bundle = ctx.students[0].bundle
+  want = float(bundle.config.student.get("cfg_weight", 0.0))
+  for st in ctx.students:
+    assert st.cfg_weight == want
+  for m in report["models"][1:]:
+    assert m["cfg_weight"] == want
+  assert "| guidance w |" in (out / "report.md").read_text()
+  args = main_mod.build_parser().parse_args(
+      ["eval", *TINY_ARGS, "--out", str(out / "w"), "--set",
+       "student_cfg_weight=" + str(want + 1.5)])
+  other = CX.build_context(cli.config_from_args(args))
+  assert {st.cfg_weight for st in other.students} == {want + 1.5}
