@@ -55,8 +55,11 @@ LONG_STAGES = ("codec", "teacher")  # checkpointed inside the stage
 # teacher learn from and to the evaluation's ground truth.
 WORLD = {"bar_grid_hz": 25.0}
 
-# Full build: each stage at most ~2 h on the 2-core reference CPU, about
-# 4 h in all (measured figures: docs/reference_world.md).
+# Full build: each stage under 2 h on the 2-core reference CPU; this recipe
+# took 135 min in all on 2026-12-06 (codec 50, style 12, teacher 64, judges
+# 7, evaluate 2; docs/benchmarks.md, "The stable-token world"). It was not
+# installed: the shipped world (docs/reference_world.md) is an earlier
+# recipe's.
 FULL = {
     "world": WORLD,
     # Shift-trained coarse half of the latent, split between levels 0 and 1
