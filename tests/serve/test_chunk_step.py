@@ -15,17 +15,36 @@ from mrt_distill.geometry import MASK_ID
 from mrt_distill.serve.chunk_step import ChunkStepper, controls
 
 
-@pytest.fixture(scope="module")
-def world():
-  su = tiny_setup(lora_rank=2)
-  # A trained-looking student: random heads and LoRA B, so the output really
-  # depends on context, style and noise (a fresh one is c_skip * x).
-  rng = np.random.default_rng(0)
-  flat = traverse_util.flatten_dict(su.trainable)
+def _randomised(trainable, frozen, seed: int):
+  """A trained-looking student: random heads and LoRA B, so the output really
+  depends on context, style and noise (a fresh one is c_skip * x)."""
+  rng = np.random.default_rng(seed)
+  flat = traverse_util.flatten_dict(trainable)
   for k, v in flat.items():
     flat[k] = jnp.asarray(rng.standard_normal(v.shape).astype(np.float32)
                           * (0.3 if k[-1] == "lora_b" else 0.5))
-  params = S.merge_params(traverse_util.unflatten_dict(flat), su.frozen)
+  return S.merge_params(traverse_util.unflatten_dict(flat), frozen)
+
+
+def _variant(world, seed: int, books: bool, **changes):
+  """The world's student with config `changes`, its heads random too
+  (`books`: a token head's TokenBooks) -> (setup, params, stepper)."""
+  import dataclasses
+  su, _, _ = world
+  scfg = dataclasses.replace(su.model.cfg, **changes)
+  full = S.from_teacher(scfg, su.teacher_params, jax.random.PRNGKey(seed))
+  params = _randomised(*S.split_params(full), seed)
+  model = S.StudentModel(scfg, books=S.TokenBooks.for_codec(
+      su.codec, su.geometry, su.scaler) if books else None)
+  su = dataclasses.replace(su, model=model)
+  return su, params, ChunkStepper(model, su.codec, su.style_model, su.scaler,
+                                  max_steps=3)
+
+
+@pytest.fixture(scope="module")
+def world():
+  su = tiny_setup(lora_rank=2)
+  params = _randomised(su.trainable, su.frozen, 0)
   stepper = ChunkStepper(su.model, su.codec, su.style_model, su.scaler,
                          max_steps=3)
   return su, params, stepper
@@ -35,21 +54,7 @@ def world():
 def coupled_world(world):
   """The same world with a coupled student (it reads coupling noise z
   through noise_in; serving draws z itself), its heads random too."""
-  import dataclasses
-  su, _, _ = world
-  scfg = dataclasses.replace(su.model.cfg, coupled=True)
-  full = S.from_teacher(scfg, su.teacher_params, jax.random.PRNGKey(1))
-  trainable, frozen = S.split_params(full)
-  rng = np.random.default_rng(1)
-  flat = traverse_util.flatten_dict(trainable)
-  for k, v in flat.items():
-    flat[k] = jnp.asarray(rng.standard_normal(v.shape).astype(np.float32)
-                          * (0.3 if k[-1] == "lora_b" else 0.5))
-  params = S.merge_params(traverse_util.unflatten_dict(flat), frozen)
-  model = S.StudentModel(scfg)
-  su = dataclasses.replace(su, model=model)
-  return su, params, ChunkStepper(model, su.codec, su.style_model, su.scaler,
-                                  max_steps=3)
+  return _variant(world, 1, books=False, coupled=True)
 
 
 def _styles(su, b, seed):
@@ -338,22 +343,7 @@ def test_guidance_equals_two_separate_model_applications(request, coupled, k):
 def token_world(world):
   """The same world with a coupled token-head student (code logits picked
   with the flow map and z), its heads random too."""
-  import dataclasses
-  su, _, _ = world
-  scfg = dataclasses.replace(su.model.cfg, coupled=True, token_head=True)
-  full = S.from_teacher(scfg, su.teacher_params, jax.random.PRNGKey(2))
-  trainable, frozen = S.split_params(full)
-  rng = np.random.default_rng(2)
-  flat = traverse_util.flatten_dict(trainable)
-  for k, v in flat.items():
-    flat[k] = jnp.asarray(rng.standard_normal(v.shape).astype(np.float32)
-                          * (0.3 if k[-1] == "lora_b" else 0.5))
-  params = S.merge_params(traverse_util.unflatten_dict(flat), frozen)
-  model = S.StudentModel(scfg, books=S.TokenBooks.for_codec(
-      su.codec, su.geometry, su.scaler))
-  su = dataclasses.replace(su, model=model)
-  return su, params, ChunkStepper(model, su.codec, su.style_model, su.scaler,
-                                  max_steps=3)
+  return _variant(world, 2, books=True, coupled=True, token_head=True)
 
 
 @pytest.mark.parametrize("w,temperature", [(0.0, 1.0), (3.0, 0.5)])
