@@ -76,7 +76,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # ablation of earlier releases: --config.student.coupled=False
       # --config.student.token_head=False --config.student.imle_samples=4
       # --config.student.cfg_weight=5.0
-      token_head=True))
+      token_head=True,
+      # Token head: each frame's code logits also read the codes picked for
+      # the previous frame (a frame-recurrent pick after the one trunk pass;
+      # student.py, "Frame-recurrent pick").
+      token_feedback=False))
   if c.student.coupled:
     c.student.imle_samples = 1  # one draw per example: the teacher's noise
   if c.student.token_head:

@@ -138,11 +138,13 @@ def apply_overrides(cfg: ml_collections.ConfigDict,
 # (student.coupled adds the noise_in head and the noise in the replay
 # buffer: a run trained uncoupled cannot resume coupled, or the reverse.)
 SHAPE_KEYS = ("world", "student.lora_rank", "student.chunk_frames",
-              "student.coupled", "student.token_head", "rollout.batch",
+              "student.coupled", "student.token_head",
+              "student.token_feedback", "rollout.batch",
               "rollout.replay_capacity", "optim.name")
 # Keys added after the first release, with the value older configs meant.
 SHAPE_DEFAULTS = {"student.chunk_frames": 0, "optim.ema": False,
                   "student.coupled": False, "student.token_head": False,
+                  "student.token_feedback": False,
                   "soft_tokens": False}
 
 

@@ -102,6 +102,7 @@ def student_config(config, teacher_cfg) -> S.StudentConfig:
       chunk_frames=int(s.get("chunk_frames", 0)),
       coupled=bool(s.get("coupled", False)),
       token_head=bool(s.get("token_head", False)),
+      token_feedback=bool(s.get("token_feedback", False)),
       noise=NoiseSchedule(sigma_min=s.sigma_min, sigma_max=s.sigma_max,
                           sigma_data=s.sigma_data, num_scales=s.num_scales))
 

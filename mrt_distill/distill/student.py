@@ -31,6 +31,20 @@ summed into codec latents. Cross-entropy's optimum is a distribution, not a
 mean: where the student cannot tell the teacher's token from z it still
 *samples* a sharp code, so its chunks keep hits and notes. One step only.
 
+Frame-recurrent pick (`StudentConfig.token_feedback`): a student that picks
+every frame from the trunk's logits alone picks them independently where it
+cannot read the teacher's choice from z, so it changes code more often from
+one frame to the next than the teacher, which writes frame i knowing frame
+i-1 (more onsets, fewer held notes). With feedback the trunk still runs once
+per chunk, and a small head then picks the frames in order: frame i's
+logits = token_out(h_i + MLP(embedding of frame i-1's codes)) + a learned
+per-level bonus for repeating frame i-1's code, picked with frame i's noise
+by the same flow map (`recurrent_codes`; C steps of a few small matmuls,
+inside the same jitted call). Trained teacher-forced: frame i reads the
+teacher's frame i-1 (`previous_frames`), so training stays one parallel
+pass; when the student's picks equal the teacher's (the same flow map, the
+same z), serving reads exactly what training read.
+
 Cached streaming context: the encoder runs on each context chunk on its
 own (chunk-local self-attention, positions local to the chunk), so a chunk's
 encoder output and its cross-attention keys/values depend on that chunk
@@ -67,7 +81,8 @@ from mrt_distill.teacher.system import context_frame_ids
 # Top-level parameter scopes that are new in the student (trained in full);
 # every other parameter comes from the teacher and is frozen, except LoRA.
 HEAD_SCOPES = ("latent_in", "sigma_in", "sigma_hidden", "style_in",
-               "latent_out", "cross_slot_bias", "noise_in", "token_out")
+               "latent_out", "cross_slot_bias", "noise_in", "token_out",
+               "prev_in", "prev_hidden", "prev_out", "repeat_logit")
 LORA_LEAVES = ("lora_a", "lora_b")
 
 
@@ -101,11 +116,18 @@ class StudentConfig:
   # Coupled students only: logits over codes + the coupled flow pick, instead
   # of a latent regression head (see the module docstring).
   token_head: bool = False
+  # Token heads only: each frame's code logits also read the codes picked
+  # for the previous frame (the frame-recurrent pick; see the module
+  # docstring). False: every frame is picked from the trunk's logits alone.
+  token_feedback: bool = False
 
   def __post_init__(self):
     if self.token_head and not self.coupled:
       raise ValueError("student.token_head=True needs student.coupled=True "
                        "(its codes are picked with the coupling noise)")
+    if self.token_feedback and not self.token_head:
+      raise ValueError("student.token_feedback=True needs "
+                       "student.token_head=True (it feeds picked codes back)")
     if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
       raise ValueError(f"lora_rank must be an int >= 1, got "
                        f"{self.lora_rank!r}")
@@ -241,6 +263,24 @@ class StudentModel(nn.Module):
               nn.initializers.zeros, (axes.EMBED, axes.VOCAB)),
           bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
                                                  (axes.VOCAB,)))
+    if c.token_feedback:  # the previous frame's picked codes -> the width
+      # One row per (level, code), plus each level's "no previous frame"
+      # row (the chunk's first frame).
+      self.prev_in = nn.Embed(
+          g.target_levels * (g.codebook_size + 1), d, dtype=jnp.float32,
+          embedding_init=nn.with_logical_partitioning(
+              nn.initializers.normal(0.02), (axes.VOCAB, axes.EMBED)))
+      self.prev_hidden = Dense(d, (axes.EMBED, axes.MLP), jnp.float32)
+      # Zero: a fresh head adds the embedding and nothing else.
+      self.prev_out = Dense(d, (axes.MLP, axes.EMBED), jnp.float32,
+                            kernel_init=nn.initializers.zeros)
+      # Per level, a logit bonus for repeating the previous frame's code
+      # (a held note, a sustained texture): the teacher repeats level-0
+      # codes 2-3x as often as a student that picks frames independently.
+      self.repeat_logit = self.param(
+          "repeat_logit", nn.with_logical_partitioning(
+              nn.initializers.zeros, (None,)), (g.target_levels,),
+          jnp.float32)
     self.cross_slot_bias = self.param(
         "cross_slot_bias", nn.with_logical_partitioning(
             slot_bias_init, (axes.HEADS, axes.RELPOS)),
@@ -292,6 +332,9 @@ class StudentModel(nn.Module):
       if self.books is None:
         raise ValueError("a token-head student needs its TokenBooks: "
                          "StudentModel(cfg, books=TokenBooks.for_codec(...))")
+      if self.cfg.token_feedback:
+        h = self.token_features(x_BxCxD, sigma_B, cross, z_BxCxKxD)
+        return self.books.latents(self.recurrent_codes(h[None], z_BxCxKxD))
       logits = self.token_logits(x_BxCxD, sigma_B, cross, z_BxCxKxD)
       return self.books.latents(self.books.codes(logits, z_BxCxKxD))
     h = self._trunk(x_BxCxD, sigma_B, cross, z_BxCxKxD)
@@ -300,12 +343,72 @@ class StudentModel(nn.Module):
     return (noise.c_skip(sigma_B)[:, None, None] * x_BxCxD
             + noise.c_out(sigma_B)[:, None, None] * out)
 
-  def token_logits(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD):
-    """A token head's code logits (B, C, K, V)."""
-    g = self.cfg.geometry
+  def token_logits(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD,
+                   prev_BxCxK=None):
+    """A token head's code logits (B, C, K, V). prev: with token_feedback,
+    the codes of each frame's previous frame (teacher-forced in training:
+    `previous_frames(tokens)`)."""
+    if self.cfg.token_feedback and prev_BxCxK is None:
+      raise ValueError("a token_feedback student's logits read the previous "
+                       "frame's codes: pass prev_BxCxK = previous_frames("
+                       "codes) (or pick with recurrent_codes)")
     h = self._trunk(x_BxCxD, sigma_B, cross, z_BxCxKxD)
-    b, c = h.shape[:2]
-    return self.token_out(h).reshape(b, c, g.target_levels, g.codebook_size)
+    return self.frame_logits(h, prev_BxCxK)
+
+  def token_features(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD):
+    """The trunk's per-frame features (B, C, d) that `frame_logits` reads
+    (the one network pass of a token_feedback student)."""
+    return self._trunk(x_BxCxD, sigma_B, cross, z_BxCxKxD)
+
+  def frame_logits(self, h_BxFxd, prev_BxFxK=None):
+    """Code logits (B, F, K, V) of F frames from their trunk features and,
+    with token_feedback, each frame's previous-frame codes (V = none)."""
+    g, c = self.cfg.geometry, self.cfg
+    b, f = h_BxFxd.shape[:2]
+    k, v = g.target_levels, g.codebook_size
+    u = h_BxFxd
+    if c.token_feedback:
+      rows = prev_BxFxK + (v + 1) * jnp.arange(k)[None, None, :]
+      e = self.prev_in(rows).sum(axis=-2)
+      u = u + e
+      u = u + self.prev_out(nn.silu(self.prev_hidden(u)))
+    logits = self.token_out(u).reshape(b, f, k, v)
+    if c.token_feedback:  # one_hot of the "none" id v is all zeros
+      logits = logits + self.repeat_logit[None, None, :, None] * jax.nn.one_hot(
+          prev_BxFxK, v)
+    return logits
+
+  def recurrent_codes(self, h_GxBxCxd, z_BxCxKxD, cfg_weight=0.0,
+                      temperature=1.0):
+    """The frame-recurrent pick of a token_feedback student -> codes
+    (B, C, K) int32.
+
+    Frames in order (a scan of C small steps after the one trunk pass):
+    frame i's logits read frame i-1's picked codes, are guided and
+    tempered, and are picked with frame i's coupling noise by the flow
+    map, as the teacher picks its frames. h: G = 1 (unguided) or 2
+    ([conditioned, unconditioned] features: (1 + w) cond - w uncond on the
+    logits, both halves reading the same picks)."""
+    if self.books is None:
+      raise ValueError("a token-head student needs its TokenBooks: "
+                       "StudentModel(cfg, books=TokenBooks.for_codec(...))")
+    g = self.cfg.geometry
+    groups, b, c = h_GxBxCxd.shape[:3]
+    h = h_GxBxCxd.reshape(groups * b, c, -1)
+
+    def frame(prev_BxK, i):
+      h_i = jax.lax.dynamic_slice_in_dim(h, i, 1, axis=1)
+      prev = jnp.tile(prev_BxK, (groups, 1))[:, None]
+      lg = self.frame_logits(h_i, prev).reshape(groups, b, 1, g.target_levels,
+                                                -1)
+      lg = lg[0] if groups == 1 else (1 + cfg_weight) * lg[0] - cfg_weight * lg[1]
+      z_i = jax.lax.dynamic_slice_in_dim(z_BxCxKxD, i, 1, axis=1)
+      codes = self.books.codes(lg / temperature, z_i)[:, 0]
+      return codes, codes
+
+    first = jnp.full((b, g.target_levels), g.codebook_size, jnp.int32)
+    _, codes_CxBxK = jax.lax.scan(frame, first, jnp.arange(c))
+    return codes_CxBxK.transpose(1, 0, 2)
 
   def _trunk(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD):
     """Heads in, the temporal stack, the final norm -> (B, C, d) f32."""
@@ -334,10 +437,11 @@ class StudentModel(nn.Module):
     return self.cross_kv(enc)
 
   def __call__(self, ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE, x_BxCxD,
-               sigma_B, z_BxCxKxD=None):
+               sigma_B, z_BxCxKxD=None, prev_BxCxK=None):
     cross = self.context_kv(ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE)
     if self.cfg.token_head:  # (init needs no codebooks)
-      return self.token_logits(x_BxCxD, sigma_B, cross, z_BxCxKxD)
+      return self.token_logits(x_BxCxD, sigma_B, cross, z_BxCxKxD,
+                               prev_BxCxK)
     return self.denoise(x_BxCxD, sigma_B, cross, z_BxCxKxD)
 
 
@@ -351,7 +455,21 @@ def _dummy_inputs(cfg: StudentConfig):
           jnp.zeros((1, g.chunk_frames, g.codec_latent_dim), jnp.float32),
           jnp.ones((1,), jnp.float32),
           (jnp.zeros(coupling.noise_shape(g, 1), jnp.float32) if cfg.coupled
-           else None))
+           else None),
+          (previous_frames(jnp.zeros((1, g.chunk_frames, g.target_levels),
+                                     jnp.int32), g.codebook_size)
+           if cfg.token_feedback else None))
+
+
+def previous_frames(codes_BxCxK, codebook_size: int):
+  """Each frame's previous-frame codes (B, C, K): codes shifted one frame
+  later, the first frame's = `codebook_size` ("none"). What a
+  token_feedback head reads when trained on the teacher's codes (teacher
+  forcing); serving feeds its own picks (`recurrent_codes`)."""
+  b, _, k = codes_BxCxK.shape
+  none = jnp.full((b, 1, k), codebook_size, jnp.int32)
+  return jnp.concatenate([none, codes_BxCxK[:, :-1].astype(jnp.int32)],
+                         axis=1)
 
 
 def init_student_params(cfg: StudentConfig, rng: jax.Array):

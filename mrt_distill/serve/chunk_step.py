@@ -221,6 +221,9 @@ class ChunkStepper:
     z."""
     model = self.model
     token = model.cfg.token_head
+    if model.cfg.token_feedback:
+      return self._recurrent_guided(params, x, sigma, cross_c, cross_u, w, z,
+                                    temperature)
     den = lambda xx, ss, cross, zz: self._apply(
         params, xx, ss, cross, zz, method=(S.StudentModel.token_logits
                                            if token else
@@ -239,6 +242,29 @@ class ChunkStepper:
 
     return jax.lax.cond(w > 0, guided,
                         lambda: done(den(x, sigma, cross_c, z)))
+
+  def _recurrent_guided(self, params, x, sigma, cross_c, cross_u, w, z,
+                        temperature):
+    """`denoise_guided` of a token_feedback student: one trunk pass (2B
+    when guided), then the frame-recurrent pick, where guidance and the
+    temperature act on each frame's logits."""
+    model = self.model
+    feats = lambda xx, ss, cross, zz: self._apply(
+        params, xx, ss, cross, zz, method=S.StudentModel.token_features)
+    pick = lambda h_GxBxCxd, ww: model.books.latents(self._apply(
+        params, h_GxBxCxd, z, ww, temperature,
+        method=S.StudentModel.recurrent_codes))
+
+    def guided():
+      unc = cross_u() if callable(cross_u) else cross_u
+      both = [KV(jnp.concatenate([c.k, u.k]), jnp.concatenate([c.v, u.v]))
+              for c, u in zip(cross_c, unc)]
+      h = feats(jnp.concatenate([x, x]), jnp.concatenate([sigma, sigma]),
+                both, jnp.concatenate([z, z]))
+      return pick(jnp.stack(jnp.split(h, 2)), w)
+
+    return jax.lax.cond(w > 0, guided,
+                        lambda: pick(feats(x, sigma, cross_c, z)[None], 0.0))
 
   def sample(self, params, cross_c, cross_u, ctl: Controls, rng):
     """k-step consistency sampling with traced k -> student latents.

@@ -169,6 +169,21 @@ def test_a_run_trained_uncoupled_is_not_resumed_coupled(tmp_path):
   checkpoints.check_fingerprint({"fingerprint": old}, cfg, 3, tmp_path)
 
 
+def test_a_run_trained_without_token_feedback_is_not_resumed_with_it(
+    tmp_path):
+  """student.token_feedback adds parameters: the fingerprint names it, and
+  a checkpoint from before the switch reads as without."""
+  cfg = config_io.load_config("reference_cpu:tiny")
+  assert not cfg.student.token_feedback
+  old = config_io.shape_fingerprint(cfg)
+  del old["student.token_feedback"]
+  checkpoints.check_fingerprint({"fingerprint": old}, cfg, 3, tmp_path)
+  cfg.student.token_feedback = True
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match=r"student.token_feedback': \(False, True\)"):
+    checkpoints.check_fingerprint({"fingerprint": old}, cfg, 3, tmp_path)
+
+
 def test_a_student_file_with_another_noise_layout_is_refused(tmp_path):
   from mrt_distill.serve import student_files
   cfg = config_io.load_config("reference_cpu:tiny")
@@ -217,21 +232,22 @@ def test_token_head_needs_coupling():
     S.StudentConfig(teacher=load_teacher_config("tiny"), token_head=True)
 
 
-def _token_head_run(weights):
-  """A tiny token-head student, one coupled batch of 4 with random teacher
-  codes, and a jitted train step with `weights` -> (step, state, batch,
-  trainable params, geometry)."""
+def _token_head_run(weights, **student):
+  """A tiny token-head student (`student`: more StudentConfig fields), one
+  coupled batch of 4 with random teacher codes, and a jitted train step
+  with `weights` -> (step, state, batch, trainable params, geometry)."""
   from mrt_distill.distill.losses import NoiseSchedule
   from mrt_distill.distill.tiny import tiny_setup
   base = tiny_setup()
   g = base.geometry
   scfg = S.StudentConfig(base.model.cfg.teacher, lora_rank=2,
                          noise=NoiseSchedule(), coupled=True,
-                         token_head=True)
+                         token_head=True, **student)
   full = S.from_teacher(scfg, base.teacher_params, jax.random.PRNGKey(1))
   trainable, frozen = S.split_params(full)
   model = S.StudentModel(scfg, books=S.TokenBooks.for_codec(
       base.codec, g, base.scaler))
+  _token_head_run.model = model
   batch = base.batch(4)
   rng = np.random.default_rng(3)
   batch["tokens"] = rng.integers(0, g.codebook_size, (4, g.chunk_frames,
@@ -262,6 +278,45 @@ def test_token_head_train_step_learns_the_teachers_codes():
   assert abs(first - np.log(g.codebook_size)) < 0.05  # zero head: uniform
   assert float(m["loss/tokens"]) < 0.7 * first
   assert float(m["loss/total"]) == float(m["loss/tokens"])
+
+
+def test_token_feedback_trains_teacher_forced_on_the_previous_frame():
+  """A token_feedback student's training loss is the cross-entropy of its
+  logits when frame i reads the teacher's frame i-1 (`previous_frames`),
+  not frame i itself (which would leak the answer) and not nothing.
+  Mutations caught: the previous frames unshifted; prev left out."""
+  from flax import traverse_util
+  from mrt_distill.distill import losses as L
+  from mrt_distill.distill.losses import LossWeights
+  step, state, batch, trainable, g = _token_head_run(LossWeights(),
+                                                     token_feedback=True)
+  model = _token_head_run.model
+  assert {"prev_in", "prev_hidden", "prev_out", "repeat_logit"} <= set(
+      trainable)
+  rng = np.random.default_rng(5)
+  flat = traverse_util.flatten_dict(state.params)
+  flat = {k: jnp.asarray(rng.normal(size=v.shape).astype(np.float32) * 0.3)
+          for k, v in flat.items()}
+  state = state.replace(params=traverse_util.unflatten_dict(flat))
+  _, m = step(state, batch, jax.random.PRNGKey(0))
+  params = S.merge_params(state.params, state.frozen)
+  b = batch["tokens"].shape[0]
+  z = jnp.asarray(batch["noise"])
+  x, _ = S.first_step_input(model.cfg, jax.random.PRNGKey(0), b, z)
+  sig = jnp.full((b,), model.cfg.noise.sigma_max, jnp.float32)
+  tokens = jnp.asarray(batch["tokens"], jnp.int32)
+
+  def ce(prev):
+    logits = model.apply({"params": params}, jnp.asarray(batch["ctx_ids"]),
+                         jnp.asarray(batch["style_ids"]),
+                         jnp.asarray(batch["style_emb"]), x, sig, z, prev)
+    return float(L.token_cross_entropy(logits, tokens))
+
+  want = ce(S.previous_frames(tokens, g.codebook_size))
+  assert float(m["loss/tokens"]) == pytest.approx(want, rel=1e-4)
+  assert abs(ce(tokens) - want) > 1e-2
+  none = jnp.full_like(tokens, g.codebook_size)
+  assert abs(ce(none) - want) > 1e-2
 
 
 # ---- losses.token_kl: the teacher's whole distribution per token -----------

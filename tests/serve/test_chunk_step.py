@@ -387,3 +387,125 @@ def test_token_head_guidance_and_temperature_equal_a_hand_computation(
                                          token_temperature=0.05), key)
   assert stepper.compiles == before
   assert np.abs(np.asarray(other.lead) - np.asarray(after.lead)).max() > 1e-3
+
+
+@pytest.fixture(scope="module")
+def feedback_world(world):
+  """A token-head student with the frame-recurrent pick (token_feedback),
+  its heads (the previous-frame embedding, MLP, repeat bonus) random too."""
+  return _variant(world, 3, books=True, coupled=True, token_head=True,
+                  token_feedback=True)
+
+
+def _hand_recurrent_codes(su, params, ctx, ids, emb, x, sig, z, w, temp):
+  """Frame by frame from full-model applications (the teacher-forced
+  __call__): frame i's logits are read off a pass whose previous-frame
+  codes hold the picks of frames < i; guided, tempered, picked with z."""
+  g = su.geometry
+  b, c, k = z.shape[0], g.chunk_frames, g.target_levels
+  picks = np.zeros((b, c, k), np.int32)
+  books = su.model.books
+  apply = lambda i, e, p: su.model.apply({"params": params}, ctx, i, e, x,
+                                         sig, z, p)
+  for f in range(c):
+    prev = S.previous_frames(jnp.asarray(picks), g.codebook_size)
+    cond = apply(ids, emb, prev)[:, f]
+    unc = apply(jnp.full_like(ids, MASK_ID), jnp.zeros_like(emb), prev)[:, f]
+    logits = ((1 + w) * cond - w * unc) / temp
+    picks[:, f] = np.asarray(books.codes(logits[:, None], z[:, f:f + 1]))[:, 0]
+  return picks
+
+
+@pytest.mark.parametrize("w,temperature", [(0.0, 1.0), (3.0, 0.5)])
+def test_token_feedback_pick_equals_a_frame_by_frame_hand_computation(
+    feedback_world, w, temperature):
+  """The frame-recurrent pick (one trunk pass, then a scan over frames) =
+  frames picked one by one, each from a full teacher-forced model pass that
+  reads the picks before it -- so serving reads exactly what training
+  reads. Catches the previous frame off by one, guidance or temperature
+  applied outside the recurrence, and the halves reading different picks."""
+  su, params, stepper = feedback_world
+  g = su.geometry
+  b = 2
+  styles = _styles(su, b, 11)
+  key = jax.random.PRNGKey(9)
+  ctl = controls(styles, w, 1, token_temperature=temperature)
+  _, after = stepper.chunk_step(params, stepper.init_state(params, b), ctl,
+                                key)
+
+  ctx = jnp.full((b, su.model.cfg.context_chunks, su.model.cfg.chunk_tokens),
+                 MASK_ID, jnp.int32)
+  ids = stepper.style_ids(ctl.style_emb)
+  x, z = S.first_step_input(su.model.cfg, jax.random.fold_in(key, 0), b)
+  sig = jnp.full((b,), su.model.cfg.noise.sigma_max)
+  picks = _hand_recurrent_codes(su, params, ctx, ids, ctl.style_emb, x, sig,
+                                z, w, temperature)
+  books = su.model.books
+  want = np.asarray(su.scaler.to_codec(books.latents(jnp.asarray(picks))))
+  # The whole chunk through the public guided denoiser, and the served
+  # step's last frame.
+  cross_c = su.model.apply({"params": params}, ctx, ids, ctl.style_emb,
+                           method=S.StudentModel.context_kv)
+  cross_u = su.model.apply({"params": params}, ctx, jnp.full_like(ids, MASK_ID),
+                           jnp.zeros_like(ctl.style_emb),
+                           method=S.StudentModel.context_kv)
+  got = stepper.denoise_guided(params, x, sig, cross_c, cross_u,
+                               jnp.float32(w), z, temperature)
+  np.testing.assert_allclose(np.asarray(su.scaler.to_codec(got)), want,
+                             rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(after.lead),
+                             want[:, -g.crossfade_frames:], rtol=1e-4,
+                             atol=1e-4)
+  # The recurrence matters here: picking every frame as if it were the
+  # first (no previous frame) gives another chunk.
+  none = jnp.full((b, g.chunk_frames, g.target_levels), g.codebook_size,
+                  jnp.int32)
+  lone = su.model.apply({"params": params}, ctx, ids, ctl.style_emb, x, sig, z,
+                        none)
+  assert (np.asarray(books.codes(lone, z)) != picks).mean() > 0.1
+
+
+def test_token_feedback_repeat_bonus_holds_codes_across_frames(
+    feedback_world):
+  """A large learned repeat bonus makes every frame repeat the previous
+  frame's codes (what the head can express that independent picks cannot);
+  at zero the frames change code."""
+  su, params, stepper = feedback_world
+  g = su.geometry
+  b = 2
+  styles = _styles(su, b, 4)
+  ctx = jnp.full((b, su.model.cfg.context_chunks, su.model.cfg.chunk_tokens),
+                 MASK_ID, jnp.int32)
+  ids = stepper.style_ids(jnp.asarray(styles))
+  x, z = S.first_step_input(su.model.cfg, jax.random.PRNGKey(2), b)
+  sig = jnp.full((b,), su.model.cfg.noise.sigma_max)
+  h = su.model.apply({"params": params}, ctx, ids, jnp.asarray(styles), x, sig,
+                     z, method=lambda m, *a: m.context_kv(*a[:3]))
+
+  def repeats(bonus):
+    p = traverse_util.flatten_dict(params)
+    p[("repeat_logit",)] = jnp.full((g.target_levels,), bonus, jnp.float32)
+    p = traverse_util.unflatten_dict(p)
+    feats = su.model.apply({"params": p}, x, sig, h, z,
+                           method=S.StudentModel.token_features)
+    codes = np.asarray(su.model.apply({"params": p}, feats[None], z,
+                                      method=S.StudentModel.recurrent_codes))
+    assert codes.shape == (b, g.chunk_frames, g.target_levels)
+    return (codes[:, 1:] == codes[:, :-1]).mean()
+
+  assert repeats(0.0) < 0.5
+  assert repeats(1e4) == 1.0
+
+
+def test_token_feedback_needs_a_token_head_and_the_previous_codes(world):
+  import dataclasses
+  su, _, _ = world
+  with pytest.raises(ValueError, match="token_feedback=True needs "
+                     "student.token_head=True"):
+    dataclasses.replace(su.model.cfg, coupled=True, token_feedback=True)
+  scfg = dataclasses.replace(su.model.cfg, coupled=True, token_head=True,
+                             token_feedback=True)
+  params = S.init_student_params(scfg, jax.random.PRNGKey(0))
+  args = S._dummy_inputs(scfg)[:-1]  # without the previous-frame codes
+  with pytest.raises(ValueError, match="previous frame's codes"):
+    S.StudentModel(scfg).apply({"params": params}, *args)
