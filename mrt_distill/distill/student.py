@@ -31,19 +31,21 @@ summed into codec latents. Cross-entropy's optimum is a distribution, not a
 mean: where the student cannot tell the teacher's token from z it still
 *samples* a sharp code, so its chunks keep hits and notes. One step only.
 
-Frame-recurrent pick (`StudentConfig.token_feedback`): a student that picks
-every frame from the trunk's logits alone picks them independently where it
-cannot read the teacher's choice from z, so it changes code more often from
-one frame to the next than the teacher, which writes frame i knowing frame
-i-1 (more onsets, fewer held notes). With feedback the trunk still runs once
-per chunk, and a small head then picks the frames in order: frame i's
-logits = token_out(h_i + MLP(embedding of frame i-1's codes)) + a learned
-per-level bonus for repeating frame i-1's code, picked with frame i's noise
-by the same flow map (`recurrent_codes`; C steps of a few small matmuls,
-inside the same jitted call). Trained teacher-forced: frame i reads the
-teacher's frame i-1 (`previous_frames`), so training stays one parallel
-pass; when the student's picks equal the teacher's (the same flow map, the
-same z), serving reads exactly what training read.
+Recurrent pick (`StudentConfig.token_feedback`): a student that picks every
+token from the trunk's logits alone picks them independently where it
+cannot read the teacher's choice from z: frame i apart from frame i-1 (it
+changes code more often than the teacher, which writes frame i knowing
+frame i-1: more onsets, fewer held notes), and RVQ level q apart from the
+levels < q that it refines. With feedback the trunk still runs once per
+chunk; a small head then picks the tokens in the teacher's order, frame by
+frame and level by level: (frame i, level q)'s logits = token_out(h_i +
+embeddings of frame i-1's codes and of frame i's codes on levels < q, then
+an MLP) + a learned per-level bonus for repeating frame i-1's code, picked
+with that token's noise by the same flow map (`recurrent_codes`: C steps of
+K small matmuls each, inside the same jitted call). Trained teacher-forced
+(every token reads the teacher's codes before it), so training stays one
+parallel pass; where the student's picks equal the teacher's (the same
+flow map, the same z), serving reads exactly what training read.
 
 Cached streaming context: the encoder runs on each context chunk on its
 own (chunk-local self-attention, positions local to the chunk), so a chunk's
@@ -82,7 +84,8 @@ from mrt_distill.teacher.system import context_frame_ids
 # every other parameter comes from the teacher and is frozen, except LoRA.
 HEAD_SCOPES = ("latent_in", "sigma_in", "sigma_hidden", "style_in",
                "latent_out", "cross_slot_bias", "noise_in", "token_out",
-               "prev_in", "prev_hidden", "prev_out", "repeat_logit")
+               "prev_in", "level_in", "prev_hidden", "prev_out",
+               "repeat_logit")
 LORA_LEAVES = ("lora_a", "lora_b")
 
 
@@ -217,6 +220,12 @@ class TokenBooks:
         z_BxCxKxD[:, :, q].reshape(b * c, -1), flow[q]).reshape(b, c)
         for q in range(k)], axis=-1)
 
+  def pick(self, logits_BxV, z_BxD, level: int):
+    """The coupled pick of one level's tokens -> codes (B,) int32 (what
+    `codes` does for every level at once)."""
+    logp = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), axis=-1)
+    return coupling.flow_map(logp, z_BxD, jnp.asarray(self.flow)[level])
+
   def latents(self, codes_BxCxK):
     """Codes -> the student's scaled latents (B, C, D) (sum of codewords)."""
     books = jnp.asarray(self.codec)
@@ -267,6 +276,12 @@ class StudentModel(nn.Module):
       # One row per (level, code), plus each level's "no previous frame"
       # row (the chunk's first frame).
       self.prev_in = nn.Embed(
+          g.target_levels * (g.codebook_size + 1), d, dtype=jnp.float32,
+          embedding_init=nn.with_logical_partitioning(
+              nn.initializers.normal(0.02), (axes.VOCAB, axes.EMBED)))
+      # Level q of a frame also reads the frame's own levels < q (RVQ level
+      # q refines what levels < q wrote; picked apart, they clash).
+      self.level_in = nn.Embed(
           g.target_levels * (g.codebook_size + 1), d, dtype=jnp.float32,
           embedding_init=nn.with_logical_partitioning(
               nn.initializers.normal(0.02), (axes.VOCAB, axes.EMBED)))
@@ -344,69 +359,86 @@ class StudentModel(nn.Module):
             + noise.c_out(sigma_B)[:, None, None] * out)
 
   def token_logits(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD,
-                   prev_BxCxK=None):
-    """A token head's code logits (B, C, K, V). prev: with token_feedback,
-    the codes of each frame's previous frame (teacher-forced in training:
-    `previous_frames(tokens)`)."""
-    if self.cfg.token_feedback and prev_BxCxK is None:
+                   codes_BxCxK=None):
+    """A token head's code logits (B, C, K, V). codes: with token_feedback,
+    the chunk's codes (teacher-forced in training: the teacher's); the
+    logits of (frame i, level q) read frame i-1's codes and frame i's codes
+    on levels < q, never their own."""
+    if self.cfg.token_feedback and codes_BxCxK is None:
       raise ValueError("a token_feedback student's logits read the previous "
-                       "frame's codes: pass prev_BxCxK = previous_frames("
-                       "codes) (or pick with recurrent_codes)")
+                       "codes: pass codes_BxCxK (teacher forcing) or pick "
+                       "with recurrent_codes")
     h = self._trunk(x_BxCxD, sigma_B, cross, z_BxCxKxD)
-    return self.frame_logits(h, prev_BxCxK)
+    if not self.cfg.token_feedback:
+      return self.frame_logits(h)
+    v = self.cfg.geometry.codebook_size
+    return self.frame_logits(h, previous_frames(codes_BxCxK, v),
+                             codes_BxCxK.astype(jnp.int32))
 
   def token_features(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD):
     """The trunk's per-frame features (B, C, d) that `frame_logits` reads
     (the one network pass of a token_feedback student)."""
     return self._trunk(x_BxCxD, sigma_B, cross, z_BxCxKxD)
 
-  def frame_logits(self, h_BxFxd, prev_BxFxK=None):
+  def frame_logits(self, h_BxFxd, prev_BxFxK=None, cur_BxFxK=None):
     """Code logits (B, F, K, V) of F frames from their trunk features and,
-    with token_feedback, each frame's previous-frame codes (V = none)."""
+    with token_feedback, each frame's previous-frame codes (V = none) and
+    its own codes, of which level q reads levels < q only."""
     g, c = self.cfg.geometry, self.cfg
     b, f = h_BxFxd.shape[:2]
     k, v = g.target_levels, g.codebook_size
-    u = h_BxFxd
-    if c.token_feedback:
-      rows = prev_BxFxK + (v + 1) * jnp.arange(k)[None, None, :]
-      e = self.prev_in(rows).sum(axis=-2)
-      u = u + e
-      u = u + self.prev_out(nn.silu(self.prev_hidden(u)))
-    logits = self.token_out(u).reshape(b, f, k, v)
-    if c.token_feedback:  # one_hot of the "none" id v is all zeros
-      logits = logits + self.repeat_logit[None, None, :, None] * jax.nn.one_hot(
-          prev_BxFxK, v)
-    return logits
+    if not c.token_feedback:
+      return self.token_out(h_BxFxd).reshape(b, f, k, v)
+    offs = (v + 1) * jnp.arange(k)[None, None, :]
+    base = h_BxFxd + self.prev_in(prev_BxFxK + offs).sum(axis=-2)
+    e = self.level_in(cur_BxFxK + offs)  # (B, F, K, d)
+    # Level q gets the sum over levels < q (shifted, so its own code is
+    # never added, not even to be subtracted again).
+    below = jnp.cumsum(jnp.concatenate([jnp.zeros_like(e[:, :, :1]),
+                                        e[:, :, :-1]], axis=2), axis=2)
+    u = base[:, :, None, :] + below
+    u = u + self.prev_out(nn.silu(self.prev_hidden(u)))
+    every = self.token_out(u).reshape(b, f, k, k, v)  # input level, level
+    logits = every[:, :, jnp.arange(k), jnp.arange(k)]  # level q from u_q
+    # one_hot of the "none" id v is all zeros.
+    return logits + (self.repeat_logit[None, None, :, None]
+                     * jax.nn.one_hot(prev_BxFxK, v))
 
   def recurrent_codes(self, h_GxBxCxd, z_BxCxKxD, cfg_weight=0.0,
                       temperature=1.0):
-    """The frame-recurrent pick of a token_feedback student -> codes
-    (B, C, K) int32.
+    """The recurrent pick of a token_feedback student -> codes (B, C, K)
+    int32.
 
-    Frames in order (a scan of C small steps after the one trunk pass):
-    frame i's logits read frame i-1's picked codes, are guided and
-    tempered, and are picked with frame i's coupling noise by the flow
-    map, as the teacher picks its frames. h: G = 1 (unguided) or 2
+    Frames in order (a scan of C small steps after the one trunk pass),
+    and inside a frame its levels in order: (frame i, level q)'s logits
+    read frame i-1's picked codes and frame i's levels < q, are guided and
+    tempered, and are picked with that token's coupling noise by the flow
+    map, as the teacher picks its tokens. h: G = 1 (unguided) or 2
     ([conditioned, unconditioned] features: (1 + w) cond - w uncond on the
     logits, both halves reading the same picks)."""
     if self.books is None:
       raise ValueError("a token-head student needs its TokenBooks: "
                        "StudentModel(cfg, books=TokenBooks.for_codec(...))")
     g = self.cfg.geometry
+    k, v = g.target_levels, g.codebook_size
     groups, b, c = h_GxBxCxd.shape[:3]
     h = h_GxBxCxd.reshape(groups * b, c, -1)
+    tile = lambda a_BxK: jnp.tile(a_BxK, (groups, 1))[:, None]
 
     def frame(prev_BxK, i):
       h_i = jax.lax.dynamic_slice_in_dim(h, i, 1, axis=1)
-      prev = jnp.tile(prev_BxK, (groups, 1))[:, None]
-      lg = self.frame_logits(h_i, prev).reshape(groups, b, 1, g.target_levels,
-                                                -1)
-      lg = lg[0] if groups == 1 else (1 + cfg_weight) * lg[0] - cfg_weight * lg[1]
-      z_i = jax.lax.dynamic_slice_in_dim(z_BxCxKxD, i, 1, axis=1)
-      codes = self.books.codes(lg / temperature, z_i)[:, 0]
-      return codes, codes
+      z_i = jax.lax.dynamic_index_in_dim(z_BxCxKxD, i, axis=1,
+                                         keepdims=False)  # (B, K, D)
+      cur = jnp.full((b, k), v, jnp.int32)
+      for q in range(k):
+        lg = self.frame_logits(h_i, tile(prev_BxK), tile(cur))[:, 0, q]
+        lg = lg.reshape(groups, b, v)
+        lg = lg[0] if groups == 1 else ((1 + cfg_weight) * lg[0]
+                                        - cfg_weight * lg[1])
+        cur = cur.at[:, q].set(self.books.pick(lg / temperature, z_i[:, q], q))
+      return cur, cur
 
-    first = jnp.full((b, g.target_levels), g.codebook_size, jnp.int32)
+    first = jnp.full((b, k), v, jnp.int32)
     _, codes_CxBxK = jax.lax.scan(frame, first, jnp.arange(c))
     return codes_CxBxK.transpose(1, 0, 2)
 
@@ -437,11 +469,11 @@ class StudentModel(nn.Module):
     return self.cross_kv(enc)
 
   def __call__(self, ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE, x_BxCxD,
-               sigma_B, z_BxCxKxD=None, prev_BxCxK=None):
+               sigma_B, z_BxCxKxD=None, codes_BxCxK=None):
     cross = self.context_kv(ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE)
     if self.cfg.token_head:  # (init needs no codebooks)
       return self.token_logits(x_BxCxD, sigma_B, cross, z_BxCxKxD,
-                               prev_BxCxK)
+                               codes_BxCxK)
     return self.denoise(x_BxCxD, sigma_B, cross, z_BxCxKxD)
 
 
@@ -456,8 +488,7 @@ def _dummy_inputs(cfg: StudentConfig):
           jnp.ones((1,), jnp.float32),
           (jnp.zeros(coupling.noise_shape(g, 1), jnp.float32) if cfg.coupled
            else None),
-          (previous_frames(jnp.zeros((1, g.chunk_frames, g.target_levels),
-                                     jnp.int32), g.codebook_size)
+          (jnp.zeros((1, g.chunk_frames, g.target_levels), jnp.int32)
            if cfg.token_feedback else None))
 
 

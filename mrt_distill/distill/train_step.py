@@ -306,11 +306,11 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
     # Cross-entropy to the teacher's coupled codes, one pass at sigma_max.
     x_max, _ = S.first_step_input(model.cfg, k_z, b, z)
     tokens = batch["tokens"]
-    # token_feedback: frame i reads the teacher's frame i-1 (teacher forcing).
-    prev = (S.previous_frames(tokens, g.codebook_size)
-            if model.cfg.token_feedback else None)
+    # token_feedback: each token reads the teacher's codes before it
+    # (teacher forcing; StudentModel.token_logits).
+    known = tokens if model.cfg.token_feedback else None
     logits = apply(x_max, jnp.full((b,), noise.sigma_max, jnp.float32),
-                   cross, z, prev, method=StudentModel.token_logits)
+                   cross, z, known, method=StudentModel.token_logits)
     terms = {"tokens": L.token_cross_entropy(logits, tokens)}
     if weights.token_kl:
       terms["token_kl"] = L.token_kl(logits, batch[SOFT_KEY])

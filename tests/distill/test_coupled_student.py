@@ -280,43 +280,69 @@ def test_token_head_train_step_learns_the_teachers_codes():
   assert float(m["loss/total"]) == float(m["loss/tokens"])
 
 
-def test_token_feedback_trains_teacher_forced_on_the_previous_frame():
-  """A token_feedback student's training loss is the cross-entropy of its
-  logits when frame i reads the teacher's frame i-1 (`previous_frames`),
-  not frame i itself (which would leak the answer) and not nothing.
-  Mutations caught: the previous frames unshifted; prev left out."""
+def _feedback_state():
+  """A token_feedback train step with random heads -> (step, state, batch,
+  model, geometry, merged params)."""
   from flax import traverse_util
-  from mrt_distill.distill import losses as L
   from mrt_distill.distill.losses import LossWeights
   step, state, batch, trainable, g = _token_head_run(LossWeights(),
                                                      token_feedback=True)
-  model = _token_head_run.model
-  assert {"prev_in", "prev_hidden", "prev_out", "repeat_logit"} <= set(
-      trainable)
+  assert {"prev_in", "level_in", "prev_hidden", "prev_out",
+          "repeat_logit"} <= set(trainable)
   rng = np.random.default_rng(5)
   flat = traverse_util.flatten_dict(state.params)
   flat = {k: jnp.asarray(rng.normal(size=v.shape).astype(np.float32) * 0.3)
           for k, v in flat.items()}
   state = state.replace(params=traverse_util.unflatten_dict(flat))
-  _, m = step(state, batch, jax.random.PRNGKey(0))
-  params = S.merge_params(state.params, state.frozen)
+  model = _token_head_run.model
+  return step, state, batch, model, g, S.merge_params(state.params,
+                                                      state.frozen)
+
+
+def _feedback_logits(model, params, batch, codes):
   b = batch["tokens"].shape[0]
   z = jnp.asarray(batch["noise"])
   x, _ = S.first_step_input(model.cfg, jax.random.PRNGKey(0), b, z)
   sig = jnp.full((b,), model.cfg.noise.sigma_max, jnp.float32)
+  return model.apply({"params": params}, jnp.asarray(batch["ctx_ids"]),
+                     jnp.asarray(batch["style_ids"]),
+                     jnp.asarray(batch["style_emb"]), x, sig, z,
+                     jnp.asarray(codes, jnp.int32))
+
+
+def test_token_feedback_trains_teacher_forced_on_the_teachers_codes():
+  """A token_feedback student's training loss is the cross-entropy of its
+  logits when every token reads the teacher's codes before it; other codes
+  give another loss. Mutation caught: the train step leaving the codes
+  out."""
+  from mrt_distill.distill import losses as L
+  step, state, batch, model, g, params = _feedback_state()
+  _, m = step(state, batch, jax.random.PRNGKey(0))
   tokens = jnp.asarray(batch["tokens"], jnp.int32)
-
-  def ce(prev):
-    logits = model.apply({"params": params}, jnp.asarray(batch["ctx_ids"]),
-                         jnp.asarray(batch["style_ids"]),
-                         jnp.asarray(batch["style_emb"]), x, sig, z, prev)
-    return float(L.token_cross_entropy(logits, tokens))
-
-  want = ce(S.previous_frames(tokens, g.codebook_size))
+  ce = lambda codes: float(L.token_cross_entropy(
+      _feedback_logits(model, params, batch, codes), tokens))
+  want = ce(tokens)
   assert float(m["loss/tokens"]) == pytest.approx(want, rel=1e-4)
-  assert abs(ce(tokens) - want) > 1e-2
-  none = jnp.full_like(tokens, g.codebook_size)
-  assert abs(ce(none) - want) > 1e-2
+  assert abs(ce((tokens + 1) % g.codebook_size) - want) > 1e-2
+
+
+def test_token_feedback_logits_read_only_the_codes_before_them():
+  """Teacher forcing without a leak: changing the code at (frame f, level
+  q) leaves the logits of every token up to and including (f, q) as they
+  were (in the teacher's order: frames, then levels) and moves those of
+  (f, q + 1) and of frame f + 1; frames after f + 1 do not read it."""
+  _, _, batch, model, g, params = _feedback_state()
+  tokens = np.asarray(batch["tokens"], np.int32)
+  base = np.asarray(_feedback_logits(model, params, batch, tokens))
+  f, q = 1, 1
+  assert f + 2 < g.chunk_frames and q + 1 < g.target_levels
+  other = tokens.copy()
+  other[:, f, q] = (other[:, f, q] + 7) % g.codebook_size
+  moved = np.abs(np.asarray(_feedback_logits(model, params, batch, other))
+                 - base).max(axis=(0, 3))  # (C, K)
+  assert moved[:f].max() == 0 and moved[f, :q + 1].max() == 0
+  assert moved[f, q + 1:].min() > 1e-4 and moved[f + 1].min() > 1e-4
+  assert moved[f + 2:].max() == 0
 
 
 # ---- losses.token_kl: the teacher's whole distribution per token -----------

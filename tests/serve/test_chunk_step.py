@@ -398,32 +398,34 @@ def feedback_world(world):
 
 
 def _hand_recurrent_codes(su, params, ctx, ids, emb, x, sig, z, w, temp):
-  """Frame by frame from full-model applications (the teacher-forced
-  __call__): frame i's logits are read off a pass whose previous-frame
-  codes hold the picks of frames < i; guided, tempered, picked with z."""
+  """Token by token, in the teacher's order (frames, then levels), from
+  full-model applications (the teacher-forced __call__): (frame f, level
+  q)'s logits are read off a pass whose codes hold the picks made before
+  it; guided, tempered, picked with that token's z."""
   g = su.geometry
   b, c, k = z.shape[0], g.chunk_frames, g.target_levels
   picks = np.zeros((b, c, k), np.int32)
   books = su.model.books
-  apply = lambda i, e, p: su.model.apply({"params": params}, ctx, i, e, x,
-                                         sig, z, p)
+  apply = lambda i, e: su.model.apply({"params": params}, ctx, i, e, x, sig,
+                                      z, jnp.asarray(picks))
   for f in range(c):
-    prev = S.previous_frames(jnp.asarray(picks), g.codebook_size)
-    cond = apply(ids, emb, prev)[:, f]
-    unc = apply(jnp.full_like(ids, MASK_ID), jnp.zeros_like(emb), prev)[:, f]
-    logits = ((1 + w) * cond - w * unc) / temp
-    picks[:, f] = np.asarray(books.codes(logits[:, None], z[:, f:f + 1]))[:, 0]
+    for q in range(k):
+      cond = apply(ids, emb)[:, f:f + 1]
+      unc = apply(jnp.full_like(ids, MASK_ID), jnp.zeros_like(emb))[:, f:f + 1]
+      logits = ((1 + w) * cond - w * unc) / temp
+      picks[:, f, q] = np.asarray(books.codes(logits, z[:, f:f + 1]))[:, 0, q]
   return picks
 
 
 @pytest.mark.parametrize("w,temperature", [(0.0, 1.0), (3.0, 0.5)])
 def test_token_feedback_pick_equals_a_frame_by_frame_hand_computation(
     feedback_world, w, temperature):
-  """The frame-recurrent pick (one trunk pass, then a scan over frames) =
-  frames picked one by one, each from a full teacher-forced model pass that
-  reads the picks before it -- so serving reads exactly what training
-  reads. Catches the previous frame off by one, guidance or temperature
-  applied outside the recurrence, and the halves reading different picks."""
+  """The recurrent pick (one trunk pass, then a scan over frames and their
+  levels) = tokens picked one by one, each from a full teacher-forced model
+  pass that reads the picks before it -- so serving reads exactly what
+  training reads. Catches the previous frame or level off by one, guidance
+  or temperature applied outside the recurrence, and the halves reading
+  different picks."""
   su, params, stepper = feedback_world
   g = su.geometry
   b = 2
@@ -456,13 +458,14 @@ def test_token_feedback_pick_equals_a_frame_by_frame_hand_computation(
   np.testing.assert_allclose(np.asarray(after.lead),
                              want[:, -g.crossfade_frames:], rtol=1e-4,
                              atol=1e-4)
-  # The recurrence matters here: picking every frame as if it were the
-  # first (no previous frame) gives another chunk.
+  # The recurrence matters here: picking every token as if nothing came
+  # before it gives another chunk.
   none = jnp.full((b, g.chunk_frames, g.target_levels), g.codebook_size,
                   jnp.int32)
   lone = su.model.apply({"params": params}, ctx, ids, ctl.style_emb, x, sig, z,
                         none)
   assert (np.asarray(books.codes(lone, z)) != picks).mean() > 0.1
+  assert not (picks == g.codebook_size).any()
 
 
 def test_token_feedback_repeat_bonus_holds_codes_across_frames(
@@ -507,5 +510,5 @@ def test_token_feedback_needs_a_token_head_and_the_previous_codes(world):
                              token_feedback=True)
   params = S.init_student_params(scfg, jax.random.PRNGKey(0))
   args = S._dummy_inputs(scfg)[:-1]  # without the previous-frame codes
-  with pytest.raises(ValueError, match="previous frame's codes"):
+  with pytest.raises(ValueError, match="read the previous codes"):
     S.StudentModel(scfg).apply({"params": params}, *args)
