@@ -8,6 +8,9 @@ For each geometry, measured side by side in one run at batch 1:
   * ms per chunk and RTF of the student's jitted cached `chunk_step` (k=1,
     no CFG and with CFG) and of the teacher's KV-cached decode (+ codec);
   * sequential network calls per chunk;
+  * under "heads": ms per chunk of each student head (the uncoupled latent
+    head, the token head with independent picks, the shipped token head
+    with the recurrent pick), at w=0 and w=3, side by side;
   * encoder FLOPs per chunk, cached (new chunk + style) vs full window (XLA
     cost analysis of the two encoder calls);
   * compiles over a session that changes every control;
@@ -146,6 +149,46 @@ def short_chunk_delay(tcfg, tparams, codec, style_model, chunk_frames: int,
           "prompt_change_every_chunks": every, **delay}
 
 
+# The student heads the "heads" rows time side by side (StudentConfig
+# fields): the latent head of the uncoupled ablation, the coupled token
+# head picking every token independently, and the shipped recurrent pick.
+HEAD_KINDS = {
+    "latent (uncoupled)": {},
+    "token, independent picks": dict(coupled=True, token_head=True),
+    "token, recurrent pick (shipped)": dict(coupled=True, token_head=True,
+                                            token_feedback=True),
+}
+
+
+def head_timings(tcfg, tparams, codec, style_model, reps: int) -> list:
+  """ms per chunk of each student head kind (random heads: timing does not
+  depend on training), at w=0 and at the shipped w=3, batch 1."""
+  g = tcfg.geometry
+  emb = style_model.embed_text(["techno"])[:1]
+  rows = []
+  for kind, fields in HEAD_KINDS.items():
+    scfg = S.StudentConfig(tcfg, lora_rank=8, noise=NoiseSchedule(),
+                           **fields)
+    scaler = S.LatentScaler.for_codec(codec, scfg.noise.sigma_data)
+    books = (S.TokenBooks.for_codec(codec, g, scaler) if scfg.token_head
+             else None)
+    stepper = ChunkStepper(S.StudentModel(scfg, books=books), codec,
+                           style_model, scaler)
+    params = S.from_teacher(scfg, tparams, jax.random.PRNGKey(0))
+    holder = {"state": stepper.init_state(params, 1)}
+
+    def step(w):
+      a, holder["state"] = stepper.chunk_step(
+          params, holder["state"], controls(emb, w), jax.random.PRNGKey(0))
+      a.block_until_ready()
+
+    ms = {w: 1000 * _time(lambda: step(w), reps) for w in (0.0, 3.0)}
+    rows.append({"head": kind, "ms_per_chunk": ms[0.0],
+                 "ms_per_chunk_w3": ms[3.0],
+                 "rtf_w3": 1000 * g.chunk_seconds / ms[3.0]})
+  return rows
+
+
 def bench(name: str, reps: int, teacher_reps: int,
           delay_seconds: float = 8.0,
           chunk_frames: tuple[int, ...] = (), dtype: str = "auto") -> dict:
@@ -216,6 +259,7 @@ def bench(name: str, reps: int, teacher_reps: int,
       "encoder_flops_cached": f_cached, "encoder_flops_full": f_full,
       "encoder_flops_ratio": f_cached / f_full,
       "recompiles": recompiles, **delay,
+      "heads": head_timings(tcfg, tparams, codec, style_model, reps),
       **({"short_chunks": [
           short_chunk_delay(tcfg, tparams, codec, style_model, f,
                             delay_seconds, reps)
