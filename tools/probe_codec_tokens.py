@@ -27,6 +27,7 @@ import sys
 import numpy as np
 
 from mrt_distill.world.training.codec_tokens import judge_ceiling
+from mrt_distill.world.training.codec_tokens import reconstruction_fidelity
 from mrt_distill.world.training.codec_tokens import token_stability
 
 
@@ -85,6 +86,10 @@ def main(argv=None) -> int:
   p.add_argument("--judge", action="store_true",
                  help="add the codec ceiling: the shipped judge's accuracy "
                       "on renders through the codec at 2 and 4 levels")
+  p.add_argument("--fidelity", action="store_true",
+                 help="add what the coarse levels keep: SNR and chroma "
+                      "(pitch) agreement through the codec at 1, 2 and 4 "
+                      "levels")
   p.add_argument("--json", action="store_true")
   args = p.parse_args(argv)
   from mrt_distill.world.runtime import assets, load_world
@@ -103,7 +108,15 @@ def main(argv=None) -> int:
     report["judge_ceiling"] = judge_ceiling(
         codec, assets.load_judge(), pieces=args.pieces,
         bar_grid_hz=report["bar_grid_hz"])
+  if args.fidelity:
+    report["fidelity"] = reconstruction_fidelity(
+        codec, pieces=args.pieces, bar_grid_hz=report["bar_grid_hz"])
   print(json.dumps(report, indent=1) if args.json else markdown(report))
+  if args.fidelity and not args.json:
+    m = report["fidelity"]["mean"]
+    print("through the codec (mean over styles): " + ", ".join(
+        f"{k} levels SNR {m[f'snr_db_{k}']:.2f} dB chroma "
+        f"{m[f'chroma_{k}']:.2f}" for k in report["fidelity"]["levels"]))
   if args.judge and not args.json:
     c = report["judge_ceiling"]
     print("judge accuracy through the codec (mean; worst style): " + ", ".join(
