@@ -405,15 +405,19 @@ def _hand_recurrent_codes(su, params, ctx, ids, emb, x, sig, z, w, temp):
   g = su.geometry
   b, c, k = z.shape[0], g.chunk_frames, g.target_levels
   picks = np.zeros((b, c, k), np.int32)
-  books = su.model.books
-  apply = lambda i, e: su.model.apply({"params": params}, ctx, i, e, x, sig,
-                                      z, jnp.asarray(picks))
+  # Jitted once each (shapes fixed), not op by op: one full model pass per
+  # half and one pick per token, as separate compiled calls.
+  full = jax.jit(lambda i, e, codes: su.model.apply(
+      {"params": params}, ctx, i, e, x, sig, z, codes))
+  pick = jax.jit(su.model.books.codes)
   for f in range(c):
     for q in range(k):
-      cond = apply(ids, emb)[:, f:f + 1]
-      unc = apply(jnp.full_like(ids, MASK_ID), jnp.zeros_like(emb))[:, f:f + 1]
+      codes = jnp.asarray(picks)
+      cond = full(ids, emb, codes)[:, f:f + 1]
+      unc = full(jnp.full_like(ids, MASK_ID), jnp.zeros_like(emb),
+                 codes)[:, f:f + 1]
       logits = ((1 + w) * cond - w * unc) / temp
-      picks[:, f, q] = np.asarray(books.codes(logits, z[:, f:f + 1]))[:, 0, q]
+      picks[:, f, q] = np.asarray(pick(logits, z[:, f:f + 1]))[:, 0, q]
   return picks
 
 
@@ -464,7 +468,7 @@ def test_token_feedback_pick_equals_a_frame_by_frame_hand_computation(
                   jnp.int32)
   lone = su.model.apply({"params": params}, ctx, ids, ctl.style_emb, x, sig, z,
                         none)
-  assert (np.asarray(books.codes(lone, z)) != picks).mean() > 0.1
+  assert (np.asarray(jax.jit(books.codes)(lone, z)) != picks).mean() > 0.1
   assert not (picks == g.codebook_size).any()
 
 
