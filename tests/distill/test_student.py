@@ -219,8 +219,8 @@ def test_from_teacher_copies_frozen_and_trains_only_adapters(
   # noise_in, token_out and the token_feedback head exist only in coupled
   # students (this one is not); latent_out only in latent-head ones (this
   # one is).
-  coupled_only = {"noise_in", "token_out", "prev_in", "prev_hidden",
-                  "prev_out", "repeat_logit"}
+  coupled_only = {"noise_in", "token_out", "prev_in", "level_in",
+                  "prev_hidden", "prev_out", "repeat_logit"}
   assert {p[0] for p in trainable} >= set(HEAD_SCOPES) - coupled_only
   assert not coupled_only & {p[0] for p in trainable}
   frozen = set(s) - trainable
