@@ -232,9 +232,7 @@ class ChunkStepper:
         out / temperature, z))) if token else (lambda out: out))
 
     def guided():
-      unc = cross_u() if callable(cross_u) else cross_u
-      both = [KV(jnp.concatenate([c.k, u.k]), jnp.concatenate([c.v, u.v]))
-              for c, u in zip(cross_c, unc)]
+      both = self._both_halves(cross_c, cross_u)
       out = den(jnp.concatenate([x, x]), jnp.concatenate([sigma, sigma]),
                 both, None if z is None else jnp.concatenate([z, z]))
       cond, uncond = jnp.split(out, 2)
@@ -242,6 +240,14 @@ class ChunkStepper:
 
     return jax.lax.cond(w > 0, guided,
                         lambda: done(den(x, sigma, cross_c, z)))
+
+  @staticmethod
+  def _both_halves(cross_c, cross_u) -> list[KV]:
+    """The conditioned and unconditioned cross KVs side by side (batch 2B);
+    cross_u may be a function returning them."""
+    unc = cross_u() if callable(cross_u) else cross_u
+    return [KV(jnp.concatenate([c.k, u.k]), jnp.concatenate([c.v, u.v]))
+            for c, u in zip(cross_c, unc)]
 
   def _recurrent_guided(self, params, x, sigma, cross_c, cross_u, w, z,
                         temperature):
@@ -256,9 +262,7 @@ class ChunkStepper:
         method=S.StudentModel.recurrent_codes))
 
     def guided():
-      unc = cross_u() if callable(cross_u) else cross_u
-      both = [KV(jnp.concatenate([c.k, u.k]), jnp.concatenate([c.v, u.v]))
-              for c, u in zip(cross_c, unc)]
+      both = self._both_halves(cross_c, cross_u)
       h = feats(jnp.concatenate([x, x]), jnp.concatenate([sigma, sigma]),
                 both, jnp.concatenate([z, z]))
       return pick(jnp.stack(jnp.split(h, 2)), w)
