@@ -41,15 +41,33 @@ def _floats(text: str, name: str) -> list[float]:
   return vals
 
 
-def music_figures(audio_BxSxC: np.ndarray, sample_rate: int) -> dict:
-  """Mean over streams of onsets/s, spectral flux and RMS (`eval.metrics`,
-  the harness's definitions)."""
+def music_figures(audio_BxSxC: np.ndarray, sample_rate: int,
+                  chunk_samples: int, crossfade_samples: int) -> dict:
+  """Mean over streams of onsets/s, spectral flux, RMS, the chunk-boundary
+  ratio (flux where chunks meet / half way between) and the spectral
+  flatness (noise-like: > 0.3) -- `eval.metrics`, the harness's
+  definitions."""
   from mrt_distill.eval import metrics as M
   mono = [M.mono(a) for a in audio_BxSxC]
+  seams = [M.boundary_discontinuity(x, chunk_samples,
+                                    crossfade_samples)["ratio"] for x in mono]
+  seams = [r for r in seams if r is not None]
   return {"onsets_per_s": float(np.mean([M.onset_rate(x, sample_rate)
                                          for x in mono])),
           "flux": float(np.mean([M.spectral_flux(x).mean() for x in mono])),
-          "rms": float(np.sqrt(np.mean(np.square(audio_BxSxC))))}
+          "rms": float(np.sqrt(np.mean(np.square(audio_BxSxC)))),
+          "boundary": float(np.mean(seams)) if seams else None,
+          "flatness": float(np.mean([M.spectral_flatness(x)
+                                     for x in mono]))}
+
+
+def _mean_known(values):
+  vals = [v for v in values if v is not None]
+  return float(np.mean(vals)) if vals else None
+
+
+def _x(v) -> str:
+  return "—" if v is None else f"{v:.2f}"
 
 
 def sweep(student: str, weights, temperatures, *, samples: int = 8,
@@ -94,11 +112,12 @@ def sweep(student: str, weights, temperatures, *, samples: int = 8,
                           judge.classify(audio, g.sample_rate)]))
       fd.append(J.fd_or_none(J.judge_windows(judge, audio, g.sample_rate),
                              gt_emb[style]))
-      fig.append(music_figures(audio, g.sample_rate))
+      fig.append(music_figures(audio, g.sample_rate, g.chunk_samples,
+                               g.crossfade_samples))
     fds = [f for f in fd if f is not None]
     return {"accuracy": float(np.mean(acc)),
             "fd": float(np.mean(fds)) if fds else None,
-            **{k: float(np.mean([f[k] for f in fig])) for k in fig[0]}}
+            **{k: _mean_known(f[k] for f in fig) for k in fig[0]}}
 
   ref = judged(teacher)
   rows = []
@@ -107,13 +126,14 @@ def sweep(student: str, weights, temperatures, *, samples: int = 8,
       streams = {s: student_stream(stepper, sb.params, embs[s], chunks, seed,
                                    w, 1, temp)[:, :n] for s in styles}
       row = {"cfg_weight": w, "token_temperature": temp, **judged(streams)}
-      for k in ("accuracy", "fd", "onsets_per_s", "flux"):
+      for k in ("accuracy", "fd", "onsets_per_s", "flux", "boundary"):
         row[f"{k}_ratio"] = (row[k] / ref[k] if row[k] is not None and ref[k]
                              else None)
       row["rms_db_vs_teacher"] = float(20 * np.log10(row["rms"] / ref["rms"]))
       rows.append(row)
       log(f"w {w:g} T {temp:g}: acc {row['accuracy']:.3f} onsets "
           f"{row['onsets_per_s_ratio']:.2f}x flux {row['flux_ratio']:.2f}x "
+          f"seams {_x(row['boundary_ratio'])} "
           f"RMS {row['rms_db_vs_teacher']:+.1f} dB "
           f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
   return {"student": student, "samples": samples, "seconds": seconds,
@@ -128,15 +148,18 @@ def table(report: dict) -> str:
   lines = [f"teacher: accuracy {t['accuracy']:.3f}, Fréchet "
            f"{t['fd'] if t['fd'] is None else round(t['fd'], 1)}, "
            f"onsets/s {t['onsets_per_s']:.2f}, flux {t['flux']:.4f}, "
-           f"RMS {t['rms']:.4f}", "",
+           f"RMS {t['rms']:.4f}, chunk-boundary ratio {_x(t['boundary'])}, "
+           f"flatness {t['flatness']:.3f}", "",
            "| w | T | accuracy | Fréchet | onsets/s ratio | flux ratio | "
-           "RMS vs teacher |", "|---|---|---|---|---|---|---|"]
+           "RMS vs teacher | seams vs teacher | flatness |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for r in report["rows"]:
     fd = "—" if r["fd"] is None else f"{r['fd']:.1f}"
     lines.append(f"| {r['cfg_weight']:g} | {r['token_temperature']:g} | "
                  f"{r['accuracy']:.3f} | {fd} | {r['onsets_per_s_ratio']:.2f}"
                  f" | {r['flux_ratio']:.2f} | "
-                 f"{r['rms_db_vs_teacher']:+.1f} dB |")
+                 f"{r['rms_db_vs_teacher']:+.1f} dB | "
+                 f"{_x(r['boundary_ratio'])} | {r['flatness']:.3f} |")
   return "\n".join(lines)
 
 

@@ -339,11 +339,15 @@ def train(config, workdir, claim=None) -> dict:
       imle_select=imle_select(config))[1])
   holder = {"state": state}
   if config.rollout.on_policy_prob > 0:
+    # Built once (its jitted chunk compiles once); the params follow the
+    # training. The student plays with its serving guidance.
+    streamer = StudentStreamer(run.model, None, run.world.codec,
+                               run.world.style_model, run.scaler,
+                               cfg_weight=float(config.student.cfg_weight))
+
     def student_codes(ctx_ids, style_ids, style_emb):
       s = holder["state"]
-      streamer = StudentStreamer(run.model, S.merge_params(s.params, s.frozen),
-                                 run.world.codec, run.world.style_model,
-                                 run.scaler)
+      streamer.params = S.merge_params(s.params, s.frozen)
       key = jax.random.fold_in(jax.random.PRNGKey(7), run.rollout.calls)
       return streamer.codes_for(ctx_ids, style_ids, style_emb, key)
     run.rollout.student_fn = student_codes

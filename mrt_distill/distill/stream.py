@@ -8,7 +8,9 @@ audio are comparable sample for sample.
 
 (The serving path with per-chunk cached encoder keys/values and donated
 device state lives in the serving module; this one re-encodes the window
-each chunk, which is what training and offline evaluation need.)
+each chunk, which is what training and offline evaluation need. The chunk
+itself is the serving code's pick, `ChunkStepper.sample`, with its
+guidance: an on-policy context is what the student would play.)
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import numpy as np
 
 from mrt_distill.codec.neural import rvq_encode_jnp
 from mrt_distill.distill import student as S
+from mrt_distill.geometry import MASK_ID
+from mrt_distill.serve.chunk_step import ChunkStepper, controls
 from mrt_distill.style import mixing
 from mrt_distill.teacher.system import equal_power_ramp
 
@@ -30,10 +34,16 @@ class StudentStreamer:
   """B student streams advanced together, chunk by chunk."""
 
   def __init__(self, model: S.StudentModel, params, codec, style_model,
-               scaler: S.LatentScaler, steps: int = 1):
+               scaler: S.LatentScaler, steps: int = 1,
+               cfg_weight: float = 0.0):
+    """cfg_weight: the guidance the student plays with (its config's
+    `student.cfg_weight`); 0 = one unguided pass. `params` may be replaced
+    between calls (same shapes: no recompile)."""
     self.model, self.params = model, params
     self.codec, self.style_model, self.scaler = codec, style_model, scaler
-    self.steps = steps
+    self.steps, self.cfg_weight = steps, float(cfg_weight)
+    self._stepper = ChunkStepper(model, codec, style_model, scaler,
+                                 max_steps=max(int(steps), 1))
     self.geometry = model.cfg.geometry
     self._books = jnp.asarray(codec.codebooks[:self.geometry.target_levels],
                               jnp.float32)
@@ -43,9 +53,15 @@ class StudentStreamer:
   @functools.partial(jax.jit, static_argnums=(0, 6))
   def _chunk(self, params, ctx_ids, style_ids, style_emb, key, steps):
     """-> (codec latents (B, C, D), codes int32 (B, C, K))."""
-    cross = self.model.apply({"params": params}, ctx_ids, style_ids,
-                             style_emb, method=S.StudentModel.context_kv)
-    x0 = S.sample(self.model, params, cross, key, ctx_ids.shape[0], steps)
+    kv = lambda ids, emb: self.model.apply(
+        {"params": params}, ctx_ids, ids, emb,
+        method=S.StudentModel.context_kv)
+    x0 = self._stepper.sample(
+        params, kv(style_ids, style_emb),
+        lambda: kv(jnp.full_like(style_ids, MASK_ID),
+                   jnp.zeros_like(style_emb)),
+        controls(style_emb, self.cfg_weight, steps), key,
+        S.seam_codes(self.geometry, ctx_ids))
     lat = self.scaler.to_codec(x0)
     b, c, d = lat.shape
     codes, _, _ = rvq_encode_jnp(lat.reshape(b * c, d), self._books)

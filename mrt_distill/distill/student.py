@@ -339,17 +339,24 @@ class StudentModel(nn.Module):
     feats = jnp.concatenate([jnp.sin(ang), jnp.cos(ang)], axis=-1)
     return self.sigma_hidden(nn.silu(self.sigma_in(feats)))
 
-  def denoise(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD=None):
+  def denoise(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD=None,
+              seam_BxK=None):
     """The consistency function f(x, sigma | z) given cached cross KVs;
     z: the coupling noise, required iff the student is coupled. A token
-    head returns the latents of its coupled pick."""
+    head returns the latents of its coupled pick (token_feedback: reading
+    seam, the codes of the frame before the chunk, `seam_codes`)."""
     if self.cfg.token_head:
       if self.books is None:
         raise ValueError("a token-head student needs its TokenBooks: "
                          "StudentModel(cfg, books=TokenBooks.for_codec(...))")
       if self.cfg.token_feedback:
         h = self.token_features(x_BxCxD, sigma_B, cross, z_BxCxKxD)
-        return self.books.latents(self.recurrent_codes(h[None], z_BxCxKxD))
+        if seam_BxK is None:
+          raise ValueError("a token_feedback student's first frame reads the "
+                           "frame before the chunk: pass seam_BxK "
+                           "(seam_codes of the context ids)")
+        return self.books.latents(self.recurrent_codes(h[None], z_BxCxKxD,
+                                                       seam_BxK))
       logits = self.token_logits(x_BxCxD, sigma_B, cross, z_BxCxKxD)
       return self.books.latents(self.books.codes(logits, z_BxCxKxD))
     h = self._trunk(x_BxCxD, sigma_B, cross, z_BxCxKxD)
@@ -359,20 +366,21 @@ class StudentModel(nn.Module):
             + noise.c_out(sigma_B)[:, None, None] * out)
 
   def token_logits(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD,
-                   codes_BxCxK=None):
+                   codes_BxCxK=None, seam_BxK=None):
     """A token head's code logits (B, C, K, V). codes: with token_feedback,
     the chunk's codes (teacher-forced in training: the teacher's); the
     logits of (frame i, level q) read frame i-1's codes and frame i's codes
-    on levels < q, never their own."""
-    if self.cfg.token_feedback and codes_BxCxK is None:
+    on levels < q, never their own. seam: with token_feedback, the codes of
+    the frame before the chunk that frame 0 reads (`seam_codes`)."""
+    if self.cfg.token_feedback and (codes_BxCxK is None or seam_BxK is None):
       raise ValueError("a token_feedback student's logits read the previous "
-                       "codes: pass codes_BxCxK (teacher forcing) or pick "
-                       "with recurrent_codes")
+                       "codes: pass codes_BxCxK (teacher forcing) and "
+                       "seam_BxK (seam_codes of the context) or pick with "
+                       "recurrent_codes")
     h = self._trunk(x_BxCxD, sigma_B, cross, z_BxCxKxD)
     if not self.cfg.token_feedback:
       return self.frame_logits(h)
-    v = self.cfg.geometry.codebook_size
-    return self.frame_logits(h, previous_frames(codes_BxCxK, v),
+    return self.frame_logits(h, previous_frames(codes_BxCxK, seam_BxK),
                              codes_BxCxK.astype(jnp.int32))
 
   def token_features(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD):
@@ -404,14 +412,15 @@ class StudentModel(nn.Module):
     return logits + (self.repeat_logit[None, None, :, None]
                      * jax.nn.one_hot(prev_BxFxK, v))
 
-  def recurrent_codes(self, h_GxBxCxd, z_BxCxKxD, cfg_weight=0.0,
+  def recurrent_codes(self, h_GxBxCxd, z_BxCxKxD, seam_BxK, cfg_weight=0.0,
                       temperature=1.0):
     """The recurrent pick of a token_feedback student -> codes (B, C, K)
     int32.
 
     Frames in order (a scan of C small steps after the one trunk pass),
     and inside a frame its levels in order: (frame i, level q)'s logits
-    read frame i-1's picked codes and frame i's levels < q, are guided and
+    read frame i-1's picked codes (frame 0: seam, the codes of the frame
+    before the chunk, `seam_codes`) and frame i's levels < q, are guided and
     tempered, and are picked with that token's coupling noise by the flow
     map, as the teacher picks its tokens. h: G = 1 (unguided) or 2
     ([conditioned, unconditioned] features: (1 + w) cond - w uncond on the
@@ -438,8 +447,8 @@ class StudentModel(nn.Module):
         cur = cur.at[:, q].set(self.books.pick(lg / temperature, z_i[:, q], q))
       return cur, cur
 
-    first = jnp.full((b, k), v, jnp.int32)
-    _, codes_CxBxK = jax.lax.scan(frame, first, jnp.arange(c))
+    _, codes_CxBxK = jax.lax.scan(frame, jnp.asarray(seam_BxK, jnp.int32),
+                                  jnp.arange(c))
     return codes_CxBxK.transpose(1, 0, 2)
 
   def _trunk(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD):
@@ -472,8 +481,10 @@ class StudentModel(nn.Module):
                sigma_B, z_BxCxKxD=None, codes_BxCxK=None):
     cross = self.context_kv(ctx_ids_BxNxL, style_ids_BxS, style_emb_BxE)
     if self.cfg.token_head:  # (init needs no codebooks)
+      seam = (seam_codes(self.cfg.geometry, ctx_ids_BxNxL)
+              if self.cfg.token_feedback else None)
       return self.token_logits(x_BxCxD, sigma_B, cross, z_BxCxKxD,
-                               codes_BxCxK)
+                               codes_BxCxK, seam)
     return self.denoise(x_BxCxD, sigma_B, cross, z_BxCxKxD)
 
 
@@ -492,15 +503,42 @@ def _dummy_inputs(cfg: StudentConfig):
            if cfg.token_feedback else None))
 
 
-def previous_frames(codes_BxCxK, codebook_size: int):
+def previous_frames(codes_BxCxK, seam_BxK):
   """Each frame's previous-frame codes (B, C, K): codes shifted one frame
-  later, the first frame's = `codebook_size` ("none"). What a
-  token_feedback head reads when trained on the teacher's codes (teacher
-  forcing); serving feeds its own picks (`recurrent_codes`)."""
-  b, _, k = codes_BxCxK.shape
-  none = jnp.full((b, 1, k), codebook_size, jnp.int32)
-  return jnp.concatenate([none, codes_BxCxK[:, :-1].astype(jnp.int32)],
+  later, the first frame's = seam (`seam_codes`, the frame before the
+  chunk). What a token_feedback head reads when trained on the teacher's
+  codes (teacher forcing); serving feeds its own picks
+  (`recurrent_codes`)."""
+  first = jnp.asarray(seam_BxK, jnp.int32)[:, None]
+  return jnp.concatenate([first, codes_BxCxK[:, :-1].astype(jnp.int32)],
                          axis=1)
+
+
+def seam_codes(geometry: Geometry, ctx_ids_BxNxL):
+  """The codes (B, K) int32 of the frame before a chunk, as the context
+  holds them: the last context frame's coarse levels (context_levels);
+  `codebook_size` ("none") on the finer levels, which the context does
+  not keep, and on every level of an empty (MASK) frame, a cold start.
+
+  What a token_feedback head's first frame reads in place of a previous
+  frame, in training (from the rollout's context ids) and serving (from
+  the ids the chunk step puts in its cache), so a chunk continues the one
+  before it instead of starting afresh at every seam."""
+  g = geometry
+  b = ctx_ids_BxNxL.shape[0]
+  last = jnp.asarray(ctx_ids_BxNxL)[:, -1, -g.context_levels:]
+  codes = (last - g.codec_offset
+           - g.codebook_size * jnp.arange(g.context_levels)[None, :])
+  ok = (codes >= 0) & (codes < g.codebook_size)
+  codes = jnp.where(ok, codes, g.codebook_size).astype(jnp.int32)
+  return jnp.concatenate([codes, no_seam(g, b)[:, g.context_levels:]],
+                         axis=1)
+
+
+def no_seam(geometry: Geometry, batch: int):
+  """`seam_codes` of a cold start: "none" (codebook_size) on every level."""
+  return jnp.full((batch, geometry.target_levels), geometry.codebook_size,
+                  jnp.int32)
 
 
 def init_student_params(cfg: StudentConfig, rng: jax.Array):
@@ -638,14 +676,14 @@ def first_step_input(cfg: StudentConfig, key: jax.Array, batch: int,
 
 
 def sample(model: StudentModel, params, cross: list[KV], key: jax.Array,
-           batch: int, steps, sigmas=None, z_BxCxKxD=None):
+           batch: int, steps, sigmas=None, z_BxCxKxD=None, seam_BxK=None):
   """k-step consistency sampling -> student-space latents (B, C, D).
 
   steps: number of network calls (1 = one step from pure noise). sigmas:
   the noise levels of steps 2..k (default: a geometric ladder from
   sigma_max/20 down). z: a coupled student's coupling noise (drawn from
-  `key` when None). Pure function of its inputs: jit it with `steps`
-  static.
+  `key` when None). seam: a token_feedback student's `seam_codes` of the
+  context. Pure function of its inputs: jit it with `steps` static.
   """
   cfg = model.cfg
   noise, g = cfg.noise, cfg.geometry
@@ -654,7 +692,7 @@ def sample(model: StudentModel, params, cross: list[KV], key: jax.Array,
   key, sub = jax.random.split(key)
   x, z = first_step_input(cfg, sub, batch, z_BxCxKxD)
   x0 = model.apply({"params": params}, x, jnp.full((batch,), noise.sigma_max),
-                   cross, z, method=StudentModel.denoise)
+                   cross, z, seam_BxK, method=StudentModel.denoise)
   if cfg.token_head:
     return x0  # a token head writes its chunk in one step
   for s in ladder[:steps - 1]:

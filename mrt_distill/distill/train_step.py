@@ -308,9 +308,12 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
     tokens = batch["tokens"]
     # token_feedback: each token reads the teacher's codes before it
     # (teacher forcing; StudentModel.token_logits).
-    known = tokens if model.cfg.token_feedback else None
+    # The first frame reads the context's last frame (S.seam_codes).
+    feedback = model.cfg.token_feedback
+    known = tokens if feedback else None
+    seam = S.seam_codes(g, batch["ctx_ids"]) if feedback else None
     logits = apply(x_max, jnp.full((b,), noise.sigma_max, jnp.float32),
-                   cross, z, known, method=StudentModel.token_logits)
+                   cross, z, known, seam, method=StudentModel.token_logits)
     terms = {"tokens": L.token_cross_entropy(logits, tokens)}
     if weights.token_kl:
       terms["token_kl"] = L.token_kl(logits, batch[SOFT_KEY])

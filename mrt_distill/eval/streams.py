@@ -212,7 +212,8 @@ class Student(Model):
         cross_v=jnp.concatenate([v for _, v in kvs], axis=2),
         lead=jnp.asarray(lead, state.lead.dtype),
         tail=jnp.asarray(tail_BxXxC, state.tail.dtype),
-        index=jnp.asarray(index, state.index.dtype))
+        index=jnp.asarray(index, state.index.dtype),
+        seam=S.seam_codes(g, jnp.asarray(ids)))
 
   def param_bytes(self) -> int:
     return _tree_bytes(self.params)

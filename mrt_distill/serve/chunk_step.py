@@ -69,6 +69,9 @@ class StepState(NamedTuple):
   # decode of each chunk's latents, before crossfading), oldest first; what
   # injected audio is mixed into.
   ctx_audio: jax.Array
+  # (B, K) int32 the codes of the window's last frame as its ids hold them
+  # (`S.seam_codes`): what a token_feedback student's first frame reads.
+  seam: jax.Array
 
 
 class Controls(NamedTuple):
@@ -204,12 +207,14 @@ class ChunkStepper:
         jnp.zeros((batch, g.crossfade_frames, g.codec_latent_dim)),
         jnp.zeros((batch, g.crossfade_samples, g.channels)),
         jnp.zeros((), jnp.int32),
-        jnp.zeros((batch, g.context_samples, g.channels)))
+        jnp.zeros((batch, g.context_samples, g.channels)),
+        S.no_seam(g, batch))
 
   def denoise_guided(self, params, x, sigma, cross_c, cross_u, w, z=None,
-                     temperature=1.0):
+                     temperature=1.0, seam=None):
     """(1 + w) f(x | style) - w f(x | no style); z: a coupled student's
-    coupling noise (the same for both halves).
+    coupling noise (the same for both halves); seam: a token_feedback
+    student's codes of the frame before the chunk (`S.seam_codes`).
 
     w == 0: one pass at batch B. w > 0: still one pass, at batch 2B (the
     conditioned and unconditioned halves side by side), so guidance adds
@@ -223,7 +228,7 @@ class ChunkStepper:
     token = model.cfg.token_head
     if model.cfg.token_feedback:
       return self._recurrent_guided(params, x, sigma, cross_c, cross_u, w, z,
-                                    temperature)
+                                    temperature, seam)
     den = lambda xx, ss, cross, zz: self._apply(
         params, xx, ss, cross, zz, method=(S.StudentModel.token_logits
                                            if token else
@@ -250,7 +255,7 @@ class ChunkStepper:
             for c, u in zip(cross_c, unc)]
 
   def _recurrent_guided(self, params, x, sigma, cross_c, cross_u, w, z,
-                        temperature):
+                        temperature, seam):
     """`denoise_guided` of a token_feedback student: one trunk pass (2B
     when guided), then the frame-recurrent pick, where guidance and the
     temperature act on each frame's logits."""
@@ -258,7 +263,7 @@ class ChunkStepper:
     feats = lambda xx, ss, cross, zz: self._apply(
         params, xx, ss, cross, zz, method=S.StudentModel.token_features)
     pick = lambda h_GxBxCxd, ww: model.books.latents(self._apply(
-        params, h_GxBxCxd, z, ww, temperature,
+        params, h_GxBxCxd, z, seam, ww, temperature,
         method=S.StudentModel.recurrent_codes))
 
     def guided():
@@ -270,7 +275,7 @@ class ChunkStepper:
     return jax.lax.cond(w > 0, guided,
                         lambda: pick(feats(x, sigma, cross_c, z)[None], 0.0))
 
-  def sample(self, params, cross_c, cross_u, ctl: Controls, rng):
+  def sample(self, params, cross_c, cross_u, ctl: Controls, rng, seam=None):
     """k-step consistency sampling with traced k -> student latents.
 
     Steps 2..k run in a fori_loop with a traced trip count, so k = 1 costs
@@ -283,7 +288,7 @@ class ChunkStepper:
     x, z = S.first_step_input(self.model.cfg, jax.random.fold_in(rng, 0), b)
     x0 = self.denoise_guided(params, x, jnp.full((b,), noise.sigma_max),
                              cross_c, cross_u, ctl.cfg_weight, z,
-                             ctl.token_temperature)
+                             ctl.token_temperature, seam)
     if self.model.cfg.token_head:
       return x0  # one step: the steps control does not apply
     steps = jnp.clip(ctl.steps, 1, self.max_steps)
@@ -334,7 +339,8 @@ class ChunkStepper:
         KV(jnp.concatenate([state.cross_k[i], kv_style[i].k], axis=1),
            jnp.concatenate([state.cross_v[i], kv_style[i].v], axis=1))
         for i in range(layers)]
-    x0 = self.sample(params, join(kv_s), lambda: join(kv_u()), ctl, rng)
+    x0 = self.sample(params, join(kv_s), lambda: join(kv_u()), ctl, rng,
+                     state.seam)
     lat = self.scaler.to_codec(x0)  # (B, C, D) codec latents
     # Decode [lead frame(s), chunk]; audio[:, n:] is the chunk's own audio.
     audio = self.codec.decode_latents(jnp.concatenate([state.lead, lat],
@@ -372,7 +378,8 @@ class ChunkStepper:
     out = audio[:, :g.chunk_samples]
     out = out.at[:, :n].set(out[:, :n] * ramp + state.tail * ramp[:, ::-1])
     new = StepState(cross_k, cross_v, lat[:, -g.crossfade_frames:],
-                    audio[:, -n:], state.index + 1, ctx_audio)
+                    audio[:, -n:], state.index + 1, ctx_audio,
+                    S.seam_codes(g, ctx[:, None]))
     return out, new
 
   # ---- injection into the whole window ---------------------------------------
@@ -424,5 +431,10 @@ class ChunkStepper:
     k = jnp.stack([kv.k for kv in kvs])  # (layers, B, N*L, H, Hd)
     v = jnp.stack([kv.v for kv in kvs])
     sel = jnp.repeat(chunks_N, l_tok).reshape(1, 1, n * l_tok, 1, 1)
+    # The window's last chunk re-encoded: its last frame is the new seam.
+    seam = jnp.where(chunks_N[-1],
+                     S.seam_codes(self.geometry, ids.reshape(b, n, l_tok)),
+                     state.seam)
     return state._replace(cross_k=jnp.where(sel, k, state.cross_k),
-                          cross_v=jnp.where(sel, v, state.cross_v))
+                          cross_v=jnp.where(sel, v, state.cross_v),
+                          seam=seam)

@@ -326,6 +326,47 @@ def test_token_feedback_trains_teacher_forced_on_the_teachers_codes():
   assert abs(ce((tokens + 1) % g.codebook_size) - want) > 1e-2
 
 
+def test_seam_codes_are_the_last_context_frames_coarse_codes():
+  """seam_codes: the last context frame's codes on the context's levels,
+  "none" (V) on the finer levels and for an empty (cold-start) context,
+  read back from the encoder ids. Mutations caught: the first context
+  frame instead of the last; the level offsets left in."""
+  from mrt_distill.geometry import TINY as g
+  rng = np.random.default_rng(0)
+  ctx = rng.integers(0, g.codebook_size,
+                     (3, g.context_frames, g.target_levels))
+  ctx[1] = -1  # cold start
+  ctx[2, -1, 0] = -1  # a frame with no audio yet is MASK on every level
+  seam = np.asarray(S.seam_codes(g, jnp.asarray(S.context_ids(g, ctx))))
+  cl, v = g.context_levels, g.codebook_size
+  assert seam.shape == (3, g.target_levels) and seam.dtype == np.int32
+  np.testing.assert_array_equal(seam[0, :cl], ctx[0, -1, :cl])
+  assert (seam[0, cl:] == v).all() and (seam[1:] == v).all()
+  np.testing.assert_array_equal(np.asarray(S.no_seam(g, 2)),
+                                np.full((2, g.target_levels), v))
+
+
+def test_token_feedback_first_frame_reads_the_seam():
+  """Frame 0's logits read the seam (the context's last frame) through
+  the previous-frame embedding and the repeat bonus; the trunk's features
+  do not see it. So with the trunk's features fixed, changing the seam
+  moves frame 0's logits only. Mutation caught: previous_frames ignoring
+  the seam (the chunk starting afresh at every seam)."""
+  _, _, batch, model, g, params = _feedback_state()
+  b = batch["tokens"].shape[0]
+  tokens = jnp.asarray(batch["tokens"], jnp.int32)
+  h = jnp.asarray(np.random.default_rng(1).normal(
+      size=(b, g.chunk_frames, model.cfg.backbone.d_model)), jnp.float32)
+  prev = lambda seam: S.previous_frames(tokens, seam)
+  logits = lambda seam: np.asarray(model.apply(
+      {"params": params}, h, prev(seam), tokens,
+      method=S.StudentModel.frame_logits))
+  none = S.no_seam(g, b)
+  some = none.at[:, 0].set(3)
+  moved = np.abs(logits(some) - logits(none)).max(axis=(0, 3))  # (C, K)
+  assert moved[0].min() > 1e-4 and moved[1:].max() == 0
+
+
 def test_token_feedback_logits_read_only_the_codes_before_them():
   """Teacher forcing without a leak: changing the code at (frame f, level
   q) leaves the logits of every token up to and including (f, q) as they

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from mrt_distill.codec.neural import rvq_encode_jnp
 from mrt_distill.distill import student as S
 from mrt_distill.distill.tiny import tiny_setup
 from mrt_distill.geometry import MASK_ID
@@ -258,6 +259,16 @@ def test_inject_context_reencodes_only_the_chosen_window_chunks(world):
   assert np.abs(k[:, :, :l_tok] - ref.cross_k[:, :, :l_tok]).max() > 1e-2
   np.testing.assert_array_equal(k[:, :, l_tok:], ref.cross_k[:, :, l_tok:])
   np.testing.assert_array_equal(np.asarray(first.ctx_audio), ref.ctx_audio)
+  # The seam (the window's last frame, what a token_feedback student's
+  # first frame reads) follows the window's last chunk only.
+  for kept in (none, quiet, first):
+    np.testing.assert_array_equal(np.asarray(kept.seam), ref.seam)
+  last = stepper.inject_context(params, _fork(state), loud, 1.0,
+                                np.arange(n) == n - 1)
+  want = S.seam_codes(g, stepper.audio_context_ids(
+      jnp.asarray(ref.ctx_audio + loud)).reshape(2, n, l_tok))
+  np.testing.assert_array_equal(np.asarray(last.seam), np.asarray(want))
+  assert (np.asarray(want) != ref.seam).any()
   assert stepper.context_compiles - before <= 1
   key = jax.random.PRNGKey(99)
   a_ref, _ = stepper.chunk_step(params, _fork(state), controls(styles), key)
@@ -421,26 +432,46 @@ def _hand_recurrent_codes(su, params, ctx, ids, emb, x, sig, z, w, temp):
   return picks
 
 
-@pytest.mark.parametrize("w,temperature", [(0.0, 1.0), (3.0, 0.5)])
+def _warm_state(su, params, stepper, b, seed):
+  """A random context window (B, N, L) of valid ids and the chunk-step
+  state that holds it (each chunk's cross KVs and its seam), as
+  `eval.streams.Student.state_from_context` builds it."""
+  g = su.geometry
+  codes = np.random.default_rng(seed).integers(
+      0, g.codebook_size, (b, g.context_frames, g.target_levels))
+  ctx = jnp.asarray(S.context_ids(g, codes))
+  kvs = [stepper.chunk_kv(params, ctx[:, n]) for n in range(ctx.shape[1])]
+  state = stepper.init_state(params, b)._replace(
+      cross_k=jnp.concatenate([k for k, _ in kvs], axis=2),
+      cross_v=jnp.concatenate([v for _, v in kvs], axis=2),
+      seam=S.seam_codes(g, ctx))
+  return ctx, state
+
+
+@pytest.mark.parametrize("w,temperature,warm", [(0.0, 1.0, False),
+                                                (3.0, 0.5, True)])
 def test_token_feedback_pick_equals_a_frame_by_frame_hand_computation(
-    feedback_world, w, temperature):
+    feedback_world, w, temperature, warm):
   """The recurrent pick (one trunk pass, then a scan over frames and their
   levels) = tokens picked one by one, each from a full teacher-forced model
   pass that reads the picks before it -- so serving reads exactly what
-  training reads. Catches the previous frame or level off by one, guidance
-  or temperature applied outside the recurrence, and the halves reading
-  different picks."""
+  training reads, the first frame reading the context's last frame (warm)
+  or nothing (a cold start). Catches the previous frame or level off by
+  one, guidance or temperature applied outside the recurrence, the halves
+  reading different picks, and the chunk step dropping the seam."""
   su, params, stepper = feedback_world
   g = su.geometry
   b = 2
   styles = _styles(su, b, 11)
   key = jax.random.PRNGKey(9)
   ctl = controls(styles, w, 1, token_temperature=temperature)
-  _, after = stepper.chunk_step(params, stepper.init_state(params, b), ctl,
-                                key)
-
-  ctx = jnp.full((b, su.model.cfg.context_chunks, su.model.cfg.chunk_tokens),
-                 MASK_ID, jnp.int32)
+  if warm:
+    ctx, state = _warm_state(su, params, stepper, b, 4)
+  else:
+    ctx = jnp.full((b, su.model.cfg.context_chunks,
+                    su.model.cfg.chunk_tokens), MASK_ID, jnp.int32)
+    state = stepper.init_state(params, b)
+  _, after = stepper.chunk_step(params, state, ctl, key)
   ids = stepper.style_ids(ctl.style_emb)
   x, z = S.first_step_input(su.model.cfg, jax.random.fold_in(key, 0), b)
   sig = jnp.full((b,), su.model.cfg.noise.sigma_max)
@@ -456,7 +487,8 @@ def test_token_feedback_pick_equals_a_frame_by_frame_hand_computation(
                            jnp.zeros_like(ctl.style_emb),
                            method=S.StudentModel.context_kv)
   got = stepper.denoise_guided(params, x, sig, cross_c, cross_u,
-                               jnp.float32(w), z, temperature)
+                               jnp.float32(w), z, temperature,
+                               S.seam_codes(g, ctx))
   np.testing.assert_allclose(np.asarray(su.scaler.to_codec(got)), want,
                              rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(np.asarray(after.lead),
@@ -470,6 +502,14 @@ def test_token_feedback_pick_equals_a_frame_by_frame_hand_computation(
                         none)
   assert (np.asarray(jax.jit(books.codes)(lone, z)) != picks).mean() > 0.1
   assert not (picks == g.codebook_size).any()
+  # The next chunk's seam: the last frame of the chunk just cached, on the
+  # context's levels (the codes its ids hold), "none" on the finer levels.
+  last, _, _ = rvq_encode_jnp(after.lead[:, -1],
+                              stepper._codec_books)  # (K, B)
+  cl = g.context_levels
+  np.testing.assert_array_equal(np.asarray(after.seam[:, :cl]),
+                                np.asarray(last.T[:, :cl]))
+  assert (np.asarray(after.seam[:, cl:]) == g.codebook_size).all()
 
 
 def test_token_feedback_repeat_bonus_holds_codes_across_frames(
@@ -496,6 +536,7 @@ def test_token_feedback_repeat_bonus_holds_codes_across_frames(
     feats = su.model.apply({"params": p}, x, sig, h, z,
                            method=S.StudentModel.token_features)
     codes = np.asarray(su.model.apply({"params": p}, feats[None], z,
+                                      S.no_seam(g, b),
                                       method=S.StudentModel.recurrent_codes))
     assert codes.shape == (b, g.chunk_frames, g.target_levels)
     return (codes[:, 1:] == codes[:, :-1]).mean()

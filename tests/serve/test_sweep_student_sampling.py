@@ -29,11 +29,19 @@ def test_music_figures_tell_clicks_from_a_steady_tone():
   tone = 0.1 * np.sin(2 * np.pi * 440 * t)
   clicks = tone.copy()
   clicks[::sr // 4] = 0.9  # four clicks a second
-  steady = sweep.music_figures(tone[None, :, None], sr)
-  hits = sweep.music_figures(clicks[None, :, None], sr)
+  chunk, fade = sr // 4, 64
+  figures = lambda x: sweep.music_figures(x[None, :, None], sr, chunk, fade)
+  steady, hits = figures(tone), figures(clicks)
   assert hits["onsets_per_s"] > steady["onsets_per_s"] + 2
   assert hits["flux"] > steady["flux"]
   np.testing.assert_allclose(steady["rms"], 0.1 / np.sqrt(2), rtol=1e-3)
+  # Seams: a tone that jumps to another pitch at every chunk start vs the
+  # steady tone (ratio ~1); noise is flat, a tone is not.
+  freq = np.where((np.arange(len(t)) // chunk) % 2, 440.0, 660.0)
+  jumps = figures(0.1 * np.sin(2 * np.pi * freq * t))
+  assert jumps["boundary"] > 3 and 0.5 < steady["boundary"] < 1.5
+  noise = figures(np.random.default_rng(0).normal(0, 0.1, len(t)))
+  assert noise["flatness"] > 0.3 > 0.05 > steady["flatness"]
 
 
 def test_sweep_on_the_shipped_student():
@@ -48,6 +56,8 @@ def test_sweep_on_the_shipped_student():
                                row["onsets_per_s"] / t["onsets_per_s"])
     np.testing.assert_allclose(row["rms_db_vs_teacher"],
                                20 * np.log10(row["rms"] / t["rms"]))
+    np.testing.assert_allclose(row["boundary_ratio"],
+                               row["boundary"] / t["boundary"])
   # Guidance changes what the student writes.
   assert r["rows"][0]["rms"] != r["rows"][1]["rms"]
   assert "| 1 | 1 |" in sweep.table(r)
