@@ -86,7 +86,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # its 5-minute windows turn to noise, its chunk seams are 1.32x the
       # teacher's and the eval's accuracy ratio falls 0.89 -> 0.66
       # (docs/benchmarks.md, "The recurrent pick").
-      token_feedback=False))
+      token_feedback=False,
+      # token_feedback in training: this fraction of the teacher's codes fed
+      # back (and of the seam's) replaced by random codes, so the head does
+      # not follow its own earlier picks blindly when it plays.
+      feedback_noise=0.0))
   if c.student.coupled:
     c.student.imle_samples = 1  # one draw per example: the teacher's noise
   if c.student.token_head:

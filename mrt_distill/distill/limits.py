@@ -36,8 +36,11 @@ _LIMITS = (
      "audio in memory"),
     ("report.seconds", 0.1, 600.0, "the report decodes each sample whole "
      "in memory; 10 minutes per sample is already far past a report's use"),
+    ("student.feedback_noise", 0.0, 1.0, "it is the probability that a "
+     "fed-back code is replaced"),
 )
-_REAL = {"train.time_budget_minutes", "report.seconds"}
+_REAL = {"train.time_budget_minutes", "report.seconds",
+         "student.feedback_noise"}
 
 
 def _get(config, key):
@@ -77,5 +80,6 @@ def _example(key, lo):
               "train.time_budget_minutes": 25.0, "rollout.batch": 8,
               "rollout.session_chunks": 6, "rollout.replay_capacity": 512,
               "rollout.updates_per_rollout": 2,
-              "report.samples_per_prompt": 8, "report.seconds": 10.0}
+              "report.samples_per_prompt": 8, "report.seconds": 10.0,
+              "student.feedback_noise": 0.2}
   return defaults.get(key, lo)

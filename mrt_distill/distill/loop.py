@@ -198,7 +198,9 @@ def build(config, workdir: pathlib.Path):
                         style_drop_prob=float(config.student.style_drop_prob),
                         imle_samples=int(config.student.imle_samples),
                         style_embed=style_embed,
-                        imle_select=imle_select(config)),
+                        imle_select=imle_select(config),
+                        feedback_noise=float(
+                            config.student.get("feedback_noise", 0.0))),
       state_sh, mesh, coupled=scfg.coupled,
       soft_tokens=bool(weights.token_kl))
 

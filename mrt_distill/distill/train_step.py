@@ -269,10 +269,25 @@ def check_energy_draws(weights: L.LossWeights, imle_samples: int) -> None:
         f"losses.energy=0")
 
 
+def corrupt_feedback(key, codes_BxCxK, seam_BxK, prob: float,
+                     codebook_size: int):
+  """The fed-back codes (B, C, K) and seam (B, K) with each code replaced,
+  with probability `prob`, by a uniformly random code (a seam's "none"
+  entries stay "none": the context holds no finer levels)."""
+  k_c, k_s, k_rc, k_rs = jax.random.split(key, 4)
+  def flip(k_flip, k_rand, a):
+    a = jnp.asarray(a, jnp.int32)
+    hit = jax.random.bernoulli(k_flip, prob, a.shape) & (a < codebook_size)
+    rand = jax.random.randint(k_rand, a.shape, 0, codebook_size, jnp.int32)
+    return jnp.where(hit, rand, a)
+  return flip(k_c, k_rc, codes_BxCxK), flip(k_s, k_rs, seam_BxK)
+
+
 def compute_losses(model: StudentModel, params, batch, rng, *, codec,
                    scaler: LatentScaler, weights: L.LossWeights,
                    style_drop_prob: float = 0.0, imle_samples: int = 1,
-                   style_embed=None, imle_select: str = "latent"):
+                   style_embed=None, imle_select: str = "latent",
+                   feedback_noise: float = 0.0):
   """-> (total loss, metrics) for one batch; `params` = full student tree.
 
   `imle_select`: how the one-step term picks its draw among K: "latent"
@@ -282,6 +297,11 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
   `style_embed`: mono audio (B, S) -> style embeddings (B, E), a pure JAX
   function of frozen world weights (`ReferenceStyleModel.audio_embedder`);
   needed only when `weights.style` is nonzero.
+
+  `feedback_noise`: a token_feedback student reads the teacher's codes
+  before each token (teacher forcing) with this fraction of them replaced
+  by random codes, so it learns not to follow its own earlier picks
+  blindly (at serve time it reads its own picks, errors included).
   """
   if weights.style and style_embed is None:
     raise ValueError(
@@ -312,6 +332,9 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
     feedback = model.cfg.token_feedback
     known = tokens if feedback else None
     seam = S.seam_codes(g, batch["ctx_ids"]) if feedback else None
+    if feedback and feedback_noise > 0:
+      known, seam = corrupt_feedback(jax.random.fold_in(rng, 7), known, seam,
+                                     feedback_noise, g.codebook_size)
     logits = apply(x_max, jnp.full((b,), noise.sigma_max, jnp.float32),
                    cross, z, known, seam, method=StudentModel.token_logits)
     terms = {"tokens": L.token_cross_entropy(logits, tokens)}
@@ -380,7 +403,8 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
 def make_train_step(model: StudentModel, optimizer, *, codec,
                     scaler: LatentScaler, weights: L.LossWeights,
                     style_drop_prob: float = 0.0, imle_samples: int = 1,
-                    style_embed=None, imle_select: str = "latent"):
+                    style_embed=None, imle_select: str = "latent",
+                    feedback_noise: float = 0.0):
   """The pure step; jit it with `jit_train_step` (shardings, donation)."""
   check_imle_select(imle_select)
   check_coupled_draws(model.cfg.coupled, imle_samples)
@@ -393,7 +417,8 @@ def make_train_step(model: StudentModel, optimizer, *, codec,
                             style_drop_prob=style_drop_prob,
                             imle_samples=imle_samples,
                             style_embed=style_embed,
-                            imle_select=imle_select)
+                            imle_select=imle_select,
+                            feedback_noise=feedback_noise)
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)

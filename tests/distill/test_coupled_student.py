@@ -471,3 +471,55 @@ def test_token_kl_train_step_moves_the_student_to_the_teachers_distribution():
     assert float(m["loss/total"]) == pytest.approx(
         float(m["loss/tokens"]) + 2.0 * kl[-1], rel=1e-5)
   assert kl[-1] < 0.7 * kl[0]
+
+
+# ---- feedback noise: teacher forcing that does not trust its inputs ---------
+def test_corrupt_feedback_replaces_codes_at_the_given_rate():
+  """Each fed-back code is replaced by a random code with the given
+  probability; a seam's "none" entries stay "none"; 0 changes nothing.
+  Mutations caught: the rate inverted; "none" replaced."""
+  v = 16
+  rng = np.random.default_rng(0)
+  codes = jnp.asarray(rng.integers(0, v, (64, 8, 4)), jnp.int32)
+  seam = jnp.asarray(np.r_[rng.integers(0, v, (64, 2)).T,
+                           np.full((2, 64), v)].T, jnp.int32)  # (64, 4)
+  key = jax.random.PRNGKey(0)
+  same_c, same_s = T.corrupt_feedback(key, codes, seam, 0.0, v)
+  np.testing.assert_array_equal(same_c, codes)
+  np.testing.assert_array_equal(same_s, seam)
+  c, s = map(np.asarray, T.corrupt_feedback(key, codes, seam, 0.3, v))
+  # A replaced code differs from the original with probability 15/16.
+  changed = (c != np.asarray(codes)).mean()
+  assert 0.3 * 15 / 16 - 0.03 < changed < 0.3 * 15 / 16 + 0.03
+  assert c.min() >= 0 and c.max() < v
+  assert (s[:, 2:] == v).all()
+  assert 0.15 < (s[:, :2] != np.asarray(seam)[:, :2]).mean() < 0.42
+
+
+def test_feedback_noise_reaches_the_token_feedback_train_step():
+  """With feedback_noise the loss reads corrupted codes (another loss at
+  the same rng), without it the clean teacher-forced loss; a student
+  without feedback ignores it. Mutation caught: the step never passing it
+  on."""
+  from mrt_distill.distill.losses import LossWeights
+  from mrt_distill.distill.tiny import tiny_setup
+  step, state, batch, model, g, params = _feedback_state()
+  base = tiny_setup()
+  _, clean = step(state, batch, jax.random.PRNGKey(0))
+  noisy_step = jax.jit(T.make_train_step(
+      model, T.make_optimizer(ml_collections.ConfigDict(dict(
+          name="adamw", learning_rate=3e-2, warmup_steps=1, decay_steps=100,
+          final_lr_fraction=1.0, b1=0.9, b2=0.99, weight_decay=0.0,
+          grad_clip=10.0))), codec=base.codec, scaler=base.scaler,
+      weights=LossWeights(), feedback_noise=0.5))
+  _, noisy = noisy_step(state, batch, jax.random.PRNGKey(0))
+  assert abs(float(noisy["loss/tokens"]) - float(clean["loss/tokens"])) > 1e-3
+
+
+def test_feedback_noise_out_of_range_is_refused():
+  from mrt_distill.distill import config_io, limits
+  cfg = config_io.load_config("reference_cpu:tiny")
+  cfg.student.feedback_noise = 1.5
+  with pytest.raises(ValueError, match=r"student.feedback_noise=1.5: must be "
+                     r"a number in 0..1"):
+    limits.check(cfg)
