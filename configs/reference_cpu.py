@@ -78,18 +78,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # --config.student.cfg_weight=5.0
       token_head=True,
       # Token head: each token's logits also read the codes picked before it
-      # (the previous frame's, and the same frame's lower RVQ levels): the
-      # trunk still runs once per chunk, then a small head picks the tokens
-      # in the teacher's order (student.py, "Recurrent pick"). Not the
-      # default yet: with --config.train.steps=600 it brings the onsets to
-      # 1.09x of the teacher's (1.40x without), but at seed 0 a third of
-      # its 5-minute windows turn to noise, its chunk seams are 1.32x the
-      # teacher's and the eval's accuracy ratio falls 0.89 -> 0.66
-      # (docs/benchmarks.md, "The recurrent pick").
+      # (the previous frame's -- for the first frame, the context's last
+      # frame -- and the same frame's lower RVQ levels): the trunk still runs
+      # once per chunk, then a small head picks the tokens in the teacher's
+      # order (student.py, "Recurrent pick"). Not the default yet: with
+      # --config.train.steps=600 it brings the onsets to 1.10-1.16x of the
+      # teacher's (1.40x without) and its seams below the teacher's, but
+      # over 5-minute streams it drifts into noise in some styles (35-45%
+      # of the windows at seed 0; docs/benchmarks.md, "The seam and the
+      # drift").
       token_feedback=False,
       # token_feedback in training: this fraction of the teacher's codes fed
       # back (and of the seam's) replaced by random codes, so the head does
-      # not follow its own earlier picks blindly when it plays.
+      # not follow its own earlier picks blindly when it plays. Off: 0.25 and
+      # 0.5 lifted the 10 s accuracy at seed 0 but made the long-form drift
+      # worse (docs/benchmarks.md, "The seam and the drift").
       feedback_noise=0.0))
   if c.student.coupled:
     c.student.imle_samples = 1  # one draw per example: the teacher's noise
