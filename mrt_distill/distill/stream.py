@@ -53,15 +53,16 @@ class StudentStreamer:
   @functools.partial(jax.jit, static_argnums=(0, 6))
   def _chunk(self, params, ctx_ids, style_ids, style_emb, key, steps):
     """-> (codec latents (B, C, D), codes int32 (B, C, K))."""
-    kv = lambda ids, emb: self.model.apply(
-        {"params": params}, ctx_ids, ids, emb,
-        method=S.StudentModel.context_kv)
-    x0 = self._stepper.sample(
-        params, kv(style_ids, style_emb),
-        lambda: kv(jnp.full_like(style_ids, MASK_ID),
-                   jnp.zeros_like(style_emb)),
-        controls(style_emb, self.cfg_weight, steps), key,
-        S.seam_codes(self.geometry, ctx_ids))
+    # The window is encoded once; the guided pass adds only the
+    # unconditioned style's keys/values (as the serving step does).
+    st = self._stepper
+    k, v = st.window_kv(params, ctx_ids)
+    cross = lambda ids, emb: st.style_cross(params, k, v, ids, emb)
+    x0 = st.sample(params, cross(style_ids, style_emb),
+                   lambda: cross(jnp.full_like(style_ids, MASK_ID),
+                                 jnp.zeros_like(style_emb)),
+                   controls(style_emb, self.cfg_weight, steps), key,
+                   S.seam_codes(self.geometry, ctx_ids))
     lat = self.scaler.to_codec(x0)
     b, c, d = lat.shape
     codes, _, _ = rvq_encode_jnp(lat.reshape(b * c, d), self._books)

@@ -168,7 +168,6 @@ class Student(Model):
     if not 1 <= self.steps <= stepper.max_steps:
       raise ValueError(f"student steps {steps}: the chunk step allows "
                        f"1..{stepper.max_steps}")
-    self._chunk_kv = jax.jit(stepper.chunk_kv)
 
   @property
   def calls_per_chunk(self) -> int:
@@ -199,21 +198,15 @@ class Student(Model):
     here) keep their cold-start values."""
     g = self.geometry
     ctx = np.asarray(context_BxFxK)
-    ids = S.context_ids(g, ctx)  # (B, N, L)
-    kvs = [self._chunk_kv(self.params, jnp.asarray(ids[:, n]))
-           for n in range(ids.shape[1])]
+    state = self.stepper.window_state(self.params, S.context_ids(g, ctx))
     last = ctx[:, -g.crossfade_frames:]
     cold = (last < 0).any(axis=(1, 2), keepdims=True)
     lead = np.where(cold, 0.0,
                     self.bundle.codec.dequantize(np.maximum(last, 0)))
-    state = self.init(ctx.shape[0])
     return state._replace(
-        cross_k=jnp.concatenate([k for k, _ in kvs], axis=2),
-        cross_v=jnp.concatenate([v for _, v in kvs], axis=2),
         lead=jnp.asarray(lead, state.lead.dtype),
         tail=jnp.asarray(tail_BxXxC, state.tail.dtype),
-        index=jnp.asarray(index, state.index.dtype),
-        seam=S.seam_codes(g, jnp.asarray(ids)))
+        index=jnp.asarray(index, state.index.dtype))
 
   def param_bytes(self) -> int:
     return _tree_bytes(self.params)

@@ -130,6 +130,7 @@ class ChunkStepper:
     self._step_jit = jax.jit(self._chunk_step, donate_argnums=(1,))
     self._context_jit = jax.jit(self._inject_context, donate_argnums=(1,))
     self._init_jit = jax.jit(self._init_state, static_argnums=(1,))
+    self._window_jit = jax.jit(self._window_state)
 
   @staticmethod
   def _has_traceable_encoder(codec, g) -> bool:
@@ -170,9 +171,37 @@ class ChunkStepper:
     kvs = self._apply(params, enc, method=S.StudentModel.cross_kv)
     return (jnp.stack([kv.k for kv in kvs]), jnp.stack([kv.v for kv in kvs]))
 
-  def _style_kv(self, params, ids, emb):
-    enc = self._apply(params, ids, emb, method=S.StudentModel.encode_style)
-    return self._apply(params, enc, method=S.StudentModel.cross_kv)
+  def window_kv(self, params, ids_BxNxL):
+    """(layers, B, N*L, H, Hd) keys and values of a whole context window,
+    each chunk encoded on its own (as `chunk_kv`), in one call."""
+    b, n, l = ids_BxNxL.shape
+    enc = self._apply(params, ids_BxNxL, method=S.StudentModel.encode_chunks)
+    kvs = self._apply(params, enc.reshape(b, n * l, -1),
+                      method=S.StudentModel.cross_kv)
+    return (jnp.stack([kv.k for kv in kvs]), jnp.stack([kv.v for kv in kvs]))
+
+  def style_cross(self, params, cross_k, cross_v, style_ids, style_emb
+                  ) -> list[KV]:
+    """Per layer, the window's cached keys/values (layers, B, N*L, H, Hd)
+    followed by those of a style (ids (B, S), embedding (B, E)): the cross
+    KVs one denoiser pass reads."""
+    enc = self._apply(params, style_ids, style_emb,
+                      method=S.StudentModel.encode_style)
+    kv_style = self._apply(params, enc, method=S.StudentModel.cross_kv)
+    return [KV(jnp.concatenate([cross_k[i], kv.k], axis=1),
+               jnp.concatenate([cross_v[i], kv.v], axis=1))
+            for i, kv in enumerate(kv_style)]
+
+  def window_state(self, params, ctx_ids_BxNxL) -> StepState:
+    """The cold state with its whole context window replaced by the ids
+    (B, N, L): every chunk's keys/values and the seam; the other fields
+    keep their cold-start values (jitted, one compile per batch size)."""
+    return self._window_jit(params, jnp.asarray(ctx_ids_BxNxL, jnp.int32))
+
+  def _window_state(self, params, ids_BxNxL) -> StepState:
+    k, v = self.window_kv(params, ids_BxNxL)
+    return self._init_state(params, ids_BxNxL.shape[0])._replace(
+        cross_k=k, cross_v=v, seam=S.seam_codes(self.geometry, ids_BxNxL))
 
   def context_ids(self, codes_BxCxK):
     """Codes (B, C, K >= context levels) -> context ids (B, C * levels)."""
@@ -331,16 +360,12 @@ class ChunkStepper:
     g = self.geometry
     b = ctl.style_emb.shape[0]
     ids = self.style_ids(ctl.style_emb)
-    kv_s = self._style_kv(params, ids, ctl.style_emb)
-    kv_u = lambda: self._style_kv(params, jnp.full_like(ids, MASK_ID),
-                                  jnp.zeros_like(ctl.style_emb))
-    layers = state.cross_k.shape[0]
-    join = lambda kv_style: [
-        KV(jnp.concatenate([state.cross_k[i], kv_style[i].k], axis=1),
-           jnp.concatenate([state.cross_v[i], kv_style[i].v], axis=1))
-        for i in range(layers)]
-    x0 = self.sample(params, join(kv_s), lambda: join(kv_u()), ctl, rng,
-                     state.seam)
+    cross = lambda i, e: self.style_cross(params, state.cross_k,
+                                          state.cross_v, i, e)
+    x0 = self.sample(params, cross(ids, ctl.style_emb),
+                     lambda: cross(jnp.full_like(ids, MASK_ID),
+                                   jnp.zeros_like(ctl.style_emb)),
+                     ctl, rng, state.seam)
     lat = self.scaler.to_codec(x0)  # (B, C, D) codec latents
     # Decode [lead frame(s), chunk]; audio[:, n:] is the chunk's own audio.
     audio = self.codec.decode_latents(jnp.concatenate([state.lead, lat],
@@ -398,7 +423,8 @@ class ChunkStepper:
         never saw injected audio keeps the student's own tokens.
 
     Returns:
-      The new state; only cross_k and cross_v change. Control values never
+      The new state; only cross_k, cross_v and (when the last chunk is
+      re-encoded) seam change. Control values never
       recompile (one compile per batch size).
     """
     self.require_injection()
@@ -424,16 +450,11 @@ class ChunkStepper:
     n, l_tok = c.context_chunks, c.chunk_tokens
     b = audio_BxWxC.shape[0]
     ids = self.audio_context_ids(state.ctx_audio + gain * audio_BxWxC)
-    enc = self._apply(params, ids.reshape(b, n, l_tok),
-                      method=S.StudentModel.encode_chunks)
-    kvs = self._apply(params, enc.reshape(b, n * l_tok, -1),
-                      method=S.StudentModel.cross_kv)
-    k = jnp.stack([kv.k for kv in kvs])  # (layers, B, N*L, H, Hd)
-    v = jnp.stack([kv.v for kv in kvs])
+    ids = ids.reshape(b, n, l_tok)
+    k, v = self.window_kv(params, ids)  # (layers, B, N*L, H, Hd)
     sel = jnp.repeat(chunks_N, l_tok).reshape(1, 1, n * l_tok, 1, 1)
     # The window's last chunk re-encoded: its last frame is the new seam.
-    seam = jnp.where(chunks_N[-1],
-                     S.seam_codes(self.geometry, ids.reshape(b, n, l_tok)),
+    seam = jnp.where(chunks_N[-1], S.seam_codes(self.geometry, ids),
                      state.seam)
     return state._replace(cross_k=jnp.where(sel, k, state.cross_k),
                           cross_v=jnp.where(sel, v, state.cross_v),

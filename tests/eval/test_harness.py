@@ -143,7 +143,7 @@ def test_student_state_from_context(run):
   empty = np.full((1, g.context_frames, g.target_levels), -1, np.int32)
   tail = np.zeros((1, g.crossfade_samples, g.channels), np.float32)
   built, cold = st.state_from_context(empty, tail, 0), st.init(1)
-  for name in ("cross_k", "cross_v", "lead", "tail", "index"):
+  for name in ("cross_k", "cross_v", "lead", "tail", "index", "seam"):
     np.testing.assert_allclose(np.asarray(getattr(built, name)),
                                np.asarray(getattr(cold, name)), atol=1e-6)
   # A real context changes the keys, and the student writes from it.

@@ -434,18 +434,12 @@ def _hand_recurrent_codes(su, params, ctx, ids, emb, x, sig, z, w, temp):
 
 def _warm_state(su, params, stepper, b, seed):
   """A random context window (B, N, L) of valid ids and the chunk-step
-  state that holds it (each chunk's cross KVs and its seam), as
-  `eval.streams.Student.state_from_context` builds it."""
+  state that holds it (`ChunkStepper.window_state`)."""
   g = su.geometry
   codes = np.random.default_rng(seed).integers(
       0, g.codebook_size, (b, g.context_frames, g.target_levels))
   ctx = jnp.asarray(S.context_ids(g, codes))
-  kvs = [stepper.chunk_kv(params, ctx[:, n]) for n in range(ctx.shape[1])]
-  state = stepper.init_state(params, b)._replace(
-      cross_k=jnp.concatenate([k for k, _ in kvs], axis=2),
-      cross_v=jnp.concatenate([v for _, v in kvs], axis=2),
-      seam=S.seam_codes(g, ctx))
-  return ctx, state
+  return ctx, stepper.window_state(params, ctx)
 
 
 @pytest.mark.parametrize("w,temperature,warm", [(0.0, 1.0, False),
@@ -557,3 +551,26 @@ def test_token_feedback_needs_a_token_head_and_the_previous_codes(world):
   args = S._dummy_inputs(scfg)[:-1]  # without the previous-frame codes
   with pytest.raises(ValueError, match="read the previous codes"):
     S.StudentModel(scfg).apply({"params": params}, *args)
+
+
+def test_on_policy_streamer_writes_the_serving_steps_chunk(feedback_world):
+  """The rollouts' on-policy student (`StudentStreamer.codes_for`, the
+  window re-encoded each call) writes, for a window, the chunk the serving
+  step writes from a state holding that window, guided, with the same key:
+  an on-policy context is what the student would play. Mutations caught:
+  the unconditioned half reading the conditioned style; the streamer's
+  first frame ignoring the seam."""
+  from mrt_distill.distill.stream import StudentStreamer
+  su, params, stepper = feedback_world
+  g = su.geometry
+  b, w = 2, 3.0
+  styles = _styles(su, b, 21)
+  ctx, state = _warm_state(su, params, stepper, b, 8)
+  key = jax.random.PRNGKey(5)
+  _, after = stepper.chunk_step(params, state, controls(styles, w, 1), key)
+  streamer = StudentStreamer(su.model, params, su.codec, su.style_model,
+                             su.scaler, cfg_weight=w)
+  ids = stepper.style_ids(jnp.asarray(styles))
+  lat, _ = streamer._chunk(params, ctx, ids, jnp.asarray(styles), key, 1)
+  np.testing.assert_allclose(np.asarray(lat[:, -g.crossfade_frames:]),
+                             np.asarray(after.lead), rtol=1e-5, atol=1e-5)
