@@ -673,3 +673,32 @@ def first_step_input(cfg: StudentConfig, key: jax.Array, batch: int,
     raise ValueError("coupling noise given to an uncoupled student")
   shape = (batch, g.chunk_frames, g.codec_latent_dim)
   return jax.random.normal(key, shape) * sigma_max, None
+
+
+def sample(model: StudentModel, params, cross: list[KV], key: jax.Array,
+           batch: int, steps, sigmas=None, z_BxCxKxD=None, seam_BxK=None):
+  """k-step consistency sampling -> student-space latents (B, C, D).
+
+  steps: number of network calls (1 = one step from pure noise). sigmas:
+  the noise levels of steps 2..k (default: a geometric ladder from
+  sigma_max/20 down). z: a coupled student's coupling noise (drawn from
+  `key` when None). seam: a token_feedback student's `seam_codes` of the
+  context. Pure function of its inputs: jit it with `steps` static.
+  """
+  cfg = model.cfg
+  noise, g = cfg.noise, cfg.geometry
+  shape = (batch, g.chunk_frames, g.codec_latent_dim)
+  ladder = (sigmas if sigmas is not None else noise.sampling_ladder(steps))
+  key, sub = jax.random.split(key)
+  x, z = first_step_input(cfg, sub, batch, z_BxCxKxD)
+  x0 = model.apply({"params": params}, x, jnp.full((batch,), noise.sigma_max),
+                   cross, z, seam_BxK, method=StudentModel.denoise)
+  if cfg.token_head:
+    return x0  # a token head writes its chunk in one step
+  for s in ladder[:steps - 1]:
+    key, sub = jax.random.split(key)
+    s_noise = jnp.sqrt(jnp.maximum(s * s - noise.sigma_min ** 2, 0.0))
+    x = x0 + s_noise * jax.random.normal(sub, shape)
+    x0 = model.apply({"params": params}, x, jnp.full((batch,), s), cross, z,
+                     method=StudentModel.denoise)
+  return x0

@@ -109,21 +109,17 @@ def test_the_coupled_student_reads_every_level_of_its_noise(coupled_model):
   ctx, style, emb, z = _inputs(cfg, jax.random.PRNGKey(0))
   cross = model.apply({"params": params}, ctx, style, emb,
                       method=S.StudentModel.context_kv)
-
-  def one_step(key, z_BxCxKxD=None):  # the student's one pass from noise
-    x, zz = S.first_step_input(cfg, key, B, z_BxCxKxD)
-    return model.apply({"params": params}, x,
-                       jnp.full((B,), cfg.noise.sigma_max), cross, zz,
-                       method=S.StudentModel.denoise)
-
-  a = one_step(jax.random.PRNGKey(1), z)
-  b = one_step(jax.random.PRNGKey(2), z)
+  a = S.sample(model, params, cross, jax.random.PRNGKey(1), B, 1,
+               z_BxCxKxD=z)
+  b = S.sample(model, params, cross, jax.random.PRNGKey(2), B, 1,
+               z_BxCxKxD=z)
   np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # z decides
   z1 = z.at[:, :, 1].set(-z[:, :, 1])
-  c = one_step(jax.random.PRNGKey(1), z1)
+  c = S.sample(model, params, cross, jax.random.PRNGKey(1), B, 1,
+               z_BxCxKxD=z1)
   assert float(jnp.abs(a - c).max()) > 1e-4
   # Without z the student draws its own from the key (the serving path).
-  d = one_step(jax.random.PRNGKey(1))
+  d = S.sample(model, params, cross, jax.random.PRNGKey(1), B, 1)
   assert d.shape == a.shape and np.isfinite(np.asarray(d)).all()
 
 
