@@ -38,9 +38,11 @@ _LIMITS = (
      "in memory; 10 minutes per sample is already far past a report's use"),
     ("student.feedback_noise", 0.0, 1.0, "it is the probability that a "
      "fed-back code is replaced"),
+    ("student.pick_temperature", 1e-3, 100.0, "the token head's logits are "
+     "divided by it before each pick; 1 = as trained"),
 )
 _REAL = {"train.time_budget_minutes", "report.seconds",
-         "student.feedback_noise"}
+         "student.feedback_noise", "student.pick_temperature"}
 
 
 def _get(config, key):
@@ -74,12 +76,13 @@ def check(config) -> None:
 
 
 def _example(key, lo):
-  defaults = {"train.steps": 200, "train.batch": 16, "train.log_every": 25,
+  defaults = {"train.steps": 600, "train.batch": 16, "train.log_every": 25,
               "train.eval_every": 100, "train.checkpoint_every": 100,
               "train.max_to_keep": 2, "train.max_nonfinite": 20,
               "train.time_budget_minutes": 25.0, "rollout.batch": 8,
               "rollout.session_chunks": 6, "rollout.replay_capacity": 512,
               "rollout.updates_per_rollout": 2,
               "report.samples_per_prompt": 8, "report.seconds": 10.0,
-              "student.feedback_noise": 0.2}
+              "student.feedback_noise": 0.2,
+              "student.pick_temperature": 1.25}
   return defaults.get(key, lo)

@@ -64,6 +64,7 @@ embedding width, S style tokens, H heads, d model width.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -123,8 +124,20 @@ class StudentConfig:
   # for the previous frame (the frame-recurrent pick; see the module
   # docstring). False: every frame is picked from the trunk's logits alone.
   token_feedback: bool = False
+  # Token heads only: the temperature the head picks its codes at, as the
+  # student is shipped (the serving control `Controls.token_temperature`
+  # multiplies it). Training never picks (it is teacher-forced), so this is
+  # a property of playing the student, measured after training: a
+  # recurrent pick at 1 over-trusts its own previous picks and, over
+  # minutes, settles into sustained noise (docs/distillation.md).
+  pick_temperature: float = 1.0
 
   def __post_init__(self):
+    t = self.pick_temperature
+    if (isinstance(t, bool) or not isinstance(t, (int, float))
+        or not math.isfinite(t) or t <= 0):
+      raise ValueError(f"student.pick_temperature must be a number > 0, got "
+                       f"{t!r} (1 = the head's logits as trained)")
     if self.token_head and not self.coupled:
       raise ValueError("student.token_head=True needs student.coupled=True "
                        "(its codes are picked with the coupling noise)")

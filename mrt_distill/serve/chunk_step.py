@@ -19,8 +19,9 @@ Controls are traced arrays, so changing them never recompiles:
                     extra steps masked off);
   token_temperature ()
                     a token-head student's code logits are divided by it
-                    before its coupled pick (1 = as trained; below 1
-                    sharpens its distribution towards its modes);
+                    times the student's own `pick_temperature` before its
+                    coupled pick (1 = as shipped; below 1 sharpens its
+                    distribution towards its modes);
   inject_audio (B, Sc, channels), inject_gain ()
                     audio injection (Magenta RT paper, section 4.2 and
                     appendix E): when gain > 0 the chunk that enters the
@@ -82,7 +83,7 @@ class Controls(NamedTuple):
   # where none arrived); any shape that broadcasts to it (zeros by default).
   inject_audio: jax.Array
   inject_gain: jax.Array  # () float32, 0 = no injection
-  token_temperature: jax.Array  # () float32, 1 = the token head as trained
+  token_temperature: jax.Array  # () float32, x student.pick_temperature
 
 
 def controls(style_emb, cfg_weight: float = 0.0, steps: int = 1,
@@ -315,9 +316,11 @@ class ChunkStepper:
     b = ctl.style_emb.shape[0]
     shape = (b, g.chunk_frames, g.codec_latent_dim)
     x, z = S.first_step_input(self.model.cfg, jax.random.fold_in(rng, 0), b)
+    # The control is relative to the temperature the student ships with.
+    temperature = ctl.token_temperature * self.model.cfg.pick_temperature
     x0 = self.denoise_guided(params, x, jnp.full((b,), noise.sigma_max),
                              cross_c, cross_u, ctl.cfg_weight, z,
-                             ctl.token_temperature, seam)
+                             temperature, seam)
     if self.model.cfg.token_head:
       return x0  # one step: the steps control does not apply
     steps = jnp.clip(ctl.steps, 1, self.max_steps)

@@ -523,3 +523,32 @@ def test_feedback_noise_out_of_range_is_refused():
   with pytest.raises(ValueError, match=r"student.feedback_noise=1.5: must be "
                      r"a number in 0..1"):
     limits.check(cfg)
+
+
+@pytest.mark.parametrize("value,match", [
+    (0.0, r"student.pick_temperature=0.0: must be a number in 0.001..100"),
+    (-1.25, r"student.pick_temperature=-1.25: must be a number in"),
+    (float("nan"), r"student.pick_temperature=nan: must be a number in"),
+])
+def test_pick_temperature_out_of_range_is_refused_before_loading(value,
+                                                                 match):
+  """limits.check runs before the world loads: a temperature of 0 (a
+  division by zero in every pick), negative or NaN is named with its
+  range."""
+  from mrt_distill.distill import config_io, limits
+  cfg = config_io.load_config("reference_cpu:tiny")
+  cfg.student.pick_temperature = value
+  with pytest.raises(ValueError, match=match):
+    limits.check(cfg)
+
+
+@pytest.mark.parametrize("value", [0.0, -1.0, float("inf"), True, "warm"])
+def test_student_config_refuses_a_pick_temperature_that_is_not_one(value):
+  """The StudentConfig itself (a student .npz's config is rebuilt through
+  it) refuses what is not a finite number > 0."""
+  from mrt_distill.distill.tiny import tiny_setup
+  base = tiny_setup().model.cfg
+  import dataclasses
+  with pytest.raises(ValueError, match=r"student.pick_temperature must be a "
+                     r"number > 0"):
+    dataclasses.replace(base, pick_temperature=value)

@@ -400,6 +400,31 @@ def test_token_head_guidance_and_temperature_equal_a_hand_computation(
   assert np.abs(np.asarray(other.lead) - np.asarray(after.lead)).max() > 1e-3
 
 
+@pytest.mark.parametrize("which", ["token_world", "feedback_world"])
+def test_the_pick_temperature_is_multiplied_into_the_control(which, request):
+  """A student shipped with pick_temperature p, played at the control T,
+  picks exactly what the same weights with p = 1 pick at T * p (so the
+  control stays relative to the student as shipped), and not what they
+  pick at T. Catches the student's temperature ignored, or replacing the
+  control instead of multiplying it; for both token heads."""
+  import dataclasses
+  su, params, stepper = request.getfixturevalue(which)
+  hot = dataclasses.replace(su.model, cfg=dataclasses.replace(
+      su.model.cfg, pick_temperature=2.0))
+  hot_stepper = ChunkStepper(hot, su.codec, su.style_model, su.scaler,
+                             max_steps=3)
+  b = 2
+  styles = _styles(su, b, 13)
+  key = jax.random.PRNGKey(17)
+  lead = lambda st, t: np.asarray(st.chunk_step(
+      params, st.init_state(params, b), controls(styles, 3.0, 1,
+                                                 token_temperature=t),
+      key)[1].lead)
+  played = lead(hot_stepper, 0.5)
+  np.testing.assert_array_equal(played, lead(stepper, 1.0))
+  assert np.abs(lead(hot_stepper, 1.0) - played).max() > 1e-3
+
+
 @pytest.fixture(scope="module")
 def feedback_world(world):
   """A token-head student with the frame-recurrent pick (token_feedback),
