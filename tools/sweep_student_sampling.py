@@ -7,14 +7,18 @@ A token-head student picks its codes with the flow map from its own code
 distribution (`distill/student.py`); two knobs act on that distribution at
 serve time, without retraining and without recompiling (both are traced
 `chunk_step.Controls`): the guidance weight w (cond / uncond logits, as
-the teacher's CFG) and the token temperature (logits / T before the pick).
+the teacher's CFG) and the token temperature (logits / (T x the
+student's pick_temperature) before the pick; T = 1 plays it as shipped).
 This tool streams the distill report's protocol for every (w, T) -- cold
 starts of `--seconds` per held-out style, `--samples` streams each -- and,
 against the teacher's streams (its config's sampling, computed once) and
 ground truth, reports what the harness reports: judge accuracy, Fréchet
 distance to ground truth, and the music figures that a static or noisy
 chunk cannot pass: onsets/s, spectral flux and RMS as ratios to the
-teacher's.
+teacher's. `--long-minutes M` adds the harness's long-form protocol
+(student only): 4 styles x 2 streams of M minutes, the fraction of 60 s
+windows flagged as noise (spectral flatness > 0.3) -- what a sampling
+setting that sounds right for 10 s can still do over minutes.
 
 Prints a table (or --json); `--out FILE.json` also writes the JSON.
 """
@@ -61,6 +65,33 @@ def music_figures(audio_BxSxC: np.ndarray, sample_rate: int,
                                      for x in mono]))}
 
 
+# The eval harness's long-form prompts (`mrt-distill eval`, section 5: the
+# first four of its prompt list), each streamed twice.
+LONG_STYLES = ("techno", "bossa_nova", "ambient_pads", "drum_and_bass")
+
+
+def long_form_figures(audio_BxSxC: np.ndarray, sample_rate: int,
+                      window_seconds: float = 60.0) -> dict:
+  """Per window of `window_seconds`, over streams: the spectral flatness and
+  the fraction flagged as noise (flatness > `metrics.NOISE_FLATNESS`, the
+  harness's flag), and the RMS in dB -> {"noise_fraction", "flatness",
+  "rms_db"} (the last two: means per window index)."""
+  from mrt_distill.eval import metrics as M
+  win = int(round(window_seconds * sample_rate))
+  mono = [M.mono(a) for a in audio_BxSxC]
+  n = min(len(x) for x in mono) // win
+  if n < 1:
+    raise ValueError(f"streams of {len(mono[0]) / sample_rate:g} s are "
+                     f"shorter than one {window_seconds:g} s window")
+  flat = np.array([[M.spectral_flatness(x[i * win:(i + 1) * win])
+                    for i in range(n)] for x in mono])
+  rms = np.array([[M.rms_db(x[i * win:(i + 1) * win]) for i in range(n)]
+                  for x in mono])
+  return {"noise_fraction": float(np.mean(flat > M.NOISE_FLATNESS)),
+          "flatness": flat.mean(0).round(4).tolist(),
+          "rms_db": rms.mean(0).round(2).tolist()}
+
+
 def _mean_known(values):
   vals = [v for v in values if v is not None]
   return float(np.mean(vals)) if vals else None
@@ -72,7 +103,8 @@ def _x(v) -> str:
 
 def sweep(student: str, weights, temperatures, *, samples: int = 8,
           seconds: float = 10.0, gt_pieces: int = 8, seed: int = 0,
-          styles=None, log=print) -> dict:
+          styles=None, long_minutes: float = 0.0,
+          long_window: float = 60.0, log=print) -> dict:
   from mrt_distill.distill.report import student_stream, teacher_stream
   from mrt_distill.serve.bundle import load_student
   from mrt_distill.style import mixing
@@ -130,14 +162,28 @@ def sweep(student: str, weights, temperatures, *, samples: int = 8,
         row[f"{k}_ratio"] = (row[k] / ref[k] if row[k] is not None and ref[k]
                              else None)
       row["rms_db_vs_teacher"] = float(20 * np.log10(row["rms"] / ref["rms"]))
+      if long_minutes:  # the harness's long-form protocol, student only
+        emb = np.stack([mixing.embed_prompt_mix(sb.style_model, s)
+                        for s in LONG_STYLES for _ in range(2)])
+        audio = student_stream(
+            stepper, sb.params, emb,
+            math.ceil(60 * long_minutes / g.chunk_seconds), seed + 2, w, 1,
+            temp)
+        row["long"] = long_form_figures(audio, g.sample_rate, long_window)
+        del audio
       rows.append(row)
       log(f"w {w:g} T {temp:g}: acc {row['accuracy']:.3f} onsets "
           f"{row['onsets_per_s_ratio']:.2f}x flux {row['flux_ratio']:.2f}x "
           f"seams {_x(row['boundary_ratio'])} "
           f"RMS {row['rms_db_vs_teacher']:+.1f} dB "
-          f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+          + (f"long-form noise {row['long']['noise_fraction']:.2f} "
+             if long_minutes else "")
+          + f"({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
   return {"student": student, "samples": samples, "seconds": seconds,
           "seed": seed, "styles": styles,
+          "long_form": ({"minutes": long_minutes, "window_seconds":
+                         long_window, "styles": list(LONG_STYLES),
+                         "streams_per_style": 2} if long_minutes else None),
           "teacher_sampling": sb.config.sampling.to_dict(),
           "teacher": ref, "rows": rows,
           "seconds_taken": time.perf_counter() - t0}
@@ -151,15 +197,19 @@ def table(report: dict) -> str:
            f"RMS {t['rms']:.4f}, chunk-boundary ratio {_x(t['boundary'])}, "
            f"flatness {t['flatness']:.3f}", "",
            "| w | T | accuracy | Fréchet | onsets/s ratio | flux ratio | "
-           "RMS vs teacher | seams vs teacher | flatness |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "RMS vs teacher | seams vs teacher | flatness |"
+           + (" long-form noise |" if report.get("long_form") else ""),
+           "|---|---|---|---|---|---|---|---|---|"
+           + ("---|" if report.get("long_form") else "")]
   for r in report["rows"]:
     fd = "—" if r["fd"] is None else f"{r['fd']:.1f}"
     lines.append(f"| {r['cfg_weight']:g} | {r['token_temperature']:g} | "
                  f"{r['accuracy']:.3f} | {fd} | {r['onsets_per_s_ratio']:.2f}"
                  f" | {r['flux_ratio']:.2f} | "
                  f"{r['rms_db_vs_teacher']:+.1f} dB | "
-                 f"{_x(r['boundary_ratio'])} | {r['flatness']:.3f} |")
+                 f"{_x(r['boundary_ratio'])} | {r['flatness']:.3f} |"
+                 + (f" {r['long']['noise_fraction']:.2f} |" if "long" in r
+                    else ""))
   return "\n".join(lines)
 
 
@@ -176,6 +226,12 @@ def main(argv=None) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--styles", default=None,
                  help="comma-separated styles (default: all ten)")
+  p.add_argument("--long-minutes", type=float, default=0.0,
+                 help="also stream the eval's long-form protocol (4 styles "
+                      "x 2 streams of this many minutes) and report the "
+                      "fraction of windows flagged as noise (0: off)")
+  p.add_argument("--long-window", type=float, default=60.0,
+                 help="long-form window, seconds (the eval's: 60)")
   p.add_argument("--json", action="store_true")
   p.add_argument("--out", default=None, help="also write the JSON here")
   args = p.parse_args(argv)
@@ -184,9 +240,16 @@ def main(argv=None) -> int:
   if min(weights) < 0 or min(temps) <= 0:
     raise SystemExit("error: guidance weights must be >= 0 and temperatures "
                      "> 0")
+  if args.long_minutes < 0 or (args.long_minutes and
+                               args.long_minutes * 60 < args.long_window):
+    raise SystemExit(f"error: --long-minutes {args.long_minutes:g} must be 0 "
+                     f"(off) or at least one --long-window "
+                     f"({args.long_window:g} s)")
   report = sweep(args.student, weights, temps, samples=args.samples,
                  seconds=args.seconds, seed=args.seed,
-                 styles=args.styles.split(",") if args.styles else None)
+                 styles=args.styles.split(",") if args.styles else None,
+                 long_minutes=args.long_minutes,
+                 long_window=args.long_window)
   if args.out:
     from mrt_distill import atomic
     atomic.write_text(args.out, json.dumps(report, indent=1) + "\n")

@@ -46,7 +46,8 @@ def test_music_figures_tell_clicks_from_a_steady_tone():
 
 def test_sweep_on_the_shipped_student():
   r = sweep.sweep("reference", [0.0, 1.0], [1.0], samples=1, seconds=4.0,
-                  gt_pieces=1, styles=["funk"], log=lambda *a, **k: None)
+                  gt_pieces=1, styles=["funk"], long_minutes=2 / 60,
+                  long_window=2.0, log=lambda *a, **k: None)
   assert [(row["cfg_weight"], row["token_temperature"]) for row in r["rows"]
           ] == [(0.0, 1.0), (1.0, 1.0)]
   t = r["teacher"]
@@ -58,6 +59,34 @@ def test_sweep_on_the_shipped_student():
                                20 * np.log10(row["rms"] / t["rms"]))
     np.testing.assert_allclose(row["boundary_ratio"],
                                row["boundary"] / t["boundary"])
+    assert 0.0 <= row["long"]["noise_fraction"] <= 1.0
+    assert len(row["long"]["flatness"]) == 1  # one 2 s window of 2 s
+  assert r["long_form"]["styles"] == list(sweep.LONG_STYLES)
   # Guidance changes what the student writes.
   assert r["rows"][0]["rms"] != r["rows"][1]["rms"]
   assert "| 1 | 1 |" in sweep.table(r)
+
+
+def test_long_form_figures_flag_noise_windows_and_not_a_tone():
+  """Per window: flatness, the noise flag (> 0.3, the harness's) and RMS.
+  A stream that turns from a tone into noise half way is flagged in its
+  second window only; a window longer than the streams is refused."""
+  sr = 8000
+  t = np.arange(4 * sr) / sr
+  tone = 0.1 * np.sin(2 * np.pi * 440 * t)
+  drift = tone.copy()
+  drift[2 * sr:] = np.random.default_rng(1).normal(0, 0.1, 2 * sr)
+  audio = np.stack([tone, drift])[:, :, None]
+  f = sweep.long_form_figures(audio, sr, window_seconds=2.0)
+  assert f["noise_fraction"] == 0.25  # 1 of 4 windows
+  assert len(f["flatness"]) == len(f["rms_db"]) == 2
+  assert f["flatness"][1] > f["flatness"][0] + 0.1
+  np.testing.assert_allclose(f["rms_db"][0], 20 * np.log10(0.1 / np.sqrt(2)),
+                             atol=0.1)
+  with pytest.raises(ValueError, match="shorter than one 5 s window"):
+    sweep.long_form_figures(audio, sr, window_seconds=5.0)
+
+
+def test_long_form_needs_a_whole_window():
+  with pytest.raises(SystemExit, match="--long-minutes 0.5 must be 0"):
+    sweep.main(["--long-minutes", "0.5"])
