@@ -69,8 +69,13 @@ class Player:
     b = ctx_ids.shape[0]
     x, z = S.first_step_input(m.cfg, key, b, z if self.coupled else None)
     sig = jnp.full((b,), m.cfg.noise.sigma_max)
+    # As the serving step plays it: its pick temperature, and (recurrent
+    # pick) the seam, the codes of the context's last frame.
+    seam = (S.seam_codes(m.cfg.geometry, ctx_ids) if m.cfg.token_feedback
+            else None)
     x0 = self.stepper.denoise_guided(params, x, sig, cross_c, cross_u,
-                                     jnp.float32(self.w), z)
+                                     jnp.float32(self.w), z,
+                                     m.cfg.pick_temperature, seam)
     return self.b.scaler.to_codec(x0)
 
   def __call__(self, ctx_ids, style_ids, emb, z, key):

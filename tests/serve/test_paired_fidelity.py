@@ -1,0 +1,49 @@
+"""tools/paired_fidelity.py: the student's chunk for the teacher's noise."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import jax
+import numpy as np
+
+_PATH = (pathlib.Path(__file__).resolve().parents[2] / "tools"
+         / "paired_fidelity.py")
+_spec = importlib.util.spec_from_file_location("paired_fidelity", _PATH)
+pf = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pf)
+
+
+def test_the_paired_player_writes_the_serving_chunk():
+  """For the same context window, style and coupling noise, the tool's
+  player writes exactly the chunk the serving step writes for the shipped
+  student (a recurrent pick at its guidance and pick temperature, its first
+  frame reading the window's last frame). Caught: the player ignoring the
+  pick temperature. Not caught here: the player reading no seam (the step
+  exposes only the chunk's last frames, which the first frame's pick does
+  not reach for this window); test_chunk_step's hand computation checks
+  the seam."""
+  from mrt_distill.distill import student as S
+  from mrt_distill.serve.bundle import load_student
+  from mrt_distill.serve.chunk_step import controls
+  from mrt_distill.style import mixing
+  sb = load_student("reference")
+  assert sb.model.cfg.token_feedback and sb.model.cfg.pick_temperature != 1
+  g, b = sb.geometry, 2
+  stepper = sb.stepper(max_steps=1)
+  codes = np.random.default_rng(0).integers(
+      0, g.codebook_size, (b, g.context_frames, g.target_levels))
+  ctx = np.asarray(S.context_ids(g, codes))
+  state = stepper.window_state(sb.params, ctx)
+  emb = np.stack([mixing.embed_prompt_mix(sb.style_model, s)
+                  for s in ("funk", "techno")])
+  ctl = controls(emb, float(sb.config.student.cfg_weight), 1)
+  key = jax.random.PRNGKey(3)
+  _, after = stepper.chunk_step(sb.params, state, ctl, key)
+  _, z = S.first_step_input(sb.model.cfg, jax.random.fold_in(key, 0), b)
+  lat = pf.Player(sb)(ctx, np.asarray(stepper.style_ids(ctl.style_emb)),
+                      emb, np.asarray(z), jax.random.fold_in(key, 0))
+  np.testing.assert_allclose(np.asarray(after.lead),
+                             lat[:, -g.crossfade_frames:], rtol=1e-4,
+                             atol=1e-4)
