@@ -106,7 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if c.student.token_head:
     # Guidance on the token head's code logits when it plays (training
     # does not use it: the targets are the teacher's guided chunks). Over
-    # the four training seeds of the default run, w=3 lifts the judge's
+    # four training seeds of the independent-pick head, w=3 lifts the judge's
     # accuracy ratio to the teacher 0.67 -> 0.87 (90% CI 0.72-0.99) and
     # brings the level within 2 dB of the teacher's (-3.2 dB at w=0); the
     # token temperature did nothing measurable (docs/benchmarks.md,
