@@ -91,7 +91,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # token_temperature control multiplies it). At 1 the recurrent pick
       # over-trusts its own earlier picks and, over 5-minute streams, sinks
       # into sustained noise in some styles (45% of the eval's 60 s windows
-      # at seed 0); at 1.25 none of them, at both seeds measured, and the
+      # at seed 0); at 1.25 none at three of four seeds (10% at the fourth,
+      # two streams on the threshold from the start), and the
       # 10 s accuracy rises 0.375 -> 0.438 (docs/benchmarks.md, "Pick
       # temperature").
       pick_temperature=1.25,
