@@ -45,6 +45,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.sampling = ml_collections.ConfigDict(
       dict(temperature=1.1, top_k=40, guidance_weight=5.0))
   c.student.lora_rank = 16
+  # Independent picks here: the recurrent pick (the reference default) is
+  # C x K = 50 x 16 = 800 sequential small steps per chunk at v1 sizes, and
+  # its pick temperature was measured on the reference world only. Measure
+  # both at these sizes before switching (docs/benchmarks.md, "Pick
+  # temperature").
+  c.student.update(token_feedback=False, pick_temperature=1.0)
   c.prompts.update(transition_pairs=200, transition_chunks=15, mix_pairs=200)
   c.rollout.update(batch=16, session_chunks=30, on_policy_prob=0.25,
                    replay_capacity=4096, updates_per_rollout=2)

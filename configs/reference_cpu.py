@@ -74,7 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # picked with the same flow map and noise (student.py). False: a
       # latent regression head with the music-aware losses. The uncoupled
       # ablation of earlier releases: --config.student.coupled=False
-      # --config.student.token_head=False --config.student.imle_samples=4
+      # --config.student.token_head=False --config.student.token_feedback=False
+      # --config.student.imle_samples=4
       # --config.student.cfg_weight=5.0
       token_head=True,
       # Token head: each token's logits also read the codes picked before it

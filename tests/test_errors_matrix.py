@@ -282,6 +282,7 @@ def _(tmp):
   _checkpoint_at_step_3(tmp, config_io.load_config("reference_cpu:tiny"))
   return ["distill", *TINY, "--config.student.coupled=False",
           "--config.student.token_head=False",
+          "--config.student.token_feedback=False",
           "--config.student.imle_samples=4"]
 
 

@@ -38,7 +38,8 @@ def tiny():
   # The hand counts below are for the uncoupled latent student (IMLE 4);
   # test_coupled_config_plans_and_compiles covers the default.
   config = config_io.load_config("reference_cpu:tiny")
-  config.student.update(coupled=False, token_head=False, imle_samples=4)
+  config.student.update(coupled=False, token_head=False,
+                        token_feedback=False, imle_samples=4)
   return config, plan.train_setup(config)
 
 
@@ -211,7 +212,8 @@ def test_estimate_within_factor_of_compiled_train_step():
   config = config_io.apply_overrides(
       config_io.load_config("reference_cpu:tiny"),
       ["losses.spectral=0", "losses.onset=0", "student.coupled=False",
-       "student.token_head=False", "student.imle_samples=4"])
+       "student.token_head=False", "student.token_feedback=False",
+       "student.imle_samples=4"])
   setup = plan.train_setup(config)
   p = plan.estimate(config, None, mesh_shape=(1, 1, 1), hbm_bytes=2**30,
                     setup=setup)

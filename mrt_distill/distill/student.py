@@ -143,7 +143,9 @@ class StudentConfig:
                        "(its codes are picked with the coupling noise)")
     if self.token_feedback and not self.token_head:
       raise ValueError("student.token_feedback=True needs "
-                       "student.token_head=True (it feeds picked codes back)")
+                       "student.token_head=True (it feeds picked codes back); "
+                       "for a latent head set "
+                       "--config.student.token_feedback=False too")
     if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
       raise ValueError(f"lora_rank must be an int >= 1, got "
                        f"{self.lora_rank!r}")

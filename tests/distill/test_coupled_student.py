@@ -172,9 +172,11 @@ def test_a_run_trained_uncoupled_is_not_resumed_coupled(tmp_path):
 def test_a_run_trained_without_token_feedback_is_not_resumed_with_it(
     tmp_path):
   """student.token_feedback adds parameters: the fingerprint names it, and
-  a checkpoint from before the switch reads as without."""
+  a checkpoint from before the switch existed reads as without (so resuming
+  one with today's default, True, is refused)."""
   cfg = config_io.load_config("reference_cpu:tiny")
-  assert not cfg.student.token_feedback
+  assert cfg.student.token_feedback  # the default since 2026-12-07
+  cfg.student.token_feedback = False
   old = config_io.shape_fingerprint(cfg)
   del old["student.token_feedback"]
   checkpoints.check_fingerprint({"fingerprint": old}, cfg, 3, tmp_path)

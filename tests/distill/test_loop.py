@@ -197,7 +197,7 @@ def test_nan_rollouts_stop_the_run_and_keep_the_checkpoint(
                # The latent head reads the poisoned latents (a token head
                # trains on the codes alone).
                "student.coupled": False, "student.token_head": False,
-               "student.imle_samples": 4}
+               "student.token_feedback": False, "student.imle_samples": 4}
   with caplog.at_level(logging.WARNING, logger="mrt_distill.distill"):
     rc = cli_main.main(["distill", "--config", "reference_cpu:tiny",
                         "--workdir", str(workdir), "--no-report",
