@@ -59,23 +59,21 @@ class Player:
     self._fn = jax.jit(self._latents)
 
   def _latents(self, params, ctx_ids, style_ids, emb, z, key):
+    """The serving step's sampler (one step, its guidance, pick temperature
+    and seam) for this window, with the teacher's z for a coupled
+    student."""
     from mrt_distill.distill import student as S
     from mrt_distill.geometry import MASK_ID
-    m = self.b.model
-    apply = lambda *a, **kw: m.apply({"params": params}, *a, **kw)
-    cross_c = apply(ctx_ids, style_ids, emb, method=S.StudentModel.context_kv)
-    cross_u = apply(ctx_ids, jnp.full_like(style_ids, MASK_ID),
-                    jnp.zeros_like(emb), method=S.StudentModel.context_kv)
-    b = ctx_ids.shape[0]
-    x, z = S.first_step_input(m.cfg, key, b, z if self.coupled else None)
-    sig = jnp.full((b,), m.cfg.noise.sigma_max)
-    # As the serving step plays it: its pick temperature, and (recurrent
-    # pick) the seam, the codes of the context's last frame.
-    seam = (S.seam_codes(m.cfg.geometry, ctx_ids) if m.cfg.token_feedback
-            else None)
-    x0 = self.stepper.denoise_guided(params, x, sig, cross_c, cross_u,
-                                     jnp.float32(self.w), z,
-                                     m.cfg.pick_temperature, seam)
+    from mrt_distill.serve.chunk_step import controls
+    st = self.stepper
+    k, v = st.window_kv(params, ctx_ids)
+    cross = lambda ids, e: st.style_cross(params, k, v, ids, e)
+    x0 = st.sample(params, cross(style_ids, emb),
+                   lambda: cross(jnp.full_like(style_ids, MASK_ID),
+                                 jnp.zeros_like(emb)),
+                   controls(emb, self.w, 1), key,
+                   S.seam_codes(st.geometry, ctx_ids),
+                   z if self.coupled else None)
     return self.b.scaler.to_codec(x0)
 
   def __call__(self, ctx_ids, style_ids, emb, z, key):

@@ -305,17 +305,21 @@ class ChunkStepper:
     return jax.lax.cond(w > 0, guided,
                         lambda: pick(feats(x, sigma, cross_c, z)[None], 0.0))
 
-  def sample(self, params, cross_c, cross_u, ctl: Controls, rng, seam=None):
+  def sample(self, params, cross_c, cross_u, ctl: Controls, rng, seam=None,
+             z=None):
     """k-step consistency sampling with traced k -> student latents.
 
     Steps 2..k run in a fori_loop with a traced trip count, so k = 1 costs
     one network pass and changing k never recompiles. A coupled student
-    draws its coupling noise here from `rng` (no teacher at serve time).
+    draws its coupling noise here from `rng` (no teacher at serve time)
+    unless `z` (B, C, K, D) is given (tools/paired_fidelity.py passes the
+    teacher's).
     """
     g, noise = self.geometry, self.model.cfg.noise
     b = ctl.style_emb.shape[0]
     shape = (b, g.chunk_frames, g.codec_latent_dim)
-    x, z = S.first_step_input(self.model.cfg, jax.random.fold_in(rng, 0), b)
+    x, z = S.first_step_input(self.model.cfg, jax.random.fold_in(rng, 0), b,
+                              z)
     # The control is relative to the temperature the student ships with.
     temperature = ctl.token_temperature * self.model.cfg.pick_temperature
     x0 = self.denoise_guided(params, x, jnp.full((b,), noise.sigma_max),

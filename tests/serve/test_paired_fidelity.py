@@ -19,11 +19,10 @@ def test_the_paired_player_writes_the_serving_chunk():
   """For the same context window, style and coupling noise, the tool's
   player writes exactly the chunk the serving step writes for the shipped
   student (a recurrent pick at its guidance and pick temperature, its first
-  frame reading the window's last frame). Caught: the player ignoring the
-  pick temperature. Not caught here: the player reading no seam (the step
-  exposes only the chunk's last frames, which the first frame's pick does
-  not reach for this window); test_chunk_step's hand computation checks
-  the seam."""
+  frame reading the window's last frame): it plays through the serving
+  sampler, `ChunkStepper.sample`, with the teacher's z. Caught: the player
+  drawing its own z, or playing unguided. (The pick temperature and the
+  seam are applied inside `sample`; test_chunk_step checks them.)"""
   from mrt_distill.distill import student as S
   from mrt_distill.serve.bundle import load_student
   from mrt_distill.serve.chunk_step import controls
