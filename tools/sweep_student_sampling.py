@@ -152,6 +152,8 @@ def sweep(student: str, weights, temperatures, *, samples: int = 8,
             **{k: _mean_known(f[k] for f in fig) for k in fig[0]}}
 
   ref = judged(teacher)
+  long_emb = np.stack([mixing.embed_prompt_mix(sb.style_model, s)
+                       for s in LONG_STYLES for _ in range(2)])
   rows = []
   for w in weights:
     for temp in temperatures:
@@ -163,10 +165,8 @@ def sweep(student: str, weights, temperatures, *, samples: int = 8,
                              else None)
       row["rms_db_vs_teacher"] = float(20 * np.log10(row["rms"] / ref["rms"]))
       if long_minutes:  # the harness's long-form protocol, student only
-        emb = np.stack([mixing.embed_prompt_mix(sb.style_model, s)
-                        for s in LONG_STYLES for _ in range(2)])
         audio = student_stream(
-            stepper, sb.params, emb,
+            stepper, sb.params, long_emb,
             math.ceil(60 * long_minutes / g.chunk_seconds), seed + 2, w, 1,
             temp)
         row["long"] = long_form_figures(audio, g.sample_rate, long_window)
