@@ -209,6 +209,46 @@ class _Decoder(nn.Module):
     self.decoder_norm = RMSNorm(self.cfg.dtype)
 
 
+class _LevelLogits(nn.Module):
+  """The token head's output layer: d -> K x V code logits, one
+  (kernel, bias) pair shaped like an `nn.Dense(K * V)` (kernel (d, K * V),
+  bias (K * V,)), so files stay readable, but able to compute one level's
+  logits, or level q's from level q's own input only, without the others'
+  (the recurrent pick needs one level at a time)."""
+  width: int
+  levels: int
+  codes: int
+
+  def setup(self):
+    n = self.levels * self.codes
+    self.kernel = self.param("kernel", nn.with_logical_partitioning(
+        nn.initializers.zeros, (axes.EMBED, axes.VOCAB)), (self.width, n),
+        jnp.float32)
+    self.bias = self.param("bias", nn.with_logical_partitioning(
+        nn.initializers.zeros, (axes.VOCAB,)), (n,), jnp.float32)
+
+  def __call__(self, x_BxFxd):
+    """Every level's logits from one input -> (B, F, K, V)."""
+    y = jnp.dot(x_BxFxd, self.kernel)
+    y = y + self.bias.reshape((1,) * (y.ndim - 1) + (-1,))
+    return y.reshape(*x_BxFxd.shape[:-1], self.levels, self.codes)
+
+  def per_level(self, u_BxFxKxd):
+    """Level q's logits from level q's own input u[..., q, :] ->
+    (B, F, K, V) (the diagonal of `__call__` over the K inputs, at 1/K of
+    its cost)."""
+    w = self.kernel.reshape(-1, self.levels, self.codes)
+    y = jnp.einsum("...kd,dkv->...kv", u_BxFxKxd, w)
+    return y + self.bias.reshape((1,) * (y.ndim - 2)
+                                 + (self.levels, self.codes))
+
+  def level(self, u_Bxd, q: int):
+    """One level's logits (B, V) from its input (B, d)."""
+    lo = q * self.codes
+    return (jnp.dot(u_Bxd, self.kernel[:, lo:lo + self.codes])
+            + self.bias[None, lo:lo + self.codes])
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TokenBooks:
   """What a token-head student needs to turn code logits into latents: the
@@ -281,12 +321,7 @@ class StudentModel(nn.Module):
       return jnp.zeros(shape, dtype).at[:, -1].set(c.style_bias_init)
 
     if c.token_head:  # logits over every level's codes, per frame
-      self.token_out = nn.Dense(
-          g.target_levels * g.codebook_size, dtype=jnp.float32,
-          kernel_init=nn.with_logical_partitioning(
-              nn.initializers.zeros, (axes.EMBED, axes.VOCAB)),
-          bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
-                                                 (axes.VOCAB,)))
+      self.token_out = _LevelLogits(d, g.target_levels, g.codebook_size)
     if c.token_feedback:  # the previous frame's picked codes -> the width
       # One row per (level, code), plus each level's "no previous frame"
       # row (the chunk's first frame).
@@ -419,13 +454,15 @@ class StudentModel(nn.Module):
     # never added, not even to be subtracted again).
     below = jnp.cumsum(jnp.concatenate([jnp.zeros_like(e[:, :, :1]),
                                         e[:, :, :-1]], axis=2), axis=2)
-    u = base[:, :, None, :] + below
-    u = u + self.prev_out(nn.silu(self.prev_hidden(u)))
-    every = self.token_out(u).reshape(b, f, k, k, v)  # input level, level
-    logits = every[:, :, jnp.arange(k), jnp.arange(k)]  # level q from u_q
+    logits = self.token_out.per_level(self._pick_input(
+        base[:, :, None, :] + below))  # level q from its own u_q
     # one_hot of the "none" id v is all zeros.
     return logits + (self.repeat_logit[None, None, :, None]
                      * jax.nn.one_hot(prev_BxFxK, v))
+
+  def _pick_input(self, u):
+    """The feedback head's residual MLP on a level's summed input (..., d)."""
+    return u + self.prev_out(nn.silu(self.prev_hidden(u)))
 
   def recurrent_codes(self, h_GxBxCxd, z_BxCxKxD, seam_BxK, cfg_weight=0.0,
                       temperature=1.0):
@@ -447,19 +484,26 @@ class StudentModel(nn.Module):
     k, v = g.target_levels, g.codebook_size
     groups, b, c = h_GxBxCxd.shape[:3]
     h = h_GxBxCxd.reshape(groups * b, c, -1)
-    tile = lambda a_BxK: jnp.tile(a_BxK, (groups, 1))[:, None]
+    offs = (v + 1) * jnp.arange(k)
 
     def frame(prev_BxK, i):
-      h_i = jax.lax.dynamic_slice_in_dim(h, i, 1, axis=1)
+      # frame_logits for one frame, one level at a time: level q's input
+      # is built from the picks so far and only its own logits computed.
+      h_i = jax.lax.dynamic_index_in_dim(h, i, axis=1, keepdims=False)
       z_i = jax.lax.dynamic_index_in_dim(z_BxCxKxD, i, axis=1,
                                          keepdims=False)  # (B, K, D)
-      cur = jnp.full((b, k), v, jnp.int32)
+      prev = jnp.tile(prev_BxK, (groups, 1))  # (G*B, K)
+      u = h_i + self.prev_in(prev + offs[None]).sum(axis=-2)  # (G*B, d)
+      codes = []
       for q in range(k):
-        lg = self.frame_logits(h_i, tile(prev_BxK), tile(cur))[:, 0, q]
+        lg = self.token_out.level(self._pick_input(u), q)
+        lg = lg + self.repeat_logit[q] * jax.nn.one_hot(prev[:, q], v)
         lg = lg.reshape(groups, b, v)
         lg = lg[0] if groups == 1 else ((1 + cfg_weight) * lg[0]
                                         - cfg_weight * lg[1])
-        cur = cur.at[:, q].set(self.books.pick(lg / temperature, z_i[:, q], q))
+        codes.append(self.books.pick(lg / temperature, z_i[:, q], q))
+        u = u + self.level_in(jnp.tile(codes[-1], groups) + offs[q])
+      cur = jnp.stack(codes, axis=-1)
       return cur, cur
 
     _, codes_CxBxK = jax.lax.scan(frame, jnp.asarray(seam_BxK, jnp.int32),
