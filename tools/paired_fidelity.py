@@ -48,7 +48,8 @@ def _log_mel_db(audio_BxS, sr: int) -> np.ndarray:
 class Player:
   """One student's chunk for given contexts, styles and (coupled) noise."""
 
-  def __init__(self, bundle, cfg_weight: float | None = None):
+  def __init__(self, bundle, cfg_weight: float | None = None,
+               token_temperature: float = 1.0):
     from mrt_distill.serve.chunk_step import ChunkStepper
     self.b = bundle
     self.stepper = ChunkStepper(bundle.model, bundle.codec,
@@ -56,6 +57,8 @@ class Player:
     self.w = (float(bundle.config.student.get("cfg_weight", 0.0))
               if cfg_weight is None else float(cfg_weight))
     self.coupled = bundle.model.cfg.coupled
+    # The serving control: x the student's own pick_temperature.
+    self.token_temperature = float(token_temperature)
     self._fn = jax.jit(self._latents)
 
   def _latents(self, params, ctx_ids, style_ids, emb, z, key):
@@ -71,7 +74,8 @@ class Player:
     x0 = st.sample(params, cross(style_ids, emb),
                    lambda: cross(jnp.full_like(style_ids, MASK_ID),
                                  jnp.zeros_like(emb)),
-                   controls(emb, self.w, 1), key,
+                   controls(emb, self.w, 1,
+                            token_temperature=self.token_temperature), key,
                    S.seam_codes(st.geometry, ctx_ids),
                    z if self.coupled else None)
     return self.b.scaler.to_codec(x0)
@@ -84,7 +88,8 @@ class Player:
 
 def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
             png: str | None = None, log=print,
-            cfg_weight: float | None = None) -> dict:
+            cfg_weight: float | None = None,
+            token_temperature: float = 1.0) -> dict:
   from mrt_distill import coupling
   from mrt_distill.distill import student as S
   from mrt_distill.serve.bundle import load_student
@@ -96,7 +101,7 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
   if not sb.model.cfg.coupled:
     raise SystemExit(f"error: student {student!r} is not coupled "
                      f"(student.coupled=False); give a coupled student")
-  players = {"coupled": Player(sb, cfg_weight)}
+  players = {"coupled": Player(sb, cfg_weight, token_temperature)}
   if uncoupled:
     players["uncoupled"] = Player(load_student(uncoupled))
   samp = sb.config.sampling.to_dict()
@@ -139,7 +144,10 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
 
   out = {"student": student, "uncoupled": uncoupled, "chunks": chunks,
          "prompts": names, "seed": seed, "sampling": samp,
-         "student_cfg_weight": players["coupled"].w, "metrics": {}}
+         "student_cfg_weight": players["coupled"].w,
+         "student_pick_temperature": (
+             token_temperature * sb.model.cfg.pick_temperature),
+         "metrics": {}}
   floor = {m: float(np.mean(dist["teacher_indep"][m])) for m in
            ("latent_mse", "logmel_db")}
   for k in dist:
@@ -200,12 +208,19 @@ def main(argv=None) -> int:
   ap.add_argument("--cfg-weight", type=float, default=None,
                   help="the coupled student's guidance (default: its "
                        "config's student.cfg_weight)")
+  ap.add_argument("--token-temperature", type=float, default=1.0,
+                  help="the serving control token_temperature (x the "
+                       "student's pick_temperature; 1 = as shipped)")
   ap.add_argument("--json", action="store_true")
   args = ap.parse_args(argv)
   if not 1 <= args.chunks <= 64:
     ap.error(f"--chunks {args.chunks}: give 1..64")
+  if not 0 < args.token_temperature <= 10:
+    ap.error(f"--token-temperature {args.token_temperature}: give a number "
+             f"in (0, 10]")
   res = measure(args.student, args.uncoupled, args.chunks, args.seed,
-                args.png, log=print, cfg_weight=args.cfg_weight)
+                args.png, log=print, cfg_weight=args.cfg_weight,
+                token_temperature=args.token_temperature)
   if args.json:
     print(json.dumps(res, indent=2))
   else:

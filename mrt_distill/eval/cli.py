@@ -23,7 +23,8 @@ import typing
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--checkpoint", default="reference",
                  help="student: 'reference' (shipped), 'random-tiny', a "
-                      "distill workdir or a student .npz (default "
+                      "distill workdir (WORKDIR@STEP: its checkpoint at that "
+                      "step) or a student .npz (default "
                       "reference)")
   p.add_argument("--compare-checkpoint", default=None,
                  help="a second student of the same teacher, reported "

@@ -32,7 +32,8 @@ from mrt_distill.serve.student_files import FORMAT  # noqa: F401 (bundle.FORMAT)
 from mrt_distill.serve.student_files import StudentLoadError
 from mrt_distill.teacher.config import for_backend
 
-SOURCES = ("reference", "random-tiny", "a distill workdir", "a student .npz")
+SOURCES = ("reference", "random-tiny", "a distill workdir",
+           "a workdir's checkpoint (WORKDIR@STEP)", "a student .npz")
 
 
 @dataclasses.dataclass
@@ -183,7 +184,8 @@ def reference_student_path() -> pathlib.Path:
 
 
 def load_student(source: str | None = "reference") -> StudentBundle:
-  """'reference' | 'random-tiny' | workdir | student .npz -> StudentBundle."""
+  """'reference' | 'random-tiny' | workdir | workdir@STEP (that
+  checkpoint) | student .npz -> StudentBundle."""
   source = source or "reference"
   if source == "reference":
     p = reference_student_path()
@@ -198,6 +200,12 @@ def load_student(source: str | None = "reference") -> StudentBundle:
   p = pathlib.Path(source)
   if p.is_dir():
     return _from_workdir(p)
+  base, at, step = source.rpartition("@")
+  if at and step.isdigit() and not p.exists():
+    if not pathlib.Path(base).is_dir():
+      raise StudentLoadError(f"student {source!r}: {base!r} is not a "
+                             f"distill workdir")
+    return _build(student_files.from_workdir(pathlib.Path(base), int(step)))
   if p.is_file():
     return _from_npz(p)
   raise StudentLoadError(f"student {source!r} not found: give one of "

@@ -528,7 +528,8 @@ def add_arguments(p) -> None:
   p.add_argument("--checkpoint", default="reference",
                  help="the student: 'reference' (the one shipped in the "
                       "package, default), 'random-tiny' (untrained, tests), "
-                      "a `mrt-distill distill` workdir or a student .npz")
+                      "a `mrt-distill distill` workdir (WORKDIR@STEP: its "
+                      "checkpoint at that step) or a student .npz")
   p.add_argument("--prompt", default=None,
                  help='weighted prompt mix, e.g. "techno:1, flute:0.5" '
                       "(default techno:1 unless --transition is given)")

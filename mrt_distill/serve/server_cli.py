@@ -22,7 +22,8 @@ log = logging.getLogger("mrt_distill.serve.server")
 def add_arguments(p: argparse.ArgumentParser) -> None:
   p.add_argument("--checkpoint", default="reference",
                  help="'reference' (the shipped student, default), "
-                      "'random-tiny', a distill workdir or a student .npz")
+                      "'random-tiny', a distill workdir (WORKDIR@STEP: its "
+                      "checkpoint at that step) or a student .npz")
   p.add_argument("--host", default="127.0.0.1",
                  help="address to bind (default 127.0.0.1: this machine "
                       "only; anything else exposes the stream, with a warning)")

@@ -206,10 +206,31 @@ def _config(workdir: pathlib.Path):
         f"with the run's config, or load its {EXPORTED}") from None
 
 
-def from_workdir(workdir: pathlib.Path) -> Found:
-  """A distill workdir -> Found (see the module docstring)."""
+def from_workdir(workdir: pathlib.Path, step: int | None = None) -> Found:
+  """A distill workdir -> Found (see the module docstring). step: that
+  checkpoint and no other (`workdir@STEP`, for a curve over training)."""
   workdir = pathlib.Path(workdir)
   exported = workdir / EXPORTED
+  if step is not None:
+    config = _config(workdir)
+    with _manager(workdir) as mngr:
+      kept = sorted(mngr.all_steps())
+    if step not in kept:
+      raise _error(
+          f"{workdir} has no checkpoint at step {step} (kept: "
+          f"{', '.join(map(str, kept)) or 'none'}); give one of those, or "
+          f"train with a larger --config.train.max_to_keep to keep more")
+    try:
+      trainable, teacher = _restore(workdir, step)
+    except Exception as e:  # damage shows up as many error types
+      raise _error(
+          f"the checkpoint at step {step} in {workdir / 'checkpoints'} "
+          f"cannot be read ({_first_line(e)}); give another step (kept: "
+          f"{', '.join(map(str, kept))}) or the workdir alone (it falls "
+          f"back to a readable checkpoint)") from None
+    check_teacher(teacher, config, f"the checkpoint at step {step} in "
+                  f"{workdir}")
+    return Found(config, trainable, f"{workdir}@{step}")
   try:
     config = _config(workdir)
   except StudentLoadError as e:

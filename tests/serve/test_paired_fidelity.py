@@ -46,3 +46,17 @@ def test_the_paired_player_writes_the_serving_chunk():
   np.testing.assert_allclose(np.asarray(after.lead),
                              lat[:, -g.crossfade_frames:], rtol=1e-4,
                              atol=1e-4)
+  # The token-temperature control reaches the player as it reaches serving
+  # (caught: the player ignoring it).
+  ctl_t = controls(emb, float(sb.config.student.cfg_weight), 1,
+                   token_temperature=0.8)
+  _, after_t = stepper.chunk_step(sb.params,
+                                  stepper.window_state(sb.params, ctx),
+                                  ctl_t, key)
+  lat_t = pf.Player(sb, token_temperature=0.8)(
+      ctx, np.asarray(stepper.style_ids(ctl.style_emb)), emb, np.asarray(z),
+      jax.random.fold_in(key, 0))
+  np.testing.assert_allclose(np.asarray(after_t.lead),
+                             lat_t[:, -g.crossfade_frames:], rtol=1e-4,
+                             atol=1e-4)
+  assert np.abs(lat_t - lat).max() > 1e-2

@@ -86,6 +86,28 @@ def test_without_the_export_it_falls_back_to_the_previous_checkpoint(
   assert not _same(b, B.load_student(str(run)))
 
 
+def test_workdir_at_step_loads_that_checkpoint_and_no_other(run, tmp_path):
+  w = _copy(run, tmp_path, student=False)
+  before = _hashes(w)
+  one, two = B.load_student(f"{w}@1"), B.load_student(f"{w}@2")
+  assert (one.source, two.source) == (f"{w}@1", f"{w}@2")
+  assert _same(two, B.load_student(str(w)))  # the newest
+  assert not _same(one, two)
+  with pytest.raises(B.StudentLoadError, match=(
+      r"has no checkpoint at step 7 \(kept: 1, 2\); give one of those, or "
+      r"train with a larger --config.train.max_to_keep")):
+    B.load_student(f"{w}@7")
+  with pytest.raises(B.StudentLoadError, match=r"is not a distill workdir"):
+    B.load_student(f"{tmp_path / 'nope'}@1")
+  assert _hashes(w) == before  # a reader moves and writes nothing
+  _damage(w, 1)  # a named checkpoint does not fall back to another
+  with pytest.raises(B.StudentLoadError, match=(
+      r"the checkpoint at step 1 in .*checkpoints cannot be read \(.*\); "
+      r"give another step \(kept: 1, 2\) or the workdir alone")):
+    B.load_student(f"{w}@1")
+  assert B.load_student(f"{w}@2").source == f"{w}@2"
+
+
 def test_nothing_readable_is_one_error_naming_every_step_and_the_fix(
     run, tmp_path):
   w = _copy(run, tmp_path, student=False)
