@@ -14,7 +14,7 @@ from mrt_distill.world import music
 from mrt_distill.world.training.codec_codebooks import (kmeans_rvq,
                                                       level_dim_masks)
 from mrt_distill.world.training.codec_data import CropSampler
-from mrt_distill.world.training.train_codec import TrainHParams
+from mrt_distill.world.training.train_codec import TrainHParams, shift_ratio
 
 
 @pytest.mark.parametrize("style", sorted(music.STYLES))
@@ -54,6 +54,34 @@ def test_coarse_levels_live_in_the_coarse_dimensions():
   z2[:, 3:] = rng.standard_normal((600, 5))
   np.testing.assert_array_equal(level0(z), level0(z2))
   assert not level_dim_masks(4, 8, 2, 0).min() == 0  # 0: all levels see all
+
+
+def test_shift_term_relative_to_temporal_variation_cannot_collapse():
+  """A latent z = c + eps m(t) (a constant plus what follows the music)
+  whose phase-dependent part is a fixed fraction of m: relative to the
+  latents' energy, shrinking eps (a latent that stops following the music)
+  lowers the shift term towards 0 -- the collapse the energy form trained
+  into the coarse levels; relative to the variation in time it does not.
+  And a latent identical under the shift scores 0 either way."""
+  import jax.numpy as jnp
+  rng = np.random.default_rng(0)
+  c = rng.normal(size=(2, 1, 8)) * 3.0
+  m = rng.normal(size=(2, 20, 8))
+  jitter = 0.3 * rng.normal(size=(2, 20, 8))
+  ratio = lambda eps, norm: float(shift_ratio(
+      jnp.asarray(c + eps * m), jnp.asarray(c + eps * (m + jitter)), norm))
+  e1, e01 = ratio(1.0, "energy"), ratio(0.1, "energy")
+  t1, t01 = ratio(1.0, "temporal"), ratio(0.1, "temporal")
+  assert e01 < 0.02 * e1
+  assert abs(t01 / t1 - 1.0) < 1e-3 and t1 > 0.05
+  same = jnp.asarray(c + m)
+  for norm in ("energy", "temporal"):
+    assert float(shift_ratio(same, same, norm)) == 0.0
+  with pytest.raises(ValueError, match="shift_norm 'time': give 'energy' or "
+                     "'temporal'"):
+    shift_ratio(same, same, "time")
+  with pytest.raises(ValueError, match="shift_norm 'time'"):
+    TrainHParams(shift_norm="time")
 
 
 def test_crop_stream_resumes_exactly():

@@ -113,6 +113,14 @@ class TrainHParams:
   # the fine levels' small: the coarse tokens become a function of the
   # music, and the fine ones still carry where inside the frame it lands.
   shift_weight: float = 0.0
+  # What the shift term's difference is relative to. "energy": the latents'
+  # mean square, which a latent constant in time meets most cheaply: at
+  # weight 2 the coarse levels' chroma agreement fell 0.36 -> 0.14
+  # (docs/benchmarks.md, "Which lever empties the coarse levels").
+  # "temporal": each example's variation over its frames (about its own
+  # mean over time), so a latent that stops following the music makes the
+  # ratio large instead of small: phase may not move it, the music must.
+  shift_norm: str = "energy"
   # Split latent: with coarse_dims > 0 the shift term applies to the first
   # coarse_dims latent dimensions only, and the first coarse_levels RVQ
   # levels' codewords live in those dimensions alone (zero elsewhere), so
@@ -138,6 +146,30 @@ class TrainHParams:
   piece_seconds: float = 6.0
   pool_size: int = 48
   refresh_per_step: int = 2
+
+  def __post_init__(self):
+    if self.shift_norm not in ("energy", "temporal"):
+      raise ValueError(f"shift_norm {self.shift_norm!r}: give 'energy' or "
+                       f"'temporal'")
+
+
+def shift_ratio(z_BxTxD, z_shifted_BxTxD, norm: str = "energy"):
+  """The shift-consistency term: mean |z - z_shifted|^2 relative to
+  "energy" (the latents' mean square) or "temporal" (their variation over
+  each example's frames). Not stop-gradient in the denominator: the ratio
+  is invariant to the latents' scale, so shrinking them cannot lower it.
+  With "energy", shrinking only their variation in time does lower it
+  (towards a latent constant in time, which says nothing about the music);
+  with "temporal" it does not."""
+  z, z_s = z_BxTxD, z_shifted_BxTxD
+  diff = jnp.mean((z - z_s)**2)
+  if norm == "temporal":
+    ref = jnp.mean((z - jnp.mean(z, axis=1, keepdims=True))**2)
+  elif norm == "energy":
+    ref = jnp.mean(z**2)
+  else:
+    raise ValueError(f"shift_norm {norm!r}: give 'energy' or 'temporal'")
+  return diff / (ref + 1e-8)
 
 
 def level_sizes(hp: TrainHParams, g: Geometry) -> tuple[int, ...]:
@@ -183,10 +215,7 @@ def _make_steps(model: CodecModel, tx, hp: TrainHParams, geometry: Geometry,
     if hp.coarse_dims:
       z, z_s = z[..., :hp.coarse_dims], z_s[..., :hp.coarse_dims]
     inner = slice(1, -1) if z.shape[1] > 2 else slice(None)
-    diff = jnp.mean((z[:, inner] - z_s[:, inner])**2)
-    # Not stop-gradient in the denominator: the ratio is then invariant to
-    # the latents' scale, so shrinking them cannot lower it.
-    return diff / (jnp.mean(z[:, inner]**2) + 1e-8)
+    return shift_ratio(z[:, inner], z_s[:, inner], hp.shift_norm)
 
   masks = jnp.asarray(dim_masks)
   code_masks = jnp.arange(geometry.codebook_size)[None, :] < jnp.asarray(
@@ -516,6 +545,8 @@ def _main():
   parser.add_argument("--ae_warmup_steps", type=int, default=None)
   parser.add_argument("--lr", type=float, default=None)
   parser.add_argument("--shift_weight", type=float, default=None)
+  parser.add_argument("--shift_norm", choices=("energy", "temporal"),
+                      default=None)
   parser.add_argument("--coarse_dims", type=int, default=None)
   parser.add_argument("--coarse_codes", type=int, default=None)
   parser.add_argument("--coarse_split", action="store_true")
@@ -526,6 +557,8 @@ def _main():
     hp = dataclasses.replace(hp, lr=args.lr)
   if args.shift_weight is not None:
     hp = dataclasses.replace(hp, shift_weight=args.shift_weight)
+  if args.shift_norm is not None:
+    hp = dataclasses.replace(hp, shift_norm=args.shift_norm)
   if args.coarse_dims is not None:
     hp = dataclasses.replace(hp, coarse_dims=args.coarse_dims)
   hp = dataclasses.replace(hp, coarse_codes=args.coarse_codes,
