@@ -80,6 +80,39 @@ class Player:
                    z if self.coupled else None)
     return self.b.scaler.to_codec(x0)
 
+  def _forced(self, params, ctx_ids, style_ids, emb, z, t_codes):
+    """Teacher-forced picks: every token's logits read the teacher's codes
+    before it (as in training), guided and tempered as served, picked with
+    the teacher's z -> codes (B, C, K). Where they equal the teacher's, the
+    student would follow it; where not, a served chunk leaves it."""
+    from mrt_distill.distill import student as S
+    from mrt_distill.geometry import MASK_ID
+    st, m = self.stepper, self.b.model
+    k, v = st.window_kv(params, ctx_ids)
+    b = ctx_ids.shape[0]
+    x, z = S.first_step_input(m.cfg, jax.random.PRNGKey(0), b, z)
+    sigma = jnp.full((b,), m.cfg.noise.sigma_max)
+    feedback = ((t_codes, S.seam_codes(st.geometry, ctx_ids))
+                if m.cfg.token_feedback else ())
+
+    def logits(ids, e):
+      return st._apply(params, x, sigma, st.style_cross(params, k, v, ids, e),
+                       z, *feedback, method=S.StudentModel.token_logits)
+
+    lg = logits(style_ids, emb)
+    if self.w:
+      lg = (1 + self.w) * lg - self.w * logits(
+          jnp.full_like(style_ids, MASK_ID), jnp.zeros_like(emb))
+    return m.books.codes(
+        lg / (self.token_temperature * m.cfg.pick_temperature), z)
+
+  def forced_codes(self, ctx_ids, style_ids, emb, z, t_codes):
+    if not hasattr(self, "_forced_fn"):
+      self._forced_fn = jax.jit(self._forced)
+    return np.asarray(self._forced_fn(
+        self.b.params, jnp.asarray(ctx_ids), jnp.asarray(style_ids),
+        jnp.asarray(emb), jnp.asarray(z), jnp.asarray(t_codes, jnp.int32)))
+
   def __call__(self, ctx_ids, style_ids, emb, z, key):
     return np.asarray(self._fn(self.b.params, jnp.asarray(ctx_ids),
                                jnp.asarray(style_ids), jnp.asarray(emb),
@@ -116,6 +149,12 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
   dist = {k: {"latent_mse": [], "logmel_db": []}
           for k in ["teacher_indep", *players]}
   audio_keep = {k: [] for k in ["teacher", "teacher_indep", *players]}
+  # Per RVQ level, the share of tokens equal to the teacher's for z: the
+  # independent teacher's (chance) and the coupled student's teacher-forced
+  # picks (token heads).
+  token_head = sb.model.cfg.token_head
+  agree = {k: [] for k in (["teacher_indep", "coupled_forced"] if token_head
+                           else ["teacher_indep"])}
   for i in range(chunks):
     key = jax.random.PRNGKey(seed * 7919 + i)
     z = np.asarray(coupling.draw_noise(jax.random.fold_in(key, 0), g, b))
@@ -138,6 +177,10 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
                                           axis=(1, 2)))
     for k in audio_keep:
       audio_keep[k].append(audio[k])
+    agree["teacher_indep"].append(np.mean(t_z2 == t_z, axis=(0, 1)))
+    if token_head:
+      forced = players["coupled"].forced_codes(ids, style_ids, emb, z, t_z)
+      agree["coupled_forced"].append(np.mean(forced == t_z, axis=(0, 1)))
     ctx = np.concatenate([ctx, t_z], axis=1)[:, -g.context_frames:]
     log(f"chunk {i + 1}/{chunks} ({time.perf_counter() - t0:.0f} s)",
         file=sys.stderr)
@@ -155,6 +198,9 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
       v = float(np.mean(dist[k][m]))
       out["metrics"].setdefault(k, {})[m] = v
       out["metrics"][k][m + "_ratio_to_independent_teacher"] = v / floor[m]
+  out["token_agreement_per_level"] = {
+      k: [round(float(a), 4) for a in np.mean(v, axis=0)]
+      for k, v in agree.items()}
   out["seconds"] = time.perf_counter() - t0
   if png:
     _draw(png, {k: np.concatenate(v, axis=1) for k, v in audio_keep.items()},
@@ -229,6 +275,9 @@ def main(argv=None) -> int:
             f"({v['latent_mse_ratio_to_independent_teacher']:.2f}x)  "
             f"log-mel {v['logmel_db']:.2f} dB "
             f"({v['logmel_db_ratio_to_independent_teacher']:.2f}x)")
+    for k, v in res["token_agreement_per_level"].items():
+      print(f"{k:14s} tokens equal to the teacher's, per level: "
+            + " / ".join(f"{a:.3f}" for a in v))
   return 0
 
 

@@ -60,3 +60,45 @@ def test_the_paired_player_writes_the_serving_chunk():
                              lat_t[:, -g.crossfade_frames:], rtol=1e-4,
                              atol=1e-4)
   assert np.abs(lat_t - lat).max() > 1e-2
+
+
+def test_teacher_forced_picks_on_the_students_own_chunk_reproduce_it():
+  """The agreement measure's teacher-forced picks read the codes before
+  each token, as training does, guided and tempered as served: forced on
+  the chunk the student itself plays (picked by the serving pick), they
+  give back that chunk token for token. Caught: forcing unguided, at
+  another temperature, or reading the wrong codes."""
+  from mrt_distill.distill import student as S
+  from mrt_distill.geometry import MASK_ID
+  from mrt_distill.serve.bundle import load_student
+  from mrt_distill.style import mixing
+  sb = load_student("reference")
+  g, b = sb.geometry, 2
+  player = pf.Player(sb)
+  st, m = player.stepper, sb.model
+  codes = np.random.default_rng(1).integers(
+      0, g.codebook_size, (b, g.context_frames, g.target_levels))
+  ctx = np.asarray(S.context_ids(g, codes))
+  emb = np.stack([mixing.embed_prompt_mix(sb.style_model, s)
+                  for s in ("jazz", "techno")]).astype(np.float32)
+  style_ids = np.asarray(st.style_ids(emb))
+  key = jax.random.PRNGKey(5)
+  x, z = S.first_step_input(m.cfg, key, b)
+  k, v = st.window_kv(sb.params, ctx)
+  both = st._both_halves(
+      st.style_cross(sb.params, k, v, style_ids, emb),
+      st.style_cross(sb.params, k, v, np.full_like(style_ids, MASK_ID),
+                     np.zeros_like(emb)))
+  dup = lambda a: np.concatenate([a, a])
+  sigma = np.full((b,), m.cfg.noise.sigma_max, np.float32)
+  h = st._apply(sb.params, dup(x), dup(sigma), both, dup(z),
+                method=S.StudentModel.token_features)
+  own = np.asarray(st._apply(
+      sb.params, np.stack(np.split(h, 2)), z, S.seam_codes(g, ctx),
+      player.w, m.cfg.pick_temperature, method=S.StudentModel.recurrent_codes))
+  # That is the chunk the player (the serving sampler) writes for this z.
+  np.testing.assert_allclose(
+      player(ctx, style_ids, emb, np.asarray(z), key),
+      np.asarray(sb.scaler.to_codec(m.books.latents(own))), atol=1e-4)
+  forced = player.forced_codes(ctx, style_ids, emb, np.asarray(z), own)
+  np.testing.assert_array_equal(forced, own)
