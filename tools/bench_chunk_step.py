@@ -9,7 +9,7 @@ For each geometry, measured side by side in one run at batch 1:
     no CFG and with CFG) and of the teacher's KV-cached decode (+ codec);
   * sequential network calls per chunk;
   * under "heads": ms per chunk of each student head (the uncoupled latent
-    head, the shipped token head with independent picks, the token head
+    head, the token head with independent picks, the shipped token head
     with the recurrent pick), at w=0 and w=3, side by side;
   * encoder FLOPs per chunk, cached (new chunk + style) vs full window (XLA
     cost analysis of the two encoder calls);
@@ -151,14 +151,13 @@ def short_chunk_delay(tcfg, tparams, codec, style_model, chunk_frames: int,
 
 # The student heads the "heads" rows time side by side (StudentConfig
 # fields): the latent head of the uncoupled ablation, the coupled token
-# head picking every token independently (shipped), and the recurrent pick
-# (student.token_feedback, an option).
+# head picking every token independently (shipped before), and the
+# recurrent pick (student.token_feedback, shipped).
 HEAD_KINDS = {
     "latent (uncoupled)": {},
-    "token, independent picks (shipped)": dict(coupled=True,
-                                               token_head=True),
-    "token, recurrent pick": dict(coupled=True, token_head=True,
-                                  token_feedback=True),
+    "token, independent picks": dict(coupled=True, token_head=True),
+    "token, recurrent pick (shipped)": dict(coupled=True, token_head=True,
+                                            token_feedback=True),
 }
 
 
