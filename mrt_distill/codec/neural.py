@@ -102,6 +102,12 @@ class NeuralCodecConfig:
     coarse_kernel: depthwise kernel (codec frames) of the coarse blocks.
     fine_kernel: depthwise kernel (STFT frames) of the fine blocks.
     layer_scale: initial residual branch scale of every block.
+    magnitude_dims: the first M latent dimensions come from a second
+      encoder that sees the magnitude spectrum only (log|X|, no phase),
+      averaged over each frame's hops: a sub-frame delay hardly moves it,
+      and it keeps pitch and timbre. 0 (default): one encoder for all D.
+      With train_codec's coarse_dims = M the coarse RVQ levels quantise
+      these dimensions alone (issue 19's stable coarse tokens).
   """
 
   hops_per_frame: int = 4
@@ -118,6 +124,7 @@ class NeuralCodecConfig:
   coarse_kernel: int = 3
   fine_kernel: int = 7
   layer_scale: float = 0.25
+  magnitude_dims: int = 0
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -285,7 +292,20 @@ class CodecModel(nn.Module):
     self.enc_fold = nn.Dense(c.enc_dim, name="enc_fold")
     self.enc_coarse = blocks(c.enc_blocks, c.coarse_kernel, "enc_coarse")
     self.enc_out_norm = nn.LayerNorm(epsilon=1e-6, name="enc_out_norm")
-    self.enc_out = nn.Dense(g.codec_latent_dim, name="enc_out")
+    m = c.magnitude_dims
+    if not 0 <= m < g.codec_latent_dim:
+      raise ValueError(f"magnitude_dims {m}: give 0 (off) up to "
+                       f"{g.codec_latent_dim - 1} (the latent has "
+                       f"{g.codec_latent_dim} dimensions)")
+    self.enc_out = nn.Dense(g.codec_latent_dim - m, name="enc_out")
+    if m:  # the phase-free encoder of the first m dimensions
+      self.mag_in = nn.Dense(c.enc_fine_dim, name="mag_in")
+      self.mag_in_norm = nn.LayerNorm(epsilon=1e-6, name="mag_in_norm")
+      self.mag_fine = blocks(c.enc_fine_blocks, c.fine_kernel, "mag_fine")
+      self.mag_fold = nn.Dense(c.enc_dim, name="mag_fold")
+      self.mag_coarse = blocks(c.enc_blocks, c.coarse_kernel, "mag_coarse")
+      self.mag_out_norm = nn.LayerNorm(epsilon=1e-6, name="mag_out_norm")
+      self.mag_out = nn.Dense(m, name="mag_out")
 
     self.dec_in = nn.Dense(c.dec_dim, name="dec_in")
     self.dec_coarse = blocks(c.dec_blocks, c.coarse_kernel, "dec_coarse")
@@ -324,7 +344,20 @@ class CodecModel(nn.Module):
     h = self.enc_fold(h.reshape(b, t, -1))
     for blk in self.enc_coarse:
       h = blk(h)
-    return self.enc_out(self.enc_out_norm(h))
+    z = self.enc_out(self.enc_out_norm(h))
+    if not self.config.magnitude_dims:
+      return z
+    logmag = jnp.moveaxis(jnp.log(mag + _LOG_FLOOR), 1, 2).reshape(
+        b, t * r, -1)  # (B, N, FC)
+    hm = self.mag_in_norm(self.mag_in(logmag))
+    for blk in self.mag_fine:
+      hm = blk(hm)
+    # The mean over the frame's hops, not their concatenation: where in
+    # the frame a sound starts moves it little.
+    hm = self.mag_fold(hm.reshape(b, t, r, -1).mean(axis=2))
+    for blk in self.mag_coarse:
+      hm = blk(hm)
+    return jnp.concatenate([self.mag_out(self.mag_out_norm(hm)), z], axis=-1)
 
   def decode(self, latents):
     """(B, T, D) latents -> (B, T * spf, C) audio. Pure jnp, differentiable."""

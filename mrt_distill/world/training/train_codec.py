@@ -548,6 +548,9 @@ def _main():
   parser.add_argument("--shift_norm", choices=("energy", "temporal"),
                       default=None)
   parser.add_argument("--coarse_dims", type=int, default=None)
+  parser.add_argument("--magnitude_dims", type=int, default=0,
+                      help="codec config: the first M latent dimensions "
+                           "from a phase-free (magnitude) encoder")
   parser.add_argument("--coarse_codes", type=int, default=None)
   parser.add_argument("--coarse_split", action="store_true")
   parser.add_argument("--bar_grid", action="store_true")
@@ -563,7 +566,9 @@ def _main():
     hp = dataclasses.replace(hp, coarse_dims=args.coarse_dims)
   hp = dataclasses.replace(hp, coarse_codes=args.coarse_codes,
                            coarse_split=args.coarse_split)
-  train_codec(args.out, steps=args.steps, batch=args.batch,
+  config = dataclasses.replace(NeuralCodecConfig(),
+                               magnitude_dims=args.magnitude_dims)
+  train_codec(args.out, steps=args.steps, batch=args.batch, config=config,
               seconds_per_example=args.seconds_per_example, seed=args.seed,
               log_every=args.log_every, time_budget_s=args.time_budget_s,
               hparams=hp, ae_warmup_steps=args.ae_warmup_steps,
