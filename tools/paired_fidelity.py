@@ -193,11 +193,15 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
          "metrics": {}}
   floor = {m: float(np.mean(dist["teacher_indep"][m])) for m in
            ("latent_mse", "logmel_db")}
+  rng = np.random.default_rng(seed)
   for k in dist:
     for m in ("latent_mse", "logmel_db"):
       v = float(np.mean(dist[k][m]))
       out["metrics"].setdefault(k, {})[m] = v
       out["metrics"][k][m + "_ratio_to_independent_teacher"] = v / floor[m]
+      out["metrics"][k][m + "_ratio_ci90"] = ratio_ci90(
+          np.mean(dist[k][m], axis=0), np.mean(dist["teacher_indep"][m],
+                                               axis=0), rng)
   out["token_agreement_per_level"] = {
       k: [round(float(a), 4) for a in np.mean(v, axis=0)]
       for k, v in agree.items()}
@@ -207,6 +211,16 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
           names, g.sample_rate)
     out["png"] = png
   return out
+
+
+def ratio_ci90(per_prompt, per_prompt_floor, rng,
+               resamples: int = 2000) -> list[float]:
+  """90% bootstrap interval of mean(d) / mean(floor) over the prompts
+  (paired: a resample takes the same prompts for both)."""
+  d, f = np.asarray(per_prompt), np.asarray(per_prompt_floor)
+  picks = rng.integers(0, len(d), (resamples, len(d)))
+  boot = d[picks].mean(1) / f[picks].mean(1)
+  return [float(np.percentile(boot, 5)), float(np.percentile(boot, 95))]
 
 
 def _draw(path: str, audio: dict, names: list[str], sr: int) -> None:
@@ -271,10 +285,12 @@ def main(argv=None) -> int:
     print(json.dumps(res, indent=2))
   else:
     for k, v in res["metrics"].items():
+      ci = lambda m: "{:.2f}-{:.2f}".format(*v[m + "_ratio_ci90"])
       print(f"{k:14s} latent MSE {v['latent_mse']:.4f} "
-            f"({v['latent_mse_ratio_to_independent_teacher']:.2f}x)  "
-            f"log-mel {v['logmel_db']:.2f} dB "
-            f"({v['logmel_db_ratio_to_independent_teacher']:.2f}x)")
+            f"({v['latent_mse_ratio_to_independent_teacher']:.2f}x, 90% CI "
+            f"{ci('latent_mse')})  log-mel {v['logmel_db']:.2f} dB "
+            f"({v['logmel_db_ratio_to_independent_teacher']:.2f}x, 90% CI "
+            f"{ci('logmel_db')})")
     for k, v in res["token_agreement_per_level"].items():
       print(f"{k:14s} tokens equal to the teacher's, per level: "
             + " / ".join(f"{a:.3f}" for a in v))

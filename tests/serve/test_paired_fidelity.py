@@ -6,6 +6,7 @@ import importlib.util
 import pathlib
 
 import jax
+import pytest
 import numpy as np
 
 _PATH = (pathlib.Path(__file__).resolve().parents[2] / "tools"
@@ -102,3 +103,16 @@ def test_teacher_forced_picks_on_the_students_own_chunk_reproduce_it():
       np.asarray(sb.scaler.to_codec(m.books.latents(own))), atol=1e-4)
   forced = player.forced_codes(ctx, style_ids, emb, np.asarray(z), own)
   np.testing.assert_array_equal(forced, own)
+
+
+def test_ratio_interval_is_paired_over_prompts():
+  """The ratio's interval resamples prompts for the student and the floor
+  together: a student at exactly half the floor on every prompt has the
+  interval [0.5, 0.5] however much the prompts differ (an unpaired
+  resample would spread it), and the interval holds the point ratio."""
+  rng = np.random.default_rng(0)
+  floor = rng.uniform(1.0, 20.0, 10)
+  assert pf.ratio_ci90(floor / 2, floor, rng) == pytest.approx([0.5, 0.5])
+  d = floor * rng.uniform(0.3, 1.2, 10)
+  lo, hi = pf.ratio_ci90(d, floor, rng)
+  assert lo < d.mean() / floor.mean() < hi and hi - lo > 0.05
