@@ -97,6 +97,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # 10 s accuracy rises 0.375 -> 0.438 (docs/benchmarks.md, "Pick
       # temperature").
       pick_temperature=1.25,
+      # token_feedback: each pick also reads a decaying sum of every frame
+      # picked before it in the chunk, not only the previous frame
+      # (student.py, StudentConfig.frame_state). An option, being measured.
+      frame_state=False,
       # token_feedback in training: this fraction of the teacher's codes fed
       # back (and of the seam's) replaced by random codes, so the head does
       # not follow its own earlier picks blindly when it plays. Off: 0.25 and

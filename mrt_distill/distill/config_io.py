@@ -139,12 +139,14 @@ def apply_overrides(cfg: ml_collections.ConfigDict,
 # buffer: a run trained uncoupled cannot resume coupled, or the reverse.)
 SHAPE_KEYS = ("world", "student.lora_rank", "student.chunk_frames",
               "student.coupled", "student.token_head",
-              "student.token_feedback", "rollout.batch",
+              "student.token_feedback", "student.frame_state",
+              "rollout.batch",
               "rollout.replay_capacity", "optim.name")
 # Keys added after the first release, with the value older configs meant.
 SHAPE_DEFAULTS = {"student.chunk_frames": 0, "optim.ema": False,
                   "student.coupled": False, "student.token_head": False,
                   "student.token_feedback": False,
+                  "student.frame_state": False,
                   "soft_tokens": False}
 
 

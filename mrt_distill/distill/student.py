@@ -86,7 +86,7 @@ from mrt_distill.teacher.system import context_frame_ids
 HEAD_SCOPES = ("latent_in", "sigma_in", "sigma_hidden", "style_in",
                "latent_out", "cross_slot_bias", "noise_in", "token_out",
                "prev_in", "level_in", "prev_hidden", "prev_out",
-               "repeat_logit")
+               "repeat_logit", "state_decay", "state_out")
 LORA_LEAVES = ("lora_a", "lora_b")
 
 
@@ -131,6 +131,13 @@ class StudentConfig:
   # recurrent pick at 1 over-trusts its own previous picks and, over
   # minutes, settles into sustained noise (docs/distillation.md).
   pick_temperature: float = 1.0
+  # token_feedback only: each frame's pick also reads a decaying sum of the
+  # embeddings of every frame picked before it in the chunk (a linear
+  # recurrence, s_i = a * s_(i-1) + e_(i-1), per-dimension decay a
+  # learned), not only frame i-1's: the teacher's distribution for a frame
+  # depends on all of them. Teacher-forced in training; carried through
+  # the pick's scan when serving.
+  frame_state: bool = False
 
   def __post_init__(self):
     t = self.pick_temperature
@@ -146,6 +153,10 @@ class StudentConfig:
                        "student.token_head=True (it feeds picked codes back); "
                        "for a latent head set "
                        "--config.student.token_feedback=False too")
+    if self.frame_state and not self.token_feedback:
+      raise ValueError("student.frame_state=True needs "
+                       "student.token_feedback=True (it sums the picked "
+                       "frames the recurrent pick feeds back)")
     if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
       raise ValueError(f"lora_rank must be an int >= 1, got "
                        f"{self.lora_rank!r}")
@@ -339,6 +350,14 @@ class StudentModel(nn.Module):
       # Zero: a fresh head adds the embedding and nothing else.
       self.prev_out = Dense(d, (axes.MLP, axes.EMBED), jnp.float32,
                             kernel_init=nn.initializers.zeros)
+      if c.frame_state:
+        # Decay 0.73 at the start (sigmoid(1)); zero output: a fresh
+        # state adds nothing.
+        self.state_decay = self.param(
+            "state_decay", nn.with_logical_partitioning(
+                nn.initializers.ones, (axes.EMBED,)), (d,), jnp.float32)
+        self.state_out = Dense(d, (axes.EMBED, axes.MLP), jnp.float32,
+                               kernel_init=nn.initializers.zeros)
       # Per level, a logit bonus for repeating the previous frame's code
       # (a held note, a sustained texture): the teacher repeats level-0
       # codes 2-3x as often as a student that picks frames independently.
@@ -448,7 +467,14 @@ class StudentModel(nn.Module):
     if not c.token_feedback:
       return self.token_out(h_BxFxd).reshape(b, f, k, v)
     offs = (v + 1) * jnp.arange(k)[None, None, :]
-    base = h_BxFxd + self.prev_in(prev_BxFxK + offs).sum(axis=-2)
+    e_prev = self.prev_in(prev_BxFxK + offs).sum(axis=-2)  # (B, F, d)
+    base = h_BxFxd + e_prev
+    if c.frame_state:  # teacher-forced: the recurrence over the F frames
+      s, states = jnp.zeros_like(e_prev[:, 0]), []
+      for i in range(f):
+        s = self._next_state(s, e_prev[:, i])
+        states.append(s)
+      base = base + self.state_out(jnp.stack(states, axis=1))
     e = self.level_in(cur_BxFxK + offs)  # (B, F, K, d)
     # Level q gets the sum over levels < q (shifted, so its own code is
     # never added, not even to be subtracted again).
@@ -459,6 +485,11 @@ class StudentModel(nn.Module):
     # one_hot of the "none" id v is all zeros.
     return logits + (self.repeat_logit[None, None, :, None]
                      * jax.nn.one_hot(prev_BxFxK, v))
+
+  def _next_state(self, s_Bxd, e_prev_Bxd):
+    """The frame state after reading frame i-1's embedding (frame_state)."""
+    return (jax.nn.sigmoid(self.state_decay)[None, :] * s_Bxd
+            + e_prev_Bxd)
 
   def _pick_input(self, u):
     """The feedback head's residual MLP on a level's summed input (..., d)."""
@@ -486,14 +517,19 @@ class StudentModel(nn.Module):
     h = h_GxBxCxd.reshape(groups * b, c, -1)
     offs = (v + 1) * jnp.arange(k)
 
-    def frame(prev_BxK, i):
+    def frame(carry, i):
       # frame_logits for one frame, one level at a time: level q's input
       # is built from the picks so far and only its own logits computed.
+      prev_BxK, state = carry
       h_i = jax.lax.dynamic_index_in_dim(h, i, axis=1, keepdims=False)
       z_i = jax.lax.dynamic_index_in_dim(z_BxCxKxD, i, axis=1,
                                          keepdims=False)  # (B, K, D)
       prev = jnp.tile(prev_BxK, (groups, 1))  # (G*B, K)
-      u = h_i + self.prev_in(prev + offs[None]).sum(axis=-2)  # (G*B, d)
+      e_prev = self.prev_in(prev + offs[None]).sum(axis=-2)  # (G*B, d)
+      u = h_i + e_prev
+      if self.cfg.frame_state:
+        state = self._next_state(state, e_prev)
+        u = u + self.state_out(state)
       codes = []
       for q in range(k):
         lg = self.token_out.level(self._pick_input(u), q)
@@ -504,10 +540,11 @@ class StudentModel(nn.Module):
         codes.append(self.books.pick(lg / temperature, z_i[:, q], q))
         u = u + self.level_in(jnp.tile(codes[-1], groups) + offs[q])
       cur = jnp.stack(codes, axis=-1)
-      return cur, cur
+      return (cur, state), cur
 
-    _, codes_CxBxK = jax.lax.scan(frame, jnp.asarray(seam_BxK, jnp.int32),
-                                  jnp.arange(c))
+    state0 = jnp.zeros((groups * b, h.shape[-1]), jnp.float32)
+    _, codes_CxBxK = jax.lax.scan(
+        frame, (jnp.asarray(seam_BxK, jnp.int32), state0), jnp.arange(c))
     return codes_CxBxK.transpose(1, 0, 2)
 
   def _trunk(self, x_BxCxD, sigma_B, cross: list[KV], z_BxCxKxD):

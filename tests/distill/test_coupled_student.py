@@ -282,15 +282,17 @@ def test_token_head_train_step_learns_the_teachers_codes():
   assert float(m["loss/total"]) == float(m["loss/tokens"])
 
 
-def _feedback_state():
+def _feedback_state(**more):
   """A token_feedback train step with random heads -> (step, state, batch,
   model, geometry, merged params)."""
   from flax import traverse_util
   from mrt_distill.distill.losses import LossWeights
-  step, state, batch, trainable, g = _token_head_run(LossWeights(),
-                                                     token_feedback=True)
+  step, state, batch, trainable, g = _token_head_run(
+      LossWeights(), token_feedback=True, **more)
   assert {"prev_in", "level_in", "prev_hidden", "prev_out",
           "repeat_logit"} <= set(trainable)
+  assert ({"state_decay", "state_out"} <= set(trainable)) == bool(
+      more.get("frame_state"))
   rng = np.random.default_rng(5)
   flat = traverse_util.flatten_dict(state.params)
   flat = {k: jnp.asarray(rng.normal(size=v.shape).astype(np.float32) * 0.3)
@@ -386,6 +388,22 @@ def test_token_feedback_logits_read_only_the_codes_before_them():
   assert moved[:f].max() == 0 and moved[f, :q + 1].max() == 0
   assert moved[f, q + 1:].min() > 1e-4 and moved[f + 1].min() > 1e-4
   assert moved[f + 2:].max() == 0
+
+
+def test_frame_state_reads_every_frame_before_and_none_after():
+  """With student.frame_state a code at (frame f, level q) also reaches
+  the logits of every later frame (the decaying sum of the picked frames),
+  still never those of the tokens up to and including itself."""
+  _, _, batch, model, g, params = _feedback_state(frame_state=True)
+  tokens = np.asarray(batch["tokens"], np.int32)
+  base = np.asarray(_feedback_logits(model, params, batch, tokens))
+  f, q = 1, 1
+  other = tokens.copy()
+  other[:, f, q] = (other[:, f, q] + 7) % g.codebook_size
+  moved = np.abs(np.asarray(_feedback_logits(model, params, batch, other))
+                 - base).max(axis=(0, 3))  # (C, K)
+  assert moved[:f].max() == 0 and moved[f, :q + 1].max() == 0
+  assert moved[f + 1:].min() > 1e-4
 
 
 # ---- losses.token_kl: the teacher's whole distribution per token -----------

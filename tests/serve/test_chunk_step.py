@@ -433,6 +433,14 @@ def feedback_world(world):
                   token_feedback=True)
 
 
+@pytest.fixture(scope="module")
+def frame_state_world(world):
+  """The recurrent pick that also reads a decaying sum of every frame
+  picked before (student.frame_state), its heads random too."""
+  return _variant(world, 4, books=True, coupled=True, token_head=True,
+                  token_feedback=True, frame_state=True)
+
+
 def _hand_recurrent_codes(su, params, ctx, ids, emb, x, sig, z, w, temp):
   """Token by token, in the teacher's order (frames, then levels), from
   full-model applications (the teacher-forced __call__): (frame f, level
@@ -467,18 +475,22 @@ def _warm_state(su, params, stepper, b, seed):
   return ctx, stepper.window_state(params, ctx)
 
 
-@pytest.mark.parametrize("w,temperature,warm", [(0.0, 1.0, False),
-                                                (3.0, 0.5, True)])
+@pytest.mark.parametrize("which,w,temperature,warm", [
+    ("feedback_world", 0.0, 1.0, False), ("feedback_world", 3.0, 0.5, True),
+    ("frame_state_world", 3.0, 0.5, True)])
 def test_token_feedback_pick_equals_a_frame_by_frame_hand_computation(
-    feedback_world, w, temperature, warm):
+    request, which, w, temperature, warm):
   """The recurrent pick (one trunk pass, then a scan over frames and their
   levels) = tokens picked one by one, each from a full teacher-forced model
   pass that reads the picks before it -- so serving reads exactly what
   training reads, the first frame reading the context's last frame (warm)
   or nothing (a cold start). Catches the previous frame or level off by
   one, guidance or temperature applied outside the recurrence, the halves
-  reading different picks, and the chunk step dropping the seam."""
-  su, params, stepper = feedback_world
+  reading different picks, and the chunk step dropping the seam; with
+  frame_state, the state carried through the scan as training computes it
+  over the teacher-forced frames."""
+  su, params, stepper = request.getfixturevalue(which)
+  assert su.model.cfg.frame_state == (which == "frame_state_world")
   g = su.geometry
   b = 2
   styles = _styles(su, b, 11)
