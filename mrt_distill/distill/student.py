@@ -224,8 +224,7 @@ class _LevelLogits(nn.Module):
   """The token head's output layer: d -> K x V code logits, one
   (kernel, bias) pair shaped like an `nn.Dense(K * V)` (kernel (d, K * V),
   bias (K * V,)), so files stay readable, but able to compute one level's
-  logits, or level q's from level q's own input only, without the others'
-  (the recurrent pick needs one level at a time)."""
+  logits alone (the recurrent pick needs one level at a time)."""
   width: int
   levels: int
   codes: int
@@ -243,15 +242,6 @@ class _LevelLogits(nn.Module):
     y = jnp.dot(x_BxFxd, self.kernel)
     y = y + self.bias.reshape((1,) * (y.ndim - 1) + (-1,))
     return y.reshape(*x_BxFxd.shape[:-1], self.levels, self.codes)
-
-  def per_level(self, u_BxFxKxd):
-    """Level q's logits from level q's own input u[..., q, :] ->
-    (B, F, K, V) (the diagonal of `__call__` over the K inputs, at 1/K of
-    its cost)."""
-    w = self.kernel.reshape(-1, self.levels, self.codes)
-    y = jnp.einsum("...kd,dkv->...kv", u_BxFxKxd, w)
-    return y + self.bias.reshape((1,) * (y.ndim - 2)
-                                 + (self.levels, self.codes))
 
   def level(self, u_Bxd, q: int):
     """One level's logits (B, V) from its input (B, d)."""
@@ -480,8 +470,12 @@ class StudentModel(nn.Module):
     # never added, not even to be subtracted again).
     below = jnp.cumsum(jnp.concatenate([jnp.zeros_like(e[:, :, :1]),
                                         e[:, :, :-1]], axis=2), axis=2)
-    logits = self.token_out.per_level(self._pick_input(
-        base[:, :, None, :] + below))  # level q from its own u_q
+    # Every level's logits from every level's input, then level q's from
+    # its own u_q (the diagonal). Computing only the diagonal (an einsum)
+    # sums in another order: the README run then no longer reproduces the
+    # shipped student's weights bit for bit, so training keeps this form.
+    every = self.token_out(self._pick_input(base[:, :, None, :] + below))
+    logits = every[:, :, jnp.arange(k), jnp.arange(k)]  # (B, F, K, V)
     # one_hot of the "none" id v is all zeros.
     return logits + (self.repeat_logit[None, None, :, None]
                      * jax.nn.one_hot(prev_BxFxK, v))
