@@ -65,19 +65,11 @@ class Player:
     """The serving step's sampler (one step, its guidance, pick temperature
     and seam) for this window, with the teacher's z for a coupled
     student."""
-    from mrt_distill.distill import student as S
-    from mrt_distill.geometry import MASK_ID
     from mrt_distill.serve.chunk_step import controls
-    st = self.stepper
-    k, v = st.window_kv(params, ctx_ids)
-    cross = lambda ids, e: st.style_cross(params, k, v, ids, e)
-    x0 = st.sample(params, cross(style_ids, emb),
-                   lambda: cross(jnp.full_like(style_ids, MASK_ID),
-                                 jnp.zeros_like(emb)),
-                   controls(emb, self.w, 1,
-                            token_temperature=self.token_temperature), key,
-                   S.seam_codes(st.geometry, ctx_ids),
-                   z if self.coupled else None)
+    x0 = self.stepper.sample_window(
+        params, ctx_ids, style_ids, emb,
+        controls(emb, self.w, 1, token_temperature=self.token_temperature),
+        key, z if self.coupled else None)
     return self.b.scaler.to_codec(x0)
 
   def _forced(self, params, ctx_ids, style_ids, emb, z, t_codes):

@@ -24,7 +24,6 @@ import numpy as np
 
 from mrt_distill.codec.neural import rvq_encode_jnp
 from mrt_distill.distill import student as S
-from mrt_distill.geometry import MASK_ID
 from mrt_distill.serve.chunk_step import ChunkStepper, controls
 from mrt_distill.style import mixing
 from mrt_distill.teacher.system import equal_power_ramp
@@ -55,14 +54,9 @@ class StudentStreamer:
     """-> (codec latents (B, C, D), codes int32 (B, C, K))."""
     # The window is encoded once; the guided pass adds only the
     # unconditioned style's keys/values (as the serving step does).
-    st = self._stepper
-    k, v = st.window_kv(params, ctx_ids)
-    cross = lambda ids, emb: st.style_cross(params, k, v, ids, emb)
-    x0 = st.sample(params, cross(style_ids, style_emb),
-                   lambda: cross(jnp.full_like(style_ids, MASK_ID),
-                                 jnp.zeros_like(style_emb)),
-                   controls(style_emb, self.cfg_weight, steps), key,
-                   S.seam_codes(self.geometry, ctx_ids))
+    x0 = self._stepper.sample_window(
+        params, ctx_ids, style_ids, style_emb,
+        controls(style_emb, self.cfg_weight, steps), key)
     lat = self.scaler.to_codec(x0)
     b, c, d = lat.shape
     codes, _, _ = rvq_encode_jnp(lat.reshape(b * c, d), self._books)

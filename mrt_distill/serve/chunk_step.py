@@ -193,6 +193,30 @@ class ChunkStepper:
                jnp.concatenate([cross_v[i], kv.v], axis=1))
             for i, kv in enumerate(kv_style)]
 
+  def sample_cached(self, params, cross_k, cross_v, style_ids, style_emb,
+                    ctl: Controls, rng, seam, z=None):
+    """`sample` for a context window's cached keys/values (layers, B, N*L,
+    H, Hd) and a style: the guided pass adds only the unconditioned style's
+    keys/values -> student latents (B, C, D). The chunk step's sampler, and
+    `sample_window`'s."""
+    cross = lambda ids, emb: self.style_cross(params, cross_k, cross_v, ids,
+                                              emb)
+    return self.sample(params, cross(style_ids, style_emb),
+                       lambda: cross(jnp.full_like(style_ids, MASK_ID),
+                                     jnp.zeros_like(style_emb)),
+                       ctl, rng, seam, z)
+
+  def sample_window(self, params, ctx_ids_BxNxL, style_ids, style_emb,
+                    ctl: Controls, rng, z=None):
+    """`sample_cached` for a whole window of ids (B, N, L), outside the
+    chunk step's cache: the window encoded once, its first frame reading
+    the window's last (the seam). For callers holding windows rather than a
+    `StepState` (on-policy rollouts; the paired measurement, which passes
+    the teacher's z)."""
+    k, v = self.window_kv(params, ctx_ids_BxNxL)
+    return self.sample_cached(params, k, v, style_ids, style_emb, ctl, rng,
+                              S.seam_codes(self.geometry, ctx_ids_BxNxL), z)
+
   def window_state(self, params, ctx_ids_BxNxL) -> StepState:
     """The cold state with its whole context window replaced by the ids
     (B, N, L): every chunk's keys/values and the seam; the other fields
@@ -367,12 +391,8 @@ class ChunkStepper:
     g = self.geometry
     b = ctl.style_emb.shape[0]
     ids = self.style_ids(ctl.style_emb)
-    cross = lambda i, e: self.style_cross(params, state.cross_k,
-                                          state.cross_v, i, e)
-    x0 = self.sample(params, cross(ids, ctl.style_emb),
-                     lambda: cross(jnp.full_like(ids, MASK_ID),
-                                   jnp.zeros_like(ctl.style_emb)),
-                     ctl, rng, state.seam)
+    x0 = self.sample_cached(params, state.cross_k, state.cross_v, ids,
+                            ctl.style_emb, ctl, rng, state.seam)
     lat = self.scaler.to_codec(x0)  # (B, C, D) codec latents
     # Decode [lead frame(s), chunk]; audio[:, n:] is the chunk's own audio.
     audio = self.codec.decode_latents(jnp.concatenate([state.lead, lat],
