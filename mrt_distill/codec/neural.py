@@ -286,26 +286,25 @@ class CodecModel(nn.Module):
       return [ConvNeXtBlock(kernel, c.mlp_ratio, c.layer_scale,
                             name=f"{name}_{i}") for i in range(n)]
 
-    self.enc_in = nn.Dense(c.enc_fine_dim, name="enc_in")
-    self.enc_in_norm = nn.LayerNorm(epsilon=1e-6, name="enc_in_norm")
-    self.enc_fine = blocks(c.enc_fine_blocks, c.fine_kernel, "enc_fine")
-    self.enc_fold = nn.Dense(c.enc_dim, name="enc_fold")
-    self.enc_coarse = blocks(c.enc_blocks, c.coarse_kernel, "enc_coarse")
-    self.enc_out_norm = nn.LayerNorm(epsilon=1e-6, name="enc_out_norm")
+    def encoder(prefix, out_dim):
+      # STFT frames -> fine blocks -> fold a frame's hops -> coarse blocks
+      # -> out_dim latents (parameter names "<prefix>_in", ...).
+      return (nn.Dense(c.enc_fine_dim, name=f"{prefix}_in"),
+              nn.LayerNorm(epsilon=1e-6, name=f"{prefix}_in_norm"),
+              blocks(c.enc_fine_blocks, c.fine_kernel, f"{prefix}_fine"),
+              nn.Dense(c.enc_dim, name=f"{prefix}_fold"),
+              blocks(c.enc_blocks, c.coarse_kernel, f"{prefix}_coarse"),
+              nn.LayerNorm(epsilon=1e-6, name=f"{prefix}_out_norm"),
+              nn.Dense(out_dim, name=f"{prefix}_out"))
+
     m = c.magnitude_dims
     if not 0 <= m < g.codec_latent_dim:
       raise ValueError(f"magnitude_dims {m}: give 0 (off) up to "
                        f"{g.codec_latent_dim - 1} (the latent has "
                        f"{g.codec_latent_dim} dimensions)")
-    self.enc_out = nn.Dense(g.codec_latent_dim - m, name="enc_out")
+    self.enc = encoder("enc", g.codec_latent_dim - m)
     if m:  # the phase-free encoder of the first m dimensions
-      self.mag_in = nn.Dense(c.enc_fine_dim, name="mag_in")
-      self.mag_in_norm = nn.LayerNorm(epsilon=1e-6, name="mag_in_norm")
-      self.mag_fine = blocks(c.enc_fine_blocks, c.fine_kernel, "mag_fine")
-      self.mag_fold = nn.Dense(c.enc_dim, name="mag_fold")
-      self.mag_coarse = blocks(c.enc_blocks, c.coarse_kernel, "mag_coarse")
-      self.mag_out_norm = nn.LayerNorm(epsilon=1e-6, name="mag_out_norm")
-      self.mag_out = nn.Dense(m, name="mag_out")
+      self.mag = encoder("mag", m)
 
     self.dec_in = nn.Dense(c.dec_dim, name="dec_in")
     self.dec_coarse = blocks(c.dec_blocks, c.coarse_kernel, "dec_coarse")
@@ -338,26 +337,29 @@ class CodecModel(nn.Module):
     feats = jnp.concatenate(
         [jnp.log(mag + _LOG_FLOOR), jnp.real(comp), jnp.imag(comp)], axis=-1)
     feats = jnp.moveaxis(feats, 1, 2).reshape(b, t * r, -1)  # (B, N, 3FC)
-    h = self.enc_in_norm(self.enc_in(feats))
-    for blk in self.enc_fine:
-      h = blk(h)
-    h = self.enc_fold(h.reshape(b, t, -1))
-    for blk in self.enc_coarse:
-      h = blk(h)
-    z = self.enc_out(self.enc_out_norm(h))
+    z = self._encode_with(self.enc, feats, lambda h: h.reshape(b, t, -1))
     if not self.config.magnitude_dims:
       return z
     logmag = jnp.moveaxis(jnp.log(mag + _LOG_FLOOR), 1, 2).reshape(
         b, t * r, -1)  # (B, N, FC)
-    hm = self.mag_in_norm(self.mag_in(logmag))
-    for blk in self.mag_fine:
-      hm = blk(hm)
     # The mean over the frame's hops, not their concatenation: where in
     # the frame a sound starts moves it little.
-    hm = self.mag_fold(hm.reshape(b, t, r, -1).mean(axis=2))
-    for blk in self.mag_coarse:
-      hm = blk(hm)
-    return jnp.concatenate([self.mag_out(self.mag_out_norm(hm)), z], axis=-1)
+    zm = self._encode_with(self.mag, logmag,
+                           lambda h: h.reshape(b, t, r, -1).mean(axis=2))
+    return jnp.concatenate([zm, z], axis=-1)
+
+  @staticmethod
+  def _encode_with(layers, feats_BxNxF, fold):
+    """One encoder (`setup`'s `encoder`) on per-hop features (B, N, F);
+    fold: (B, N, w) -> (B, T, w or r*w), the hops of each frame together."""
+    inp, in_norm, fine, fold_dense, coarse, out_norm, out = layers
+    h = in_norm(inp(feats_BxNxF))
+    for blk in fine:
+      h = blk(h)
+    h = fold_dense(fold(h))
+    for blk in coarse:
+      h = blk(h)
+    return out(out_norm(h))
 
   def decode(self, latents):
     """(B, T, D) latents -> (B, T * spf, C) audio. Pure jnp, differentiable."""
