@@ -60,6 +60,7 @@ class Player:
     # The serving control: x the student's own pick_temperature.
     self.token_temperature = float(token_temperature)
     self._fn = jax.jit(self._latents)
+    self._forced_fn = jax.jit(self._forced)  # traced on first use only
 
   def _latents(self, params, ctx_ids, style_ids, emb, z, key):
     """The serving step's sampler (one step, its guidance, pick temperature
@@ -99,8 +100,6 @@ class Player:
         lg / (self.token_temperature * m.cfg.pick_temperature), z)
 
   def forced_codes(self, ctx_ids, style_ids, emb, z, t_codes):
-    if not hasattr(self, "_forced_fn"):
-      self._forced_fn = jax.jit(self._forced)
     return np.asarray(self._forced_fn(
         self.b.params, jnp.asarray(ctx_ids), jnp.asarray(style_ids),
         jnp.asarray(emb), jnp.asarray(z), jnp.asarray(t_codes, jnp.int32)))
