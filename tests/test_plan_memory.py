@@ -7,7 +7,6 @@ memory_analysis() of the real compiled train step.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -21,10 +20,7 @@ from mrt_distill import plan
 from mrt_distill.distill import config_io
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "plan_memory_tool", ROOT / "tools" / "plan_memory.py")
-tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tool)
+import plan_memory as tool  # tools/ is on pytest's path (pytest.ini)
 
 # The stated accuracy: estimate / compiled peak within this factor either
 # way (measured on the tiny config: 1.13 on 1 CPU device, 1.17 with the

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import pathlib
 
 import numpy as np
 import pytest
 
-_PATH = pathlib.Path(__file__).resolve().parents[2] / "tools" / "pool_reports.py"
-_spec = importlib.util.spec_from_file_location("pool_reports", _PATH)
-pool_reports = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pool_reports)
+import pool_reports  # tools/ is on pytest's path (pytest.ini)
 
 PROMPTS = ("techno", "jazz", "funk", "reggae")
 

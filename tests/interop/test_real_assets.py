@@ -10,7 +10,6 @@ sentencepiece the others skip, except under CI, where they fail.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import pathlib
 import sys
@@ -76,11 +75,7 @@ def tf(require_interop):
 @pytest.fixture(scope="module")
 def root(tf, tmp_path_factory):
   """The fake asset tree (+ a tiny mrt_v1 teacher), written by the tool."""
-  spec = importlib.util.spec_from_file_location(
-      "make_fake_magenta_rt_assets",
-      REPO / "tools" / "make_fake_magenta_rt_assets.py")
-  tool = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(tool)
+  import make_fake_magenta_rt_assets as tool
   out = tmp_path_factory.mktemp("fake_mrt")
   assert tool.main([str(out), "--teacher"]) == 0
   return out

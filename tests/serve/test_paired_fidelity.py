@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import jax
 import pytest
 import numpy as np
 
-_PATH = (pathlib.Path(__file__).resolve().parents[2] / "tools"
-         / "paired_fidelity.py")
-_spec = importlib.util.spec_from_file_location("paired_fidelity", _PATH)
-pf = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(pf)
+import paired_fidelity as pf  # tools/ is on pytest's path (pytest.ini)
 
 
 def test_the_paired_player_writes_the_serving_chunk():

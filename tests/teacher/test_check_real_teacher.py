@@ -4,9 +4,7 @@ import, cached decode vs full teacher-forced recompute, the report."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -16,11 +14,7 @@ from mrt_distill.teacher import t5x_format
 from mrt_distill.teacher.load import load_teacher_config
 from mrt_distill.teacher.model import numpy_init_params
 
-_PATH = (pathlib.Path(__file__).resolve().parents[2] / "tools"
-         / "check_real_teacher.py")
-_spec = importlib.util.spec_from_file_location("check_real_teacher", _PATH)
-tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tool)
+import check_real_teacher as tool  # tools/ is on pytest's path (pytest.ini)
 
 
 def _write_fake_t5x(root, gin):

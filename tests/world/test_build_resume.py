@@ -173,11 +173,7 @@ def _sha(p: pathlib.Path) -> str:
 
 
 def test_build_refuses_a_changed_stage_recipe(tmp_path):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      "build_reference_world", REPO / "tools" / "build_reference_world.py")
-  tool = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(tool)
+  import build_reference_world as tool
   rec = tool.stage_recipe(tool.recipe(True, 0), "codec", None)
   assert rec["settings"] == tool.QUICK["codec"] and rec["inputs"] == {}
   old = {**rec, "settings": {**rec["settings"], "steps": 99}}
@@ -241,11 +237,7 @@ def test_interrupted_teacher_stage_resumes_to_identical_weights(tmp_path):
 def test_teacher_recipe_names_the_weights_it_reads():
   """A rebuilt codec changes the teacher's recipe: its checkpoints, trained
   on the old codec's tokens, are then refused instead of resumed."""
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(
-      "build_reference_world", REPO / "tools" / "build_reference_world.py")
-  tool = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(tool)
+  import build_reference_world as tool
 
   class Assets:
     MissingAssetError = FileNotFoundError

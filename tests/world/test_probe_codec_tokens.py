@@ -4,20 +4,14 @@ reference teacher's diagnosis (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import pathlib
 
 import numpy as np
 import pytest
 
 from mrt_distill.world.training import codec_tokens
 
-_PATH = (pathlib.Path(__file__).resolve().parents[2] / "tools"
-         / "probe_codec_tokens.py")
-_spec = importlib.util.spec_from_file_location("probe_codec_tokens", _PATH)
-probe = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(probe)
+import probe_codec_tokens as probe  # tools/ is on pytest's path (pytest.ini)
 
 
 def test_level_stats_is_the_mean_agreement_per_level():
@@ -50,10 +44,7 @@ def test_probe_on_the_shipped_codec():
 
 
 def test_sampling_sweep_grid_parses_and_names_bad_items():
-  path = _PATH.with_name("sweep_teacher_sampling.py")
-  spec = importlib.util.spec_from_file_location("sweep_sampling", path)
-  sweep = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(sweep)
+  import sweep_teacher_sampling as sweep
   assert sweep.parse_grid("3,1.0,40; 6,0.8,20;") == [
       dict(guidance_weight=3.0, temperature=1.0, top_k=40),
       dict(guidance_weight=6.0, temperature=0.8, top_k=20)]
