@@ -106,7 +106,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # not follow its own earlier picks blindly when it plays. Off: 0.25 and
       # 0.5 lifted the 10 s accuracy at seed 0 but made the long-form drift
       # worse (docs/benchmarks.md, "The seam and the drift").
-      feedback_noise=0.0))
+      feedback_noise=0.0,
+      # token_feedback in training: this fraction of the teacher's codes fed
+      # back replaced by the student's own coupled picks for them (teacher-
+      # forced, same z; train_step.own_pick_feedback), the targets staying
+      # the teacher's: the head learns to return to the teacher's chunk for
+      # z after its own slips. An option, being measured.
+      own_picks=0.0))
   if c.student.coupled:
     c.student.imle_samples = 1  # one draw per example: the teacher's noise
   if c.student.token_head:

@@ -38,11 +38,14 @@ _LIMITS = (
      "in memory; 10 minutes per sample is already far past a report's use"),
     ("student.feedback_noise", 0.0, 1.0, "it is the probability that a "
      "fed-back code is replaced"),
+    ("student.own_picks", 0.0, 1.0, "it is the probability that a "
+     "fed-back code is replaced by the student's own pick"),
     ("student.pick_temperature", 1e-3, 100.0, "the token head's logits are "
      "divided by it before each pick; 1 = as trained"),
 )
 _REAL = {"train.time_budget_minutes", "report.seconds",
-         "student.feedback_noise", "student.pick_temperature"}
+         "student.feedback_noise", "student.own_picks",
+         "student.pick_temperature"}
 
 
 def _get(config, key):
@@ -83,6 +86,6 @@ def _example(key, lo):
               "rollout.session_chunks": 6, "rollout.replay_capacity": 512,
               "rollout.updates_per_rollout": 2,
               "report.samples_per_prompt": 8, "report.seconds": 10.0,
-              "student.feedback_noise": 0.2,
+              "student.feedback_noise": 0.2, "student.own_picks": 0.5,
               "student.pick_temperature": 1.25}
   return defaults.get(key, lo)

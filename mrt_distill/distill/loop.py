@@ -202,7 +202,9 @@ def build(config, workdir: pathlib.Path):
                         style_embed=style_embed,
                         imle_select=imle_select(config),
                         feedback_noise=float(
-                            config.student.get("feedback_noise", 0.0))),
+                            config.student.get("feedback_noise", 0.0)),
+                        own_picks=float(
+                            config.student.get("own_picks", 0.0))),
       state_sh, mesh, coupled=scfg.coupled,
       soft_tokens=bool(weights.token_kl))
 

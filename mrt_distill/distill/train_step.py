@@ -283,11 +283,29 @@ def corrupt_feedback(key, codes_BxCxK, seam_BxK, prob: float,
   return flip(k_c, k_rc, codes_BxCxK), flip(k_s, k_rs, seam_BxK)
 
 
+def own_pick_feedback(model: StudentModel, apply, h_BxCxd, z_BxCxKxD,
+                      tokens_BxCxK, seam_BxK, key, prob: float):
+  """The fed-back codes (B, C, K) with each replaced, with probability
+  `prob`, by the student's own coupled pick for that token: teacher-forced
+  (it reads the teacher's codes before it), at its pick temperature, with
+  the teacher's noise z -- where the student's distribution leaves the
+  teacher's, the code it would have played instead. Trained on these with
+  the teacher's tokens as targets, the head learns to come back to the
+  teacher's chunk for z after its own slips instead of following them (at
+  serve time it reads its own picks). No gradient flows through the picks."""
+  logits = apply(h_BxCxd, S.previous_frames(tokens_BxCxK, seam_BxK),
+                 tokens_BxCxK, method=StudentModel.frame_logits)
+  own = model.books.codes(
+      jax.lax.stop_gradient(logits) / model.cfg.pick_temperature, z_BxCxKxD)
+  hit = jax.random.bernoulli(key, prob, tokens_BxCxK.shape)
+  return jnp.where(hit, own, tokens_BxCxK)
+
+
 def compute_losses(model: StudentModel, params, batch, rng, *, codec,
                    scaler: LatentScaler, weights: L.LossWeights,
                    style_drop_prob: float = 0.0, imle_samples: int = 1,
                    style_embed=None, imle_select: str = "latent",
-                   feedback_noise: float = 0.0):
+                   feedback_noise: float = 0.0, own_picks: float = 0.0):
   """-> (total loss, metrics) for one batch; `params` = full student tree.
 
   `imle_select`: how the one-step term picks its draw among K: "latent"
@@ -302,6 +320,9 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
   before each token (teacher forcing) with this fraction of them replaced
   by random codes, so it learns not to follow its own earlier picks
   blindly (at serve time it reads its own picks, errors included).
+
+  `own_picks`: the same, with this fraction of them replaced by the
+  student's own coupled picks instead (`own_pick_feedback`).
   """
   if weights.style and style_embed is None:
     raise ValueError(
@@ -335,8 +356,16 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
     if feedback and feedback_noise > 0:
       known, seam = corrupt_feedback(jax.random.fold_in(rng, 7), known, seam,
                                      feedback_noise, g.codebook_size)
-    logits = apply(x_max, jnp.full((b,), noise.sigma_max, jnp.float32),
-                   cross, z, known, seam, method=StudentModel.token_logits)
+    sigma = jnp.full((b,), noise.sigma_max, jnp.float32)
+    if feedback and own_picks > 0:
+      h = apply(x_max, sigma, cross, z, method=StudentModel.token_features)
+      known = own_pick_feedback(model, apply, h, z, known, seam,
+                                jax.random.fold_in(rng, 8), own_picks)
+      logits = apply(h, S.previous_frames(known, seam), known,
+                     method=StudentModel.frame_logits)
+    else:
+      logits = apply(x_max, sigma, cross, z, known, seam,
+                     method=StudentModel.token_logits)
     terms = {"tokens": L.token_cross_entropy(logits, tokens)}
     if weights.token_kl:
       terms["token_kl"] = L.token_kl(logits, batch[SOFT_KEY])
@@ -404,7 +433,7 @@ def make_train_step(model: StudentModel, optimizer, *, codec,
                     scaler: LatentScaler, weights: L.LossWeights,
                     style_drop_prob: float = 0.0, imle_samples: int = 1,
                     style_embed=None, imle_select: str = "latent",
-                    feedback_noise: float = 0.0):
+                    feedback_noise: float = 0.0, own_picks: float = 0.0):
   """The pure step; jit it with `jit_train_step` (shardings, donation)."""
   check_imle_select(imle_select)
   check_coupled_draws(model.cfg.coupled, imle_samples)
@@ -418,7 +447,8 @@ def make_train_step(model: StudentModel, optimizer, *, codec,
                             imle_samples=imle_samples,
                             style_embed=style_embed,
                             imle_select=imle_select,
-                            feedback_noise=feedback_noise)
+                            feedback_noise=feedback_noise,
+                            own_picks=own_picks)
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)

@@ -536,6 +536,85 @@ def test_feedback_noise_reaches_the_token_feedback_train_step():
   assert abs(float(noisy["loss/tokens"]) - float(clean["loss/tokens"])) > 1e-3
 
 
+# ---- own picks: teacher forcing on the student's own slips ------------------
+def _own_pick_inputs():
+  # A pick temperature other than 1, so that leaving it out shows.
+  step, state, batch, model, g, params = _feedback_state(pick_temperature=3.0)
+  apply = lambda *a, **kw: model.apply({"params": params}, *a, **kw)
+  b = batch["tokens"].shape[0]
+  z = jnp.asarray(batch["noise"])
+  x, _ = S.first_step_input(model.cfg, jax.random.PRNGKey(0), b, z)
+  sig = jnp.full((b,), model.cfg.noise.sigma_max, jnp.float32)
+  cross = apply(jnp.asarray(batch["ctx_ids"]), jnp.asarray(batch["style_ids"]),
+                jnp.asarray(batch["style_emb"]), method=S.StudentModel.context_kv)
+  h = apply(x, sig, cross, z, method=S.StudentModel.token_features)
+  tokens = jnp.asarray(batch["tokens"], jnp.int32)
+  seam = S.seam_codes(g, jnp.asarray(batch["ctx_ids"]))
+  return step, state, batch, model, params, apply, h, z, tokens, seam
+
+
+def test_own_pick_feedback_is_the_students_teacher_forced_coupled_pick():
+  """At rate 1 every fed-back code is the student's own pick for that token
+  (its teacher-forced logits over its pick temperature, the flow map with
+  the teacher's z), at 0 the teacher's, in between a per-token mix. Values
+  checked against the model's own logits. Mutations caught: picking with
+  fresh noise, without the pick temperature, or from the unshifted codes;
+  the rate inverted."""
+  _, _, batch, model, params, apply, h, z, tokens, seam = _own_pick_inputs()
+  key = jax.random.PRNGKey(3)
+  logits = _feedback_logits(model, params, batch, tokens)
+  want = np.asarray(model.books.codes(logits / model.cfg.pick_temperature, z))
+  own = np.asarray(T.own_pick_feedback(model, apply, h, z, tokens, seam, key,
+                                       1.0))
+  np.testing.assert_array_equal(own, want)
+  # Random heads: the student's picks are not the teacher's codes.
+  assert 0.5 < (own != np.asarray(tokens)).mean()
+  assert not (np.asarray(model.books.codes(logits, z)) == own).all()
+  np.testing.assert_array_equal(
+      T.own_pick_feedback(model, apply, h, z, tokens, seam, key, 0.0), tokens)
+  mix = np.asarray(T.own_pick_feedback(model, apply, h, z, tokens, seam, key,
+                                       0.3))
+  assert ((mix == own) | (mix == np.asarray(tokens))).all()
+  differ = own != np.asarray(tokens)
+  assert 0.15 < (mix[differ] == own[differ]).mean() < 0.45
+
+
+def test_own_picks_train_on_the_mixed_feedback_toward_the_teachers_tokens():
+  """With own_picks=1 the step's token loss is the cross-entropy of the
+  logits read from the student's own picks to the teacher's tokens (not to
+  its picks), and differs from the teacher-forced loss. Mutation caught:
+  the step never passing own_picks on; the targets replaced by the picks."""
+  from mrt_distill.distill import losses as L
+  from mrt_distill.distill.losses import LossWeights
+  from mrt_distill.distill.tiny import tiny_setup
+  step, state, batch, model, params, apply, h, z, tokens, seam = (
+      _own_pick_inputs())
+  base = tiny_setup()
+  _, clean = step(state, batch, jax.random.PRNGKey(0))
+  own_step = jax.jit(T.make_train_step(
+      model, T.make_optimizer(ml_collections.ConfigDict(dict(
+          name="adamw", learning_rate=3e-2, warmup_steps=1, decay_steps=100,
+          final_lr_fraction=1.0, b1=0.9, b2=0.99, weight_decay=0.0,
+          grad_clip=10.0))), codec=base.codec, scaler=base.scaler,
+      weights=LossWeights(), own_picks=1.0))
+  _, m = own_step(state, batch, jax.random.PRNGKey(0))
+  own = T.own_pick_feedback(model, apply, h, z, tokens, seam,
+                            jax.random.PRNGKey(0), 1.0)
+  want = L.token_cross_entropy(_feedback_logits(model, params, batch, own),
+                               tokens)
+  assert float(m["loss/tokens"]) == pytest.approx(float(want), rel=1e-4)
+  assert abs(float(m["loss/tokens"]) - float(clean["loss/tokens"])) > 1e-3
+
+
+def test_own_picks_out_of_range_is_refused():
+  from mrt_distill.distill import config_io, limits
+  cfg = config_io.load_config("reference_cpu:tiny")
+  cfg.student.own_picks = -0.1
+  with pytest.raises(ValueError, match=r"student.own_picks=-0.1: must be "
+                     r"a number in 0..1"):
+    limits.check(cfg)
+
+
 def test_feedback_noise_out_of_range_is_refused():
   from mrt_distill.distill import config_io, limits
   cfg = config_io.load_config("reference_cpu:tiny")
