@@ -9,7 +9,12 @@ coupled sampling; at every chunk, for the same context and style:
          valid chunks are: the floor of any student that ignores z),
   S(z)   the coupled student's chunk from the same z (as served: its
          guidance weight, one step),
-  U      an uncoupled student's chunk (its own noise), side by side.
+  U      an uncoupled student's chunk (its own noise), side by side,
+  F(z)   (token heads) the chunk of the coupled student's teacher-forced
+         picks: each token reads the teacher's codes before it. Its
+         distance is where the student would be if it never left the
+         teacher's path; the gap from F(z) to S(z) is what its own slips
+         cost when it plays.
 
 Distances to T(z): latent MSE in the student's scaled space and the mean
 absolute log-mel difference (dB) of the codec-decoded audio. The ratio
@@ -137,13 +142,17 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
   style_ids = mixing.style_tokens(sb.style_model, g, emb).astype(np.int32)
   b = len(names)
   ctx = np.full((b, g.context_frames, g.target_levels), -1, np.int32)
+  token_head = sb.model.cfg.token_head
+  # coupled_forced: the chunk of the student's teacher-forced picks (token
+  # heads): its distance is what the student would reach if it never left
+  # the teacher's path; the gap to "coupled" is what its own slips cost.
   dist = {k: {"latent_mse": [], "logmel_db": []}
-          for k in ["teacher_indep", *players]}
+          for k in ["teacher_indep", *players]
+          + (["coupled_forced"] if token_head else [])}
   audio_keep = {k: [] for k in ["teacher", "teacher_indep", *players]}
   # Per RVQ level, the share of tokens equal to the teacher's for z: the
   # independent teacher's (chance) and the coupled student's teacher-forced
   # picks (token heads).
-  token_head = sb.model.cfg.token_head
   agree = {k: [] for k in (["teacher_indep", "coupled_forced"] if token_head
                            else ["teacher_indep"])}
   for i in range(chunks):
@@ -157,6 +166,9 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
     ids = S.context_ids(g, ctx)
     for k, p in players.items():
       lat[k] = p(ids, style_ids, emb, z, jax.random.fold_in(key, 2))
+    if token_head:
+      forced = players["coupled"].forced_codes(ids, style_ids, emb, z, t_z)
+      lat["coupled_forced"] = codec.dequantize(forced)
     audio = {k: np.asarray(codec.decode_latents(jnp.asarray(v, jnp.float32))
                            ).mean(axis=-1) for k, v in lat.items()}
     mel = {k: _log_mel_db(a, g.sample_rate) for k, a in audio.items()}
@@ -170,7 +182,6 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
       audio_keep[k].append(audio[k])
     agree["teacher_indep"].append(np.mean(t_z2 == t_z, axis=(0, 1)))
     if token_head:
-      forced = players["coupled"].forced_codes(ids, style_ids, emb, z, t_z)
       agree["coupled_forced"].append(np.mean(forced == t_z, axis=(0, 1)))
     ctx = np.concatenate([ctx, t_z], axis=1)[:, -g.context_frames:]
     log(f"chunk {i + 1}/{chunks} ({time.perf_counter() - t0:.0f} s)",
