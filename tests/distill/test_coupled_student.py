@@ -303,6 +303,20 @@ def _feedback_state(**more):
                                                       state.frozen)
 
 
+def _feedback_step(model, **options):
+  """A jitted train step of `model` on the tiny world with compute_losses
+  `options` (feedback_noise, own_picks), the optimizer of _token_head_run."""
+  from mrt_distill.distill.losses import LossWeights
+  from mrt_distill.distill.tiny import tiny_setup
+  base = tiny_setup()
+  return jax.jit(T.make_train_step(
+      model, T.make_optimizer(ml_collections.ConfigDict(dict(
+          name="adamw", learning_rate=3e-2, warmup_steps=1, decay_steps=100,
+          final_lr_fraction=1.0, b1=0.9, b2=0.99, weight_decay=0.0,
+          grad_clip=10.0))), codec=base.codec, scaler=base.scaler,
+      weights=LossWeights(), **options))
+
+
 def _feedback_logits(model, params, batch, codes):
   b = batch["tokens"].shape[0]
   z = jnp.asarray(batch["noise"])
@@ -521,17 +535,9 @@ def test_feedback_noise_reaches_the_token_feedback_train_step():
   the same rng), without it the clean teacher-forced loss; a student
   without feedback ignores it. Mutation caught: the step never passing it
   on."""
-  from mrt_distill.distill.losses import LossWeights
-  from mrt_distill.distill.tiny import tiny_setup
   step, state, batch, model, g, params = _feedback_state()
-  base = tiny_setup()
   _, clean = step(state, batch, jax.random.PRNGKey(0))
-  noisy_step = jax.jit(T.make_train_step(
-      model, T.make_optimizer(ml_collections.ConfigDict(dict(
-          name="adamw", learning_rate=3e-2, warmup_steps=1, decay_steps=100,
-          final_lr_fraction=1.0, b1=0.9, b2=0.99, weight_decay=0.0,
-          grad_clip=10.0))), codec=base.codec, scaler=base.scaler,
-      weights=LossWeights(), feedback_noise=0.5))
+  noisy_step = _feedback_step(model, feedback_noise=0.5)
   _, noisy = noisy_step(state, batch, jax.random.PRNGKey(0))
   assert abs(float(noisy["loss/tokens"]) - float(clean["loss/tokens"])) > 1e-3
 
@@ -585,18 +591,10 @@ def test_own_picks_train_on_the_mixed_feedback_toward_the_teachers_tokens():
   its picks), and differs from the teacher-forced loss. Mutation caught:
   the step never passing own_picks on; the targets replaced by the picks."""
   from mrt_distill.distill import losses as L
-  from mrt_distill.distill.losses import LossWeights
-  from mrt_distill.distill.tiny import tiny_setup
   step, state, batch, model, params, apply, h, z, tokens, seam = (
       _own_pick_inputs())
-  base = tiny_setup()
   _, clean = step(state, batch, jax.random.PRNGKey(0))
-  own_step = jax.jit(T.make_train_step(
-      model, T.make_optimizer(ml_collections.ConfigDict(dict(
-          name="adamw", learning_rate=3e-2, warmup_steps=1, decay_steps=100,
-          final_lr_fraction=1.0, b1=0.9, b2=0.99, weight_decay=0.0,
-          grad_clip=10.0))), codec=base.codec, scaler=base.scaler,
-      weights=LossWeights(), own_picks=1.0))
+  own_step = _feedback_step(model, own_picks=1.0)
   _, m = own_step(state, batch, jax.random.PRNGKey(0))
   own = T.own_pick_feedback(model, apply, h, z, tokens, seam,
                             jax.random.PRNGKey(0), 1.0)
