@@ -112,7 +112,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # forced, same z; train_step.own_pick_feedback), the targets staying
       # the teacher's: the head learns to return to the teacher's chunk for
       # z after its own slips. An option, being measured.
-      own_picks=0.0))
+      own_picks=0.0,
+      # Where those own picks come from: "forced" (each reads the teacher's
+      # codes before it: single slips) or "played" (the chunk the student
+      # plays from the seam, unguided: slips compound as when it plays).
+      own_picks_from="forced"))
   if c.student.coupled:
     c.student.imle_samples = 1  # one draw per example: the teacher's noise
   if c.student.token_head:

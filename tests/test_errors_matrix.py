@@ -188,6 +188,11 @@ def _(tmp):
   return ["distill", *TINY, "--config.student.imle_select=nearest"]
 
 
+@case("cfg-own-picks-from")
+def _(tmp):
+  return ["distill", *TINY, "--config.student.own_picks_from=free"]
+
+
 @case("cfg-ema-decay")
 def _(tmp):
   return ["distill", *TINY, "--config.optim.ema_decay=1.5"]

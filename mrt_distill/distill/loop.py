@@ -109,6 +109,11 @@ def student_config(config, teacher_cfg) -> S.StudentConfig:
                           sigma_data=s.sigma_data, num_scales=s.num_scales))
 
 
+def own_picks_from(config) -> str:
+  """student.own_picks_from, "forced" for configs written before it."""
+  return str(config.student.get("own_picks_from", "forced"))
+
+
 def imle_select(config) -> str:
   """student.imle_select, "latent" for configs written before it existed."""
   return str(config.student.get("imle_select", "latent"))
@@ -170,6 +175,7 @@ def build(config, workdir: pathlib.Path):
   weights = LossWeights(**config.losses.to_dict())
   T.check_energy_draws(weights, int(config.student.imle_samples))
   T.check_imle_select(imle_select(config))
+  T.check_own_picks_from(own_picks_from(config))
   T.check_coupled_draws(bool(config.student.get("coupled", False)),
                         int(config.student.imle_samples))
   T.check_token_kl(weights, bool(config.student.get("token_head", False)))
@@ -204,7 +210,8 @@ def build(config, workdir: pathlib.Path):
                         feedback_noise=float(
                             config.student.get("feedback_noise", 0.0)),
                         own_picks=float(
-                            config.student.get("own_picks", 0.0))),
+                            config.student.get("own_picks", 0.0)),
+                        own_picks_from=own_picks_from(config)),
       state_sh, mesh, coupled=scfg.coupled,
       soft_tokens=bool(weights.token_kl))
 

@@ -283,20 +283,43 @@ def corrupt_feedback(key, codes_BxCxK, seam_BxK, prob: float,
   return flip(k_c, k_rc, codes_BxCxK), flip(k_s, k_rs, seam_BxK)
 
 
+OWN_PICKS_FROM = ("forced", "played")
+
+
+def check_own_picks_from(source: str) -> None:
+  if source not in OWN_PICKS_FROM:
+    raise ValueError(f"student.own_picks_from {source!r} is not one of "
+                     f"{OWN_PICKS_FROM}: set e.g. "
+                     "--config.student.own_picks_from=played")
+
+
 def own_pick_feedback(model: StudentModel, apply, h_BxCxd, z_BxCxKxD,
-                      tokens_BxCxK, seam_BxK, key, prob: float):
+                      tokens_BxCxK, seam_BxK, key, prob: float,
+                      source: str = "forced"):
   """The fed-back codes (B, C, K) with each replaced, with probability
-  `prob`, by the student's own coupled pick for that token: teacher-forced
-  (it reads the teacher's codes before it), at its pick temperature, with
-  the teacher's noise z -- where the student's distribution leaves the
-  teacher's, the code it would have played instead. Trained on these with
-  the teacher's tokens as targets, the head learns to come back to the
-  teacher's chunk for z after its own slips instead of following them (at
-  serve time it reads its own picks). No gradient flows through the picks."""
-  logits = apply(h_BxCxd, S.previous_frames(tokens_BxCxK, seam_BxK),
-                 tokens_BxCxK, method=StudentModel.frame_logits)
-  own = model.books.codes(
-      jax.lax.stop_gradient(logits) / model.cfg.pick_temperature, z_BxCxKxD)
+  `prob`, by the student's own coupled pick for that token, at its pick
+  temperature, with the teacher's noise z -- where the student's
+  distribution leaves the teacher's, the code it would have played instead.
+  Trained on these with the teacher's tokens as targets, the head learns to
+  come back to the teacher's chunk for z after its own slips instead of
+  following them (at serve time it reads its own picks). No gradient flows
+  through the picks.
+
+  source "forced": each pick reads the teacher's codes before it (one
+  parallel pass: a single slip, never two in a row). "played": the chunk the
+  student plays from the seam (`recurrent_codes`, unguided: a scan of C
+  small steps), whose picks read its own earlier picks, so slips compound
+  as they do when it plays."""
+  check_own_picks_from(source)
+  if source == "played":
+    own = jax.lax.stop_gradient(apply(
+        h_BxCxd[None], z_BxCxKxD, seam_BxK, 0.0, model.cfg.pick_temperature,
+        method=StudentModel.recurrent_codes))
+  else:
+    logits = apply(h_BxCxd, S.previous_frames(tokens_BxCxK, seam_BxK),
+                   tokens_BxCxK, method=StudentModel.frame_logits)
+    own = model.books.codes(
+        jax.lax.stop_gradient(logits) / model.cfg.pick_temperature, z_BxCxKxD)
   hit = jax.random.bernoulli(key, prob, tokens_BxCxK.shape)
   return jnp.where(hit, own, tokens_BxCxK)
 
@@ -305,7 +328,8 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
                    scaler: LatentScaler, weights: L.LossWeights,
                    style_drop_prob: float = 0.0, imle_samples: int = 1,
                    style_embed=None, imle_select: str = "latent",
-                   feedback_noise: float = 0.0, own_picks: float = 0.0):
+                   feedback_noise: float = 0.0, own_picks: float = 0.0,
+                   own_picks_from: str = "forced"):
   """-> (total loss, metrics) for one batch; `params` = full student tree.
 
   `imle_select`: how the one-step term picks its draw among K: "latent"
@@ -322,7 +346,8 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
   blindly (at serve time it reads its own picks, errors included).
 
   `own_picks`: the same, with this fraction of them replaced by the
-  student's own coupled picks instead (`own_pick_feedback`).
+  student's own coupled picks instead (`own_pick_feedback`; `own_picks_from`
+  "forced" or "played").
   """
   if weights.style and style_embed is None:
     raise ValueError(
@@ -360,7 +385,8 @@ def compute_losses(model: StudentModel, params, batch, rng, *, codec,
     if feedback and own_picks > 0:
       h = apply(x_max, sigma, cross, z, method=StudentModel.token_features)
       known = own_pick_feedback(model, apply, h, z, known, seam,
-                                jax.random.fold_in(rng, 8), own_picks)
+                                jax.random.fold_in(rng, 8), own_picks,
+                                own_picks_from)
       logits = apply(h, S.previous_frames(known, seam), known,
                      method=StudentModel.frame_logits)
     else:
@@ -433,8 +459,10 @@ def make_train_step(model: StudentModel, optimizer, *, codec,
                     scaler: LatentScaler, weights: L.LossWeights,
                     style_drop_prob: float = 0.0, imle_samples: int = 1,
                     style_embed=None, imle_select: str = "latent",
-                    feedback_noise: float = 0.0, own_picks: float = 0.0):
+                    feedback_noise: float = 0.0, own_picks: float = 0.0,
+                    own_picks_from: str = "forced"):
   """The pure step; jit it with `jit_train_step` (shardings, donation)."""
+  check_own_picks_from(own_picks_from)
   check_imle_select(imle_select)
   check_coupled_draws(model.cfg.coupled, imle_samples)
 
@@ -448,7 +476,8 @@ def make_train_step(model: StudentModel, optimizer, *, codec,
                             style_embed=style_embed,
                             imle_select=imle_select,
                             feedback_noise=feedback_noise,
-                            own_picks=own_picks)
+                            own_picks=own_picks,
+                            own_picks_from=own_picks_from)
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)

@@ -543,9 +543,10 @@ def test_feedback_noise_reaches_the_token_feedback_train_step():
 
 
 # ---- own picks: teacher forcing on the student's own slips ------------------
-def _own_pick_inputs():
+def _own_pick_inputs(**more):
   # A pick temperature other than 1, so that leaving it out shows.
-  step, state, batch, model, g, params = _feedback_state(pick_temperature=3.0)
+  step, state, batch, model, g, params = _feedback_state(pick_temperature=3.0,
+                                                         **more)
   apply = lambda *a, **kw: model.apply({"params": params}, *a, **kw)
   b = batch["tokens"].shape[0]
   z = jnp.asarray(batch["noise"])
@@ -602,6 +603,60 @@ def test_own_picks_train_on_the_mixed_feedback_toward_the_teachers_tokens():
                                tokens)
   assert float(m["loss/tokens"]) == pytest.approx(float(want), rel=1e-4)
   assert abs(float(m["loss/tokens"]) - float(clean["loss/tokens"])) > 1e-3
+
+
+@pytest.mark.parametrize("frame_state", [False, True])
+def test_played_own_picks_are_the_chunk_the_student_plays(frame_state):
+  """own_picks_from="played": the fed-back codes are the chunk the student
+  plays from the seam (unguided, at its pick temperature, the teacher's z):
+  read back teacher-forced, every pick is its own coupled pick -- the fixed
+  point a free-running chunk is and a teacher-forced one is not. Mutations
+  caught: the forced picks returned, no pick temperature, a zero seam."""
+  _, _, batch, model, params, apply, h, z, tokens, seam = _own_pick_inputs(
+      frame_state=frame_state)
+  key = jax.random.PRNGKey(3)
+  played = T.own_pick_feedback(model, apply, h, z, tokens, seam, key, 1.0,
+                               "played")
+  reread = _feedback_logits(model, params, batch, played)
+  np.testing.assert_array_equal(
+      played, model.books.codes(reread / model.cfg.pick_temperature, z))
+  forced = T.own_pick_feedback(model, apply, h, z, tokens, seam, key, 1.0)
+  reread = _feedback_logits(model, params, batch, forced)
+  assert (np.asarray(forced) != np.asarray(model.books.codes(
+      reread / model.cfg.pick_temperature, z))).mean() > 0.2
+  assert (np.asarray(played) != np.asarray(forced)).mean() > 0.2
+  # At rate 0 the teacher's codes, as for forced picks.
+  np.testing.assert_array_equal(T.own_pick_feedback(
+      model, apply, h, z, tokens, seam, key, 0.0, "played"), tokens)
+
+
+def test_played_own_picks_train_toward_the_teachers_tokens():
+  """The step's token loss with own_picks=1 from played picks is the
+  cross-entropy of the logits read from the played chunk to the teacher's
+  tokens, not the forced picks' loss. Mutation caught: the step not passing
+  own_picks_from on."""
+  from mrt_distill.distill import losses as L
+  _, state, batch, model, params, apply, h, z, tokens, seam = (
+      _own_pick_inputs())
+  _, forced = _feedback_step(model, own_picks=1.0)(state, batch,
+                                                    jax.random.PRNGKey(0))
+  _, m = _feedback_step(model, own_picks=1.0, own_picks_from="played")(
+      state, batch, jax.random.PRNGKey(0))
+  played = T.own_pick_feedback(model, apply, h, z, tokens, seam,
+                               jax.random.PRNGKey(0), 1.0, "played")
+  want = L.token_cross_entropy(_feedback_logits(model, params, batch, played),
+                               tokens)
+  assert float(m["loss/tokens"]) == pytest.approx(float(want), rel=1e-4)
+  assert abs(float(m["loss/tokens"]) - float(forced["loss/tokens"])) > 1e-3
+
+
+def test_unknown_own_picks_source_is_refused_by_name():
+  from mrt_distill.distill.losses import LossWeights
+  with pytest.raises(ValueError, match=r"student.own_picks_from 'free' is not "
+                     r"one of \('forced', 'played'\): set e.g. "
+                     r"--config.student.own_picks_from=played"):
+    T.make_train_step(None, None, codec=None, scaler=None,
+                      weights=LossWeights(), own_picks_from="free")
 
 
 def test_own_picks_out_of_range_is_refused():
