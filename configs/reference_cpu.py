@@ -101,6 +101,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # picked before it in the chunk, not only the previous frame
       # (student.py, StudentConfig.frame_state). An option, being measured.
       frame_state=False,
+      # token_feedback: residual MLP blocks of the pick (StudentConfig.
+      # head_layers). An option, being measured.
+      head_layers=1,
       # token_feedback in training: this fraction of the teacher's codes fed
       # back (and of the seam's) replaced by random codes, so the head does
       # not follow its own earlier picks blindly when it plays. Off: 0.25 and

@@ -140,6 +140,7 @@ def apply_overrides(cfg: ml_collections.ConfigDict,
 SHAPE_KEYS = ("world", "student.lora_rank", "student.chunk_frames",
               "student.coupled", "student.token_head",
               "student.token_feedback", "student.frame_state",
+              "student.head_layers",
               "rollout.batch",
               "rollout.replay_capacity", "optim.name")
 # Keys added after the first release, with the value older configs meant.
@@ -147,6 +148,7 @@ SHAPE_DEFAULTS = {"student.chunk_frames": 0, "optim.ema": False,
                   "student.coupled": False, "student.token_head": False,
                   "student.token_feedback": False,
                   "student.frame_state": False,
+                  "student.head_layers": 1,
                   "soft_tokens": False}
 
 

@@ -104,6 +104,7 @@ def student_config(config, teacher_cfg) -> S.StudentConfig:
       token_head=bool(s.get("token_head", False)),
       token_feedback=bool(s.get("token_feedback", False)),
       frame_state=bool(s.get("frame_state", False)),
+      head_layers=s.get("head_layers", 1),
       pick_temperature=s.get("pick_temperature", 1.0),
       noise=NoiseSchedule(sigma_min=s.sigma_min, sigma_max=s.sigma_max,
                           sigma_data=s.sigma_data, num_scales=s.num_scales))

@@ -87,6 +87,9 @@ HEAD_SCOPES = ("latent_in", "sigma_in", "sigma_hidden", "style_in",
                "latent_out", "cross_slot_bias", "noise_in", "token_out",
                "prev_in", "level_in", "prev_hidden", "prev_out",
                "repeat_logit", "state_decay", "state_out")
+# The pick's extra residual blocks (StudentConfig.head_layers > 1):
+# pick_hidden_1, pick_out_1, ...
+HEAD_PREFIXES = ("pick_hidden_", "pick_out_")
 LORA_LEAVES = ("lora_a", "lora_b")
 
 
@@ -138,6 +141,12 @@ class StudentConfig:
   # depends on all of them. Teacher-forced in training; carried through
   # the pick's scan when serving.
   frame_state: bool = False
+  # token_feedback only: residual MLP blocks the pick's summed input goes
+  # through before the logits (1: prev_hidden/prev_out; more: pick_hidden_i
+  # / pick_out_i after it, each started at zero so a fresh block adds
+  # nothing). The teacher's level-q distribution depends on the codes
+  # below it non-linearly; one block may be too little.
+  head_layers: int = 1
 
   def __post_init__(self):
     t = self.pick_temperature
@@ -157,6 +166,14 @@ class StudentConfig:
       raise ValueError("student.frame_state=True needs "
                        "student.token_feedback=True (it sums the picked "
                        "frames the recurrent pick feeds back)")
+    n = self.head_layers
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+      raise ValueError(f"student.head_layers must be a whole number >= 1, "
+                       f"got {n!r}: set e.g. --config.student.head_layers=1")
+    if n > 1 and not self.token_feedback:
+      raise ValueError("student.head_layers > 1 needs "
+                       "student.token_feedback=True (the blocks are the "
+                       "recurrent pick's); set --config.student.head_layers=1")
     if not isinstance(self.lora_rank, int) or self.lora_rank < 1:
       raise ValueError(f"lora_rank must be an int >= 1, got "
                        f"{self.lora_rank!r}")
@@ -340,6 +357,12 @@ class StudentModel(nn.Module):
       # Zero: a fresh head adds the embedding and nothing else.
       self.prev_out = Dense(d, (axes.MLP, axes.EMBED), jnp.float32,
                             kernel_init=nn.initializers.zeros)
+      self.pick_blocks = [
+          (Dense(d, (axes.EMBED, axes.MLP), jnp.float32,
+                 name=f"pick_hidden_{i}"),
+           Dense(d, (axes.MLP, axes.EMBED), jnp.float32,
+                 kernel_init=nn.initializers.zeros, name=f"pick_out_{i}"))
+          for i in range(1, c.head_layers)]
       if c.frame_state:
         # Decay 0.73 at the start (sigmoid(1)); zero output: a fresh
         # state adds nothing.
@@ -486,8 +509,12 @@ class StudentModel(nn.Module):
             + e_prev_Bxd)
 
   def _pick_input(self, u):
-    """The feedback head's residual MLP on a level's summed input (..., d)."""
-    return u + self.prev_out(nn.silu(self.prev_hidden(u)))
+    """The feedback head's residual MLP blocks on a level's summed input
+    (..., d) -> (..., d)."""
+    u = u + self.prev_out(nn.silu(self.prev_hidden(u)))
+    for hidden, out in self.pick_blocks:
+      u = u + out(nn.silu(hidden(u)))
+    return u
 
   def recurrent_codes(self, h_GxBxCxd, z_BxCxKxD, seam_BxK, cfg_weight=0.0,
                       temperature=1.0):
@@ -646,7 +673,8 @@ def student_partition_spec(cfg: StudentConfig):
 
 def is_trainable(path: tuple[str, ...]) -> bool:
   """LoRA factors and the new heads train; the teacher's weights do not."""
-  return path[0] in HEAD_SCOPES or path[-1] in LORA_LEAVES
+  return (path[0] in HEAD_SCOPES or path[0].startswith(HEAD_PREFIXES)
+          or path[-1] in LORA_LEAVES)
 
 
 def split_params(params):

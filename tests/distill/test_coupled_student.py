@@ -420,6 +420,46 @@ def test_frame_state_reads_every_frame_before_and_none_after():
   assert moved[f + 1:].min() > 1e-4
 
 
+def test_extra_pick_blocks_start_as_nothing_then_shape_the_logits():
+  """student.head_layers=3 adds two residual blocks to the pick, trained
+  with the heads and zero at the start: a fresh student's logits are those
+  of head_layers=1 with the same shared parameters; once a block's output
+  is not zero, they move. Its parameters are in the fingerprint."""
+  from flax import traverse_util
+  base = config_io.load_config("reference_cpu:tiny")
+  _, _, batch, model3, g, params3 = _feedback_state(head_layers=3)
+  flat = traverse_util.flatten_dict(params3)
+  assert {k[0] for k in flat if k[0].startswith("pick_")} == {
+      "pick_hidden_1", "pick_out_1", "pick_hidden_2", "pick_out_2"}
+  assert all(S.is_trainable(k) for k in flat if k[0].startswith("pick_"))
+  _, _, _, model1, _, _ = _feedback_state(head_layers=1)
+  zeroed = {k: (jnp.zeros_like(v) if k[0].startswith("pick_out_") else v)
+            for k, v in flat.items()}
+  shared = {k: v for k, v in flat.items() if not k[0].startswith("pick_")}
+  codes = np.asarray(batch["tokens"], np.int32)
+  one = _feedback_logits(model1, traverse_util.unflatten_dict(shared), batch,
+                         codes)
+  np.testing.assert_array_equal(_feedback_logits(
+      model3, traverse_util.unflatten_dict(zeroed), batch, codes), one)
+  assert float(jnp.abs(_feedback_logits(model3, params3, batch, codes)
+                       - one).max()) > 1e-3
+  base.student.head_layers = 3
+  assert config_io.shape_fingerprint(base)["student.head_layers"] == 3
+
+
+@pytest.mark.parametrize("layers,feedback,match", [
+    (0, True, r"student.head_layers must be a whole number >= 1, got 0"),
+    (2.5, True, r"student.head_layers must be a whole number >= 1, got 2.5"),
+    (2, False, r"student.head_layers > 1 needs student.token_feedback=True"),
+])
+def test_bad_head_layers_are_refused_by_name(layers, feedback, match):
+  from mrt_distill.teacher.load import load_teacher_config
+  with pytest.raises(ValueError, match=match):
+    S.StudentConfig(teacher=load_teacher_config("tiny"), coupled=True,
+                    token_head=True, token_feedback=feedback,
+                    head_layers=layers)
+
+
 # ---- losses.token_kl: the teacher's whole distribution per token -----------
 def test_token_kl_is_the_kl_to_the_teachers_distribution():
   """Zero at the teacher's own distribution, the KL by hand elsewhere, and
@@ -605,15 +645,17 @@ def test_own_picks_train_on_the_mixed_feedback_toward_the_teachers_tokens():
   assert abs(float(m["loss/tokens"]) - float(clean["loss/tokens"])) > 1e-3
 
 
-@pytest.mark.parametrize("frame_state", [False, True])
-def test_played_own_picks_are_the_chunk_the_student_plays(frame_state):
+@pytest.mark.parametrize("frame_state,head_layers", [(False, 1), (True, 1),
+                                                     (True, 3)])
+def test_played_own_picks_are_the_chunk_the_student_plays(frame_state,
+                                                          head_layers):
   """own_picks_from="played": the fed-back codes are the chunk the student
   plays from the seam (unguided, at its pick temperature, the teacher's z):
   read back teacher-forced, every pick is its own coupled pick -- the fixed
   point a free-running chunk is and a teacher-forced one is not. Mutations
   caught: the forced picks returned, no pick temperature, a zero seam."""
   _, _, batch, model, params, apply, h, z, tokens, seam = _own_pick_inputs(
-      frame_state=frame_state)
+      frame_state=frame_state, head_layers=head_layers)
   key = jax.random.PRNGKey(3)
   played = T.own_pick_feedback(model, apply, h, z, tokens, seam, key, 1.0,
                                "played")
