@@ -86,10 +86,7 @@ from mrt_distill.teacher.system import context_frame_ids
 HEAD_SCOPES = ("latent_in", "sigma_in", "sigma_hidden", "style_in",
                "latent_out", "cross_slot_bias", "noise_in", "token_out",
                "prev_in", "level_in", "prev_hidden", "prev_out",
-               "repeat_logit", "state_decay", "state_out")
-# The pick's extra residual blocks (StudentConfig.head_layers > 1):
-# pick_hidden_1, pick_out_1, ...
-HEAD_PREFIXES = ("pick_hidden_", "pick_out_")
+               "repeat_logit", "state_decay", "state_out", "pick_blocks")
 LORA_LEAVES = ("lora_a", "lora_b")
 
 
@@ -142,8 +139,8 @@ class StudentConfig:
   # the pick's scan when serving.
   frame_state: bool = False
   # token_feedback only: residual MLP blocks the pick's summed input goes
-  # through before the logits (1: prev_hidden/prev_out; more: pick_hidden_i
-  # / pick_out_i after it, each started at zero so a fresh block adds
+  # through before the logits (1: prev_hidden/prev_out; more: the blocks of
+  # `pick_blocks` after it, each started at zero so a fresh block adds
   # nothing). The teacher's level-q distribution depends on the codes
   # below it non-linearly; one block may be too little.
   head_layers: int = 1
@@ -235,6 +232,24 @@ class _Decoder(nn.Module):
   def setup(self):
     self.decoder = _Stacks(self.cfg)
     self.decoder_norm = RMSNorm(self.cfg.dtype)
+
+
+class _PickBlocks(nn.Module):
+  """`blocks` more residual MLP blocks of the recurrent pick (..., d) ->
+  (..., d) (StudentConfig.head_layers - 1), each output zero-initialised:
+  a fresh block adds nothing."""
+  width: int
+  blocks: int
+
+  @nn.compact
+  def __call__(self, u):
+    for i in range(self.blocks):
+      hidden = Dense(self.width, (axes.EMBED, axes.MLP), jnp.float32,
+                     name=f"hidden_{i}")
+      out = Dense(self.width, (axes.MLP, axes.EMBED), jnp.float32,
+                  kernel_init=nn.initializers.zeros, name=f"out_{i}")
+      u = u + out(nn.silu(hidden(u)))
+    return u
 
 
 class _LevelLogits(nn.Module):
@@ -357,12 +372,8 @@ class StudentModel(nn.Module):
       # Zero: a fresh head adds the embedding and nothing else.
       self.prev_out = Dense(d, (axes.MLP, axes.EMBED), jnp.float32,
                             kernel_init=nn.initializers.zeros)
-      self.pick_blocks = [
-          (Dense(d, (axes.EMBED, axes.MLP), jnp.float32,
-                 name=f"pick_hidden_{i}"),
-           Dense(d, (axes.MLP, axes.EMBED), jnp.float32,
-                 kernel_init=nn.initializers.zeros, name=f"pick_out_{i}"))
-          for i in range(1, c.head_layers)]
+      if c.head_layers > 1:
+        self.pick_blocks = _PickBlocks(d, c.head_layers - 1)
       if c.frame_state:
         # Decay 0.73 at the start (sigmoid(1)); zero output: a fresh
         # state adds nothing.
@@ -512,9 +523,7 @@ class StudentModel(nn.Module):
     """The feedback head's residual MLP blocks on a level's summed input
     (..., d) -> (..., d)."""
     u = u + self.prev_out(nn.silu(self.prev_hidden(u)))
-    for hidden, out in self.pick_blocks:
-      u = u + out(nn.silu(hidden(u)))
-    return u
+    return self.pick_blocks(u) if self.cfg.head_layers > 1 else u
 
   def recurrent_codes(self, h_GxBxCxd, z_BxCxKxD, seam_BxK, cfg_weight=0.0,
                       temperature=1.0):
@@ -673,8 +682,7 @@ def student_partition_spec(cfg: StudentConfig):
 
 def is_trainable(path: tuple[str, ...]) -> bool:
   """LoRA factors and the new heads train; the teacher's weights do not."""
-  return (path[0] in HEAD_SCOPES or path[0].startswith(HEAD_PREFIXES)
-          or path[-1] in LORA_LEAVES)
+  return path[0] in HEAD_SCOPES or path[-1] in LORA_LEAVES
 
 
 def split_params(params):

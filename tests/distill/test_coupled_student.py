@@ -431,14 +431,14 @@ def test_extra_pick_blocks_start_as_nothing_then_shape_the_logits():
   base = config_io.load_config("reference_cpu:tiny")
   _, _, batch, model3, g, params3 = _feedback_state(head_layers=3)
   flat = traverse_util.flatten_dict(params3)
-  assert {k[0] for k in flat if k[0].startswith("pick_")} == {
-      "pick_hidden_1", "pick_out_1", "pick_hidden_2", "pick_out_2"}
-  assert all(S.is_trainable(k) for k in flat if k[0].startswith("pick_"))
+  assert {k[1] for k in flat if k[0] == "pick_blocks"} == {
+      "hidden_0", "out_0", "hidden_1", "out_1"}
+  assert all(S.is_trainable(k) for k in flat if k[0] == "pick_blocks")
   model1 = S.StudentModel(dataclasses.replace(model3.cfg, head_layers=1),
                           books=model3.books)
-  zeroed = {k: (jnp.zeros_like(v) if k[0].startswith("pick_out_") else v)
-            for k, v in flat.items()}
-  shared = {k: v for k, v in flat.items() if not k[0].startswith("pick_")}
+  zeroed = {k: (jnp.zeros_like(v) if k[0] == "pick_blocks"
+                and k[1].startswith("out_") else v) for k, v in flat.items()}
+  shared = {k: v for k, v in flat.items() if k[0] != "pick_blocks"}
   codes = np.asarray(batch["tokens"], np.int32)
   one = _feedback_logits(model1, traverse_util.unflatten_dict(shared), batch,
                          codes)
