@@ -216,12 +216,12 @@ def test_from_teacher_copies_frozen_and_trains_only_adapters(
   trainable = {p for p in s if st.is_trainable(p)}
   assert trainable == {p for p in s
                        if p[0] in HEAD_SCOPES or p[-1] in LORA_LEAVES}
-  # noise_in, token_out, the token_feedback head and its frame state exist
-  # only in coupled students (this one is not); latent_out only in
-  # latent-head ones (this one is).
+  # noise_in, token_out, the token_feedback head, its frame state and its
+  # extra pick blocks (head_layers > 1) exist only in coupled students (this
+  # one is not); latent_out only in latent-head ones (this one is).
   coupled_only = {"noise_in", "token_out", "prev_in", "level_in",
                   "prev_hidden", "prev_out", "repeat_logit", "state_decay",
-                  "state_out"}
+                  "state_out", "pick_blocks"}
   assert {p[0] for p in trainable} >= set(HEAD_SCOPES) - coupled_only
   assert not coupled_only & {p[0] for p in trainable}
   frozen = set(s) - trainable
