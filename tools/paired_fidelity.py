@@ -149,6 +149,9 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
   dist = {k: {"latent_mse": [], "logmel_db": []}
           for k in ["teacher_indep", *players]
           + (["coupled_forced"] if token_head else [])}
+  # The log-mel distance along the chunk (B, mel frames) per player: where
+  # in the chunk a played chunk leaves teacher(z).
+  along = {k: [] for k in dist}
   audio_keep = {k: [] for k in ["teacher", "teacher_indep", *players]}
   # Per RVQ level, the share of tokens equal to the teacher's for z: the
   # independent teacher's (chance) and the coupled student's teacher-forced
@@ -176,8 +179,8 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
     for k in dist:
       d = np.asarray(scaler.to_student(lat[k])) - ref
       dist[k]["latent_mse"].append(np.mean(d ** 2, axis=(1, 2)))
-      dist[k]["logmel_db"].append(np.mean(np.abs(mel[k] - mel["teacher"]),
-                                          axis=(1, 2)))
+      along[k].append(np.mean(np.abs(mel[k] - mel["teacher"]), axis=2))
+      dist[k]["logmel_db"].append(along[k][-1].mean(axis=1))
     for k in audio_keep:
       audio_keep[k].append(audio[k])
     agree["teacher_indep"].append(np.mean(t_z2 == t_z, axis=(0, 1)))
@@ -204,6 +207,9 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
       out["metrics"][k][m + "_ratio_ci90"] = ratio_ci90(
           np.mean(dist[k][m], axis=0), np.mean(dist["teacher_indep"][m],
                                                axis=0), rng)
+  out["logmel_db_ratio_by_fifth_of_chunk"] = {
+      k: ratio_by_part(np.concatenate(v), np.concatenate(
+          along["teacher_indep"]), 5) for k, v in along.items()}
   out["token_agreement_per_level"] = {
       k: [round(float(a), 4) for a in np.mean(v, axis=0)]
       for k, v in agree.items()}
@@ -213,6 +219,16 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
           names, g.sample_rate)
     out["png"] = png
   return out
+
+
+def ratio_by_part(d_BxT, floor_BxT, parts: int) -> list[float]:
+  """mean(d) / mean(floor) over each of `parts` consecutive stretches of
+  the time axis (the last ones one frame shorter where T does not divide):
+  1 where the student is no closer to teacher(z) than an independent
+  sample."""
+  d = np.array_split(np.asarray(d_BxT), parts, axis=1)
+  f = np.array_split(np.asarray(floor_BxT), parts, axis=1)
+  return [round(float(a.mean() / b.mean()), 4) for a, b in zip(d, f)]
 
 
 def ratio_ci90(per_prompt, per_prompt_floor, rng,
@@ -293,6 +309,9 @@ def main(argv=None) -> int:
             f"{ci('latent_mse')})  log-mel {v['logmel_db']:.2f} dB "
             f"({v['logmel_db_ratio_to_independent_teacher']:.2f}x, 90% CI "
             f"{ci('logmel_db')})")
+    for k, v in res["logmel_db_ratio_by_fifth_of_chunk"].items():
+      print(f"{k:14s} log-mel ratio along the chunk, by fifths: "
+            + " / ".join(f"{a:.2f}" for a in v))
     for k, v in res["token_agreement_per_level"].items():
       print(f"{k:14s} tokens equal to the teacher's, per level: "
             + " / ".join(f"{a:.3f}" for a in v))

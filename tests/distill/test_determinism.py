@@ -50,10 +50,10 @@ def test_two_processes_give_bitwise_identical_students(tmp_path):
   procs = []
   for i, hash_seed in enumerate(("0", "4242")):
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONHASHSEED=hash_seed)
-    env.pop("JAX_COMPILATION_CACHE_DIR", None)  # each compiles its own
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     log = (tmp_path / f"log{i}.txt").open("w")
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "mrt_distill.main", "distill",
+    procs.append(subprocess.Popen(  # --no-cache: each compiles its own
+        [sys.executable, "-m", "mrt_distill.main", "--no-cache", "distill",
          "--workdir", str(tmp_path / f"w{i}"), *ARGS],
         env=env, stdout=log, stderr=subprocess.STDOUT))
   for i, p in enumerate(procs):

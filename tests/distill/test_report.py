@@ -35,6 +35,9 @@ def report(tmp_path_factory):
   return workdir, json.loads((workdir / "report.json").read_text())
 
 
+# slow: a whole reference-world distill and its report (about 100 s on 2
+# cores); .ci/run runs it with the other slow checks.
+@pytest.mark.slow
 def test_report_rows_summary_and_speed(report):
   workdir, rep = report
   rows = rep["rows"]

@@ -159,6 +159,9 @@ SHARDING_SCRIPT = textwrap.dedent("""
 """)
 
 
+# slow: a fresh process compiling the step for 8 devices and for 1 (about
+# 40 s on 2 cores); .ci/run runs it with the other slow checks.
+@pytest.mark.slow
 def test_sharded_step_on_8_fake_devices_matches_single_device():
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
              JAX_PLATFORMS="cpu")

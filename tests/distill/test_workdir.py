@@ -175,6 +175,9 @@ def test_a_killed_holder_leaves_a_lock_the_next_run_takes_over(tmp_path):
     assert c.kind == "run"
 
 
+# slow: two real distill processes (about 32 s on 2 cores); .ci/run runs
+# it with the other slow checks.
+@pytest.mark.slow
 def test_two_real_distill_runs_on_one_workdir(tmp_path):
   """(About 10 s.) A real `distill` holds its workdir for the whole command (training,
   export): a second one started meanwhile is refused naming it, and the

@@ -109,3 +109,23 @@ def test_ratio_interval_is_paired_over_prompts():
   d = floor * rng.uniform(0.3, 1.2, 10)
   lo, hi = pf.ratio_ci90(d, floor, rng)
   assert lo < d.mean() / floor.mean() < hi and hi - lo > 0.05
+
+
+def test_ratio_along_the_chunk_is_per_stretch_of_time():
+  """Each fifth of the chunk is its own ratio to the floor over the same
+  frames: a student that matches teacher(z) for the first 4 of 10 frames
+  and is as far as the floor after reads 0, 0, 1, 1, 1 with 2 frames a
+  fifth (caught: ratios over the whole chunk, or over other frames than
+  the floor's); 11 frames split 3, 2, 2, 2, 2."""
+  floor = np.random.default_rng(0).uniform(1.0, 5.0, (3, 10))
+  d = floor.copy()
+  d[:, :4] = 0.0
+  assert pf.ratio_by_part(d, floor, 5) == pytest.approx([0, 0, 1, 1, 1])
+  # 11 frames: the extra (first) frame at 3x the floor lifts the first
+  # fifth's ratio only.
+  f = np.concatenate([floor[:, :1], floor], axis=1)
+  d = np.concatenate([3 * floor[:, :1], floor], axis=1)
+  r = pf.ratio_by_part(d, f, 5)
+  assert r[1:] == pytest.approx([1, 1, 1, 1])
+  assert r[0] == pytest.approx(
+      (d[:, :3].sum()) / f[:, :3].sum(), rel=1e-4) and r[0] > 1.2

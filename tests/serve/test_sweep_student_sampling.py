@@ -36,6 +36,9 @@ def test_music_figures_tell_clicks_from_a_steady_tone():
   assert noise["flatness"] > 0.3 > 0.05 > steady["flatness"]
 
 
+# slow: teacher and student streams, judged (about 37 s on 2 cores);
+# .ci/run runs it with the other slow checks.
+@pytest.mark.slow
 def test_sweep_on_the_shipped_student():
   r = sweep.sweep("reference", [0.0, 1.0], [1.0], samples=1, seconds=4.0,
                   gt_pieces=1, styles=["funk"], long_minutes=2 / 60,
