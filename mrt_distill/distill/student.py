@@ -372,8 +372,8 @@ class StudentModel(nn.Module):
       # Zero: a fresh head adds the embedding and nothing else.
       self.prev_out = Dense(d, (axes.MLP, axes.EMBED), jnp.float32,
                             kernel_init=nn.initializers.zeros)
-      if c.head_layers > 1:
-        self.pick_blocks = _PickBlocks(d, c.head_layers - 1)
+      # head_layers=1: no blocks, no parameters (the tree is unchanged).
+      self.pick_blocks = _PickBlocks(d, c.head_layers - 1)
       if c.frame_state:
         # Decay 0.73 at the start (sigmoid(1)); zero output: a fresh
         # state adds nothing.
@@ -523,7 +523,7 @@ class StudentModel(nn.Module):
     """The feedback head's residual MLP blocks on a level's summed input
     (..., d) -> (..., d)."""
     u = u + self.prev_out(nn.silu(self.prev_hidden(u)))
-    return self.pick_blocks(u) if self.cfg.head_layers > 1 else u
+    return self.pick_blocks(u)
 
   def recurrent_codes(self, h_GxBxCxd, z_BxCxKxD, seam_BxK, cfg_weight=0.0,
                       temperature=1.0):

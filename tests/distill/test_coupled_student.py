@@ -6,7 +6,6 @@ tests/test_coupling.py.)"""
 from __future__ import annotations
 
 import dataclasses
-
 import itertools
 
 import jax
