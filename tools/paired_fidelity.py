@@ -15,6 +15,13 @@ coupled sampling; at every chunk, for the same context and style:
          distance is where the student would be if it never left the
          teacher's path; the gap from F(z) to S(z) is what its own slips
          cost when it plays.
+  T~(z)  (token heads) the teacher's own chunk with the noise redrawn (from
+         z') at the tokens where F(z) differs from T(z): a student that
+         slips where this one does, but after every slip goes on exactly as
+         the teacher would (perfect recovery). Its distance is the floor of
+         any student with this per-token accuracy, however it is trained
+         to recover; the gap from S(z) down to it is what recovery could
+         still buy. `--slip-rates` adds the same at uniform random rates.
 
 Distances to T(z): latent MSE in the student's scaled space and the mean
 absolute log-mel difference (dB) of the codec-decoded audio. The ratio
@@ -65,7 +72,9 @@ class Player:
     # The serving control: x the student's own pick_temperature.
     self.token_temperature = float(token_temperature)
     self._fn = jax.jit(self._latents)
-    self._forced_fn = jax.jit(self._forced)  # traced on first use only
+    # Traced on first use only.
+    self._forced_fn = jax.jit(self._forced)
+    self._forced_logp_fn = jax.jit(self._forced_log_probs)
 
   def _latents(self, params, ctx_ids, style_ids, emb, z, key):
     """The serving step's sampler (one step, its guidance, pick temperature
@@ -78,11 +87,10 @@ class Player:
         key, z if self.coupled else None)
     return self.b.scaler.to_codec(x0)
 
-  def _forced(self, params, ctx_ids, style_ids, emb, z, t_codes):
-    """Teacher-forced picks: every token's logits read the teacher's codes
-    before it (as in training), guided and tempered as served, picked with
-    the teacher's z -> codes (B, C, K). Where they equal the teacher's, the
-    student would follow it; where not, a served chunk leaves it."""
+  def _forced_log_probs(self, params, ctx_ids, style_ids, emb, z, t_codes):
+    """Teacher-forced distributions: every token's logits read the teacher's
+    codes before it (as in training), guided and tempered as served ->
+    log q (B, C, K, V), what the student's pick maps with z."""
     from mrt_distill.distill import student as S
     from mrt_distill.geometry import MASK_ID
     st, m = self.stepper, self.b.model
@@ -101,13 +109,27 @@ class Player:
     if self.w:
       lg = (1 + self.w) * lg - self.w * logits(
           jnp.full_like(style_ids, MASK_ID), jnp.zeros_like(emb))
-    return m.books.codes(
-        lg / (self.token_temperature * m.cfg.pick_temperature), z)
+    return jax.nn.log_softmax(
+        lg / (self.token_temperature * m.cfg.pick_temperature), axis=-1)
+
+  def _forced(self, params, ctx_ids, style_ids, emb, z, t_codes):
+    """Teacher-forced picks: the forced distributions picked with the
+    teacher's z -> codes (B, C, K). Where they equal the teacher's, the
+    student would follow it; where not, a served chunk leaves it."""
+    return self.b.model.books.codes(
+        self._forced_log_probs(params, ctx_ids, style_ids, emb, z, t_codes), z)
+
+  def _args(self, ctx_ids, style_ids, emb, z, t_codes):
+    return (self.b.params, jnp.asarray(ctx_ids), jnp.asarray(style_ids),
+            jnp.asarray(emb), jnp.asarray(z), jnp.asarray(t_codes, jnp.int32))
 
   def forced_codes(self, ctx_ids, style_ids, emb, z, t_codes):
     return np.asarray(self._forced_fn(
-        self.b.params, jnp.asarray(ctx_ids), jnp.asarray(style_ids),
-        jnp.asarray(emb), jnp.asarray(z), jnp.asarray(t_codes, jnp.int32)))
+        *self._args(ctx_ids, style_ids, emb, z, t_codes)))
+
+  def forced_log_probs(self, ctx_ids, style_ids, emb, z, t_codes):
+    return np.asarray(self._forced_logp_fn(
+        *self._args(ctx_ids, style_ids, emb, z, t_codes)))
 
   def __call__(self, ctx_ids, style_ids, emb, z, key):
     return np.asarray(self._fn(self.b.params, jnp.asarray(ctx_ids),
@@ -115,15 +137,27 @@ class Player:
                                jnp.asarray(z), key))
 
 
+def held_out_styles(bundle):
+  """The held-out prompts (the bare style names) -> (names, style
+  embeddings f32 (B, E), style ids int32 (B, S))."""
+  from mrt_distill.style import mixing
+  from mrt_distill.world import music
+  names = list(music.STYLES)
+  sm = bundle.style_model
+  emb = np.concatenate([sm.embed_text(n) for n in names]
+                       ).reshape(len(names), -1).astype(np.float32)
+  ids = mixing.style_tokens(sm, bundle.geometry, emb).astype(np.int32)
+  return names, emb, ids
+
+
 def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
             png: str | None = None, log=print,
             cfg_weight: float | None = None,
-            token_temperature: float = 1.0) -> dict:
+            token_temperature: float = 1.0,
+            slip_rates: tuple[float, ...] = ()) -> dict:
   from mrt_distill import coupling
   from mrt_distill.distill import student as S
   from mrt_distill.serve.bundle import load_student
-  from mrt_distill.style import mixing
-  from mrt_distill.world import music
 
   t0 = time.perf_counter()
   sb = load_student(student)
@@ -136,19 +170,19 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
   samp = sb.config.sampling.to_dict()
   system = sb.teacher_system(**samp)
   g, codec, scaler = system.geometry, sb.codec, sb.scaler
-  names = list(music.STYLES)
-  emb = np.concatenate([sb.style_model.embed_text(n) for n in names]
-                       ).reshape(len(names), -1).astype(np.float32)
-  style_ids = mixing.style_tokens(sb.style_model, g, emb).astype(np.int32)
+  names, emb, style_ids = held_out_styles(sb)
   b = len(names)
   ctx = np.full((b, g.context_frames, g.target_levels), -1, np.int32)
   token_head = sb.model.cfg.token_head
   # coupled_forced: the chunk of the student's teacher-forced picks (token
   # heads): its distance is what the student would reach if it never left
   # the teacher's path; the gap to "coupled" is what its own slips cost.
+  slips = {f"teacher_slips_{r:g}": float(r) for r in slip_rates}
   dist = {k: {"latent_mse": [], "logmel_db": []}
           for k in ["teacher_indep", *players]
-          + (["coupled_forced"] if token_head else [])}
+          + (["coupled_forced", "teacher_at_student_slips"] if token_head
+             else []) + list(slips)}
+  slip_rng = np.random.default_rng(seed + 1)
   # The log-mel distance along the chunk (B, mel frames) per player: where
   # in the chunk a played chunk leaves teacher(z).
   along = {k: [] for k in dist}
@@ -156,8 +190,9 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
   # Per RVQ level, the share of tokens equal to the teacher's for z: the
   # independent teacher's (chance) and the coupled student's teacher-forced
   # picks (token heads).
-  agree = {k: [] for k in (["teacher_indep", "coupled_forced"] if token_head
-                           else ["teacher_indep"])}
+  agree = {k: [] for k in (
+      ["teacher_indep", "coupled_forced", "teacher_at_student_slips"]
+      if token_head else ["teacher_indep"])}
   for i in range(chunks):
     key = jax.random.PRNGKey(seed * 7919 + i)
     z = np.asarray(coupling.draw_noise(jax.random.fold_in(key, 0), g, b))
@@ -172,6 +207,12 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
     if token_head:
       forced = players["coupled"].forced_codes(ids, style_ids, emb, z, t_z)
       lat["coupled_forced"] = codec.dequantize(forced)
+      t_slip = system.sample_codes(
+          ctx, emb, noise=redraw_noise(z, z2, forced != t_z))
+      lat["teacher_at_student_slips"] = codec.dequantize(t_slip)
+    for k, r in slips.items():
+      lat[k] = codec.dequantize(system.sample_codes(
+          ctx, emb, noise=redraw_noise(z, z2, slip_rng.random(t_z.shape) < r)))
     audio = {k: np.asarray(codec.decode_latents(jnp.asarray(v, jnp.float32))
                            ).mean(axis=-1) for k, v in lat.items()}
     mel = {k: _log_mel_db(a, g.sample_rate) for k, a in audio.items()}
@@ -186,6 +227,8 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
     agree["teacher_indep"].append(np.mean(t_z2 == t_z, axis=(0, 1)))
     if token_head:
       agree["coupled_forced"].append(np.mean(forced == t_z, axis=(0, 1)))
+      agree["teacher_at_student_slips"].append(
+          np.mean(t_slip == t_z, axis=(0, 1)))
     ctx = np.concatenate([ctx, t_z], axis=1)[:, -g.context_frames:]
     log(f"chunk {i + 1}/{chunks} ({time.perf_counter() - t0:.0f} s)",
         file=sys.stderr)
@@ -219,6 +262,17 @@ def measure(student: str, uncoupled: str | None, chunks: int, seed: int,
           names, g.sample_rate)
     out["png"] = png
   return out
+
+
+def redraw_noise(z_BxCxKxD, other_BxCxKxD, where_BxCxK) -> np.ndarray:
+  """The coupling noise z with each (frame, level) vector in `where`
+  replaced by the other draw's: the teacher then samples those tokens
+  afresh (a slip) and every other token with z."""
+  where = np.asarray(where_BxCxK, bool)
+  if where.shape != np.shape(z_BxCxKxD)[:3]:
+    raise ValueError(f"slip mask {where.shape} does not match the noise "
+                     f"{np.shape(z_BxCxKxD)} (B, C, K, D)")
+  return np.where(where[..., None], other_BxCxKxD, z_BxCxKxD)
 
 
 def ratio_by_part(d_BxT, floor_BxT, parts: int) -> list[float]:
@@ -273,6 +327,63 @@ def _draw(path: str, audio: dict, names: list[str], sr: int) -> None:
   plt.close(fig)
 
 
+def slip_rows(out: dict) -> list[tuple[float, str]]:
+  """(slip rate, metrics key) of the uniform-slip rows, by rate, with the
+  two ends every curve has: T(z) itself at 0 and T(z') at 1."""
+  rows = sorted((float(k.rsplit("_", 1)[1]), k) for k in out["metrics"]
+                if k.startswith("teacher_slips_"))
+  if not rows or rows[0][0] > 0:
+    rows.insert(0, (0.0, ""))  # "": T(z) itself, distance 0
+  if rows[-1][0] < 1:
+    rows.append((1.0, "teacher_indep"))
+  return rows
+
+
+def draw_slips(path: str, out: dict) -> None:
+  """The slip bound as a figure: the teacher's distance to T(z) against
+  the share of its tokens redrawn (latent and log-mel, 90% CI), the
+  issue's 0.6 line, and the student -- played S(z) and the teacher at its
+  slips -- at its own teacher-forced slip rate (1 - mean agreement)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from mrt_distill import atomic
+  met = out["metrics"]
+  rows = slip_rows(out)
+  fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+  for ax, m, name in zip(axes, ("latent_mse", "logmel_db"),
+                         ("latent MSE", "log-mel dB")):
+    key = m + "_ratio_to_independent_teacher"
+    x = [r for r, _ in rows]
+    y = [met[k][key] if k else 0.0 for _, k in rows]
+    ci = np.array([met[k][m + "_ratio_ci90"] if k else [0.0, 0.0]
+                   for _, k in rows])
+    ax.fill_between(x, ci[:, 0], ci[:, 1], alpha=0.2, color="C0")
+    ax.plot(x, y, "o-", color="C0", label="teacher, tokens redrawn at random")
+    ax.axhline(0.6, color="k", ls="--", lw=0.8, label="target 0.6x")
+    if "teacher_at_student_slips" in met:
+      slip = 1.0 - float(np.mean(
+          out["token_agreement_per_level"]["coupled_forced"]))
+      for k, mark, label in (
+          ("coupled", "s", "student plays S(z)"),
+          ("teacher_at_student_slips", "^",
+           "teacher, redrawn at the student's slips"),
+          ("coupled_forced", "x", "student, teacher-forced F(z)")):
+        ax.plot([slip], [met[k][key]], mark, ms=8, label=label)
+    ax.set_xlabel("share of tokens that slip")
+    ax.set_ylabel(f"{name}: d(., T(z)) / d(T(z'), T(z))")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.2)
+    ax.grid(alpha=0.3)
+  axes[1].legend(fontsize=7, loc="lower right")
+  fig.suptitle(f"Slip bound: {out['student']}, {out['chunks']} chunks x "
+               f"{len(out['prompts'])} prompts", fontsize=9)
+  fig.tight_layout()
+  with atomic.target(pathlib.Path(path)) as tmp:
+    fig.savefig(tmp, dpi=90, format="png")
+  plt.close(fig)
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--student", default="reference",
@@ -289,6 +400,15 @@ def main(argv=None) -> int:
   ap.add_argument("--token-temperature", type=float, default=1.0,
                   help="the serving control token_temperature (x the "
                        "student's pick_temperature; 1 = as shipped)")
+  ap.add_argument("--slip-rates", default="",
+                  help="comma-separated token shares, e.g. 0.1,0.3: also "
+                       "measure the teacher with its noise redrawn at that "
+                       "share of tokens, picked at random (what a student "
+                       "with that per-token accuracy and perfect recovery "
+                       "would reach)")
+  ap.add_argument("--slip-png", default=None,
+                  help="with --slip-rates: draw the slip bound (distance "
+                       "against slip rate, the student marked) to this PNG")
   ap.add_argument("--json", action="store_true")
   args = ap.parse_args(argv)
   if not 1 <= args.chunks <= 64:
@@ -296,9 +416,22 @@ def main(argv=None) -> int:
   if not 0 < args.token_temperature <= 10:
     ap.error(f"--token-temperature {args.token_temperature}: give a number "
              f"in (0, 10]")
+  try:
+    rates = tuple(float(r) for r in args.slip_rates.split(",") if r.strip())
+  except ValueError:
+    ap.error(f"--slip-rates {args.slip_rates!r}: give numbers in [0, 1] "
+             f"separated by commas, e.g. 0.1,0.3")
+  if any(not 0 <= r <= 1 for r in rates):
+    ap.error(f"--slip-rates {args.slip_rates!r}: each rate must be in [0, 1]")
+  if args.slip_png and not rates:
+    ap.error("--slip-png draws the --slip-rates curve: give --slip-rates "
+             "too, e.g. --slip-rates 0.05,0.1,0.2,0.4")
   res = measure(args.student, args.uncoupled, args.chunks, args.seed,
                 args.png, log=print, cfg_weight=args.cfg_weight,
-                token_temperature=args.token_temperature)
+                token_temperature=args.token_temperature, slip_rates=rates)
+  if args.slip_png:
+    draw_slips(args.slip_png, res)
+    res["slip_png"] = args.slip_png
   if args.json:
     print(json.dumps(res, indent=2))
   else:

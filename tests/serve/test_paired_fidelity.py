@@ -129,3 +129,58 @@ def test_ratio_along_the_chunk_is_per_stretch_of_time():
   assert r[1:] == pytest.approx([1, 1, 1, 1])
   assert r[0] == pytest.approx(
       (d[:, :3].sum()) / f[:, :3].sum(), rel=1e-4) and r[0] > 1.2
+
+
+def test_redrawn_noise_slips_exactly_the_masked_tokens():
+  """The slip bound's noise keeps z at every (frame, level) outside the
+  mask and takes the other draw's whole vector inside it (caught: slips at
+  the wrong tokens, or mixing vectors across levels); a mask of another
+  shape is refused with both shapes named."""
+  rng = np.random.default_rng(0)
+  z, other = rng.normal(size=(2, 3, 4, 5)), rng.normal(size=(2, 3, 4, 5))
+  mask = rng.random((2, 3, 4)) < 0.5
+  out = pf.redraw_noise(z, other, mask)
+  np.testing.assert_array_equal(out[mask], other[mask])
+  np.testing.assert_array_equal(out[~mask], z[~mask])
+  np.testing.assert_array_equal(
+      pf.redraw_noise(z, other, np.ones((2, 3, 4), bool)), other)
+  with pytest.raises(ValueError, match=r"\(2, 3, 3\).*\(2, 3, 4, 5\)"):
+    pf.redraw_noise(z, other, np.ones((2, 3, 3), bool))
+
+
+def _slip_result(rates):
+  met = {"teacher_indep": {}, "coupled": {}, "coupled_forced": {},
+         "teacher_at_student_slips": {}}
+  met.update({f"teacher_slips_{r:g}": {} for r in rates})
+  for i, v in enumerate(met.values()):
+    for m in ("latent_mse", "logmel_db"):
+      v[m + "_ratio_to_independent_teacher"] = 0.1 * i
+      v[m + "_ratio_ci90"] = [0.1 * i - 0.05, 0.1 * i + 0.05]
+  return {"student": "x", "chunks": 1, "prompts": ["a", "b"], "metrics": met,
+          "token_agreement_per_level": {"coupled_forced": [0.5, 0.3]}}
+
+
+def test_slip_curve_runs_from_the_teacher_to_the_independent_teacher(
+    tmp_path):
+  """The curve's points are the uniform-slip rows by rate, from T(z) at 0
+  (no row: distance 0) to T(z') at 1, and a rate of 1 given on the command
+  line is that row, not T(z') twice; the figure is written as a PNG."""
+  from PIL import Image
+  rows = pf.slip_rows(_slip_result([0.2, 0.05]))
+  assert rows == [(0.0, ""), (0.05, "teacher_slips_0.05"),
+                  (0.2, "teacher_slips_0.2"), (1.0, "teacher_indep")]
+  assert pf.slip_rows(_slip_result([0, 1])) == [
+      (0.0, "teacher_slips_0"), (1.0, "teacher_slips_1")]
+  png = tmp_path / "slips.png"
+  pf.draw_slips(str(png), _slip_result([0.05, 0.2]))
+  assert Image.open(png).format == "PNG" and Image.open(png).size[0] > 500
+
+
+def test_slip_png_without_slip_rates_is_refused_before_loading(capsys):
+  with pytest.raises(SystemExit) as e:
+    pf.main(["--student", "no/such/student", "--slip-png", "x.png"])
+  assert e.value.code == 2
+  assert "give --slip-rates too" in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    pf.main(["--student", "no/such/student", "--slip-rates", "0.1,2"])
+  assert "each rate must be in [0, 1]" in capsys.readouterr().err
