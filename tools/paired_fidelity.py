@@ -370,7 +370,7 @@ def draw_slips(path: str, out: dict) -> None:
            "teacher, redrawn at the student's slips"),
           ("coupled_forced", "x", "student, teacher-forced F(z)")):
         ax.plot([slip], [met[k][key]], mark, ms=8, label=label)
-    ax.set_xlabel("share of tokens that slip")
+    ax.set_xlabel("share of tokens redrawn (teacher) or differing (student)")
     ax.set_ylabel(f"{name}: d(., T(z)) / d(T(z'), T(z))")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.2)
