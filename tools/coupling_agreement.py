@@ -39,11 +39,11 @@ def agreement(logp_NxV, logq_NxV, books_VxD, key, draws: int) -> dict:
   codes) -> {"flow", "gumbel", "maximal"}: each a scalar, the mean over
   rows (and `draws` shared-noise draws) of P(pick under p == pick under
   q)."""
+  from mrt_distill import coupling
   n, v = logp_NxV.shape
   logp = jnp.asarray(logp_NxV, jnp.float32)
   logq = jnp.asarray(logq_NxV, jnp.float32)
   books = jnp.asarray(books_VxD, jnp.float32)
-  from mrt_distill import coupling
   k_z, k_g = jax.random.split(key)
   z = jax.random.normal(k_z, (draws * n, books.shape[-1]))
   rep = lambda a: jnp.broadcast_to(a[None], (draws, n, v)).reshape(-1, v)
@@ -52,8 +52,15 @@ def agreement(logp_NxV, logq_NxV, books_VxD, key, draws: int) -> dict:
   gum = jax.random.gumbel(k_g, (draws, n, v))
   gumbel = jnp.mean(jnp.argmax(logp[None] + gum, -1)
                     == jnp.argmax(logq[None] + gum, -1))
-  tv = 0.5 * jnp.sum(jnp.abs(jnp.exp(logp) - jnp.exp(logq)), axis=-1)
-  return {"flow": flow, "gumbel": gumbel, "maximal": jnp.mean(1.0 - tv)}
+  return {"flow": flow, "gumbel": gumbel,
+          "maximal": jnp.mean(maximal_agreement(logp, logq))}
+
+
+def maximal_agreement(logp_xV, logq_xV):
+  """1 - TV(p, q) per row (any leading shape): the most often any coupling
+  can make p and q pick the same code."""
+  return 1.0 - 0.5 * jnp.sum(jnp.abs(jnp.exp(logp_xV) - jnp.exp(logq_xV)),
+                             axis=-1)
 
 
 def measure(student: str, chunks: int, draws: int, seed: int,
@@ -76,6 +83,7 @@ def measure(student: str, chunks: int, draws: int, seed: int,
   ctx = np.full((b, g.context_frames, g.target_levels), -1, np.int32)
   fn = jax.jit(agreement, static_argnums=(4,))
   per = {k: [] for k in LEVEL_KEYS}
+  by_frame = []  # (C, K) per chunk: 1 - TV by position in the chunk
   for i in range(chunks):
     key = jax.random.PRNGKey(seed * 7919 + i)
     z = np.asarray(coupling.draw_noise(jax.random.fold_in(key, 0), g, b))
@@ -88,6 +96,8 @@ def measure(student: str, chunks: int, draws: int, seed: int,
             for q in range(g.target_levels)]
     for k in LEVEL_KEYS:
       per[k].append([float(r[k]) for r in rows])
+    by_frame.append(np.asarray(maximal_agreement(
+        jnp.asarray(logp), jnp.asarray(logq))).mean(axis=0))
     ctx = np.concatenate([ctx, t_z], axis=1)[:, -g.context_frames:]
     log(f"chunk {i + 1}/{chunks} ({time.perf_counter() - t0:.0f} s)",
         file=sys.stderr)
@@ -95,6 +105,10 @@ def measure(student: str, chunks: int, draws: int, seed: int,
           "prompts": names, "sampling": sb.config.sampling.to_dict(),
           "agreement_per_level": {k: [round(a, 4) for a in np.mean(v, 0)]
                                   for k, v in per.items()},
+          # Does the student fit the teacher less well later in the chunk
+          # (its picks read its own earlier ones) or from the first frame?
+          "maximal_by_frame_per_level": np.round(
+              np.mean(by_frame, axis=0), 4).tolist(),
           "seconds": time.perf_counter() - t0}
 
 
@@ -122,6 +136,9 @@ def main(argv=None) -> int:
     for k, v in res["agreement_per_level"].items():
       print(f"{k:8s} picks equal, per level: "
             + " / ".join(f"{a:.3f}" for a in v))
+    frames = np.asarray(res["maximal_by_frame_per_level"])
+    print("maximal by frame (mean over levels): "
+          + " ".join(f"{a:.2f}" for a in frames.mean(axis=1)))
   return 0
 
 

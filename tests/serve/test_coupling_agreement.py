@@ -53,3 +53,12 @@ def test_half_overlap_gives_the_known_agreements():
   # 16000 draws: the standard error of a share near 1/3 is 0.004.
   assert float(r["gumbel"]) == pytest.approx(1 / 3, abs=0.015)
   assert 0.0 < float(r["flow"]) <= 0.5 + 0.015
+
+
+def test_maximal_agreement_is_one_minus_total_variation_per_row():
+  """Per row, over any leading shape: p = (0.7, 0.3), q = (0.4, 0.6) share
+  min(p, q) = 0.4 + 0.3 = 0.7; equal rows share 1."""
+  p = _logp([[0.7, 0.3], [0.5, 0.5]])[None]
+  q = _logp([[0.4, 0.6], [0.5, 0.5]])[None]
+  np.testing.assert_allclose(np.asarray(ca.maximal_agreement(p, q)),
+                             [[0.7, 1.0]], atol=1e-6)
