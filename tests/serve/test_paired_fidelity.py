@@ -184,3 +184,35 @@ def test_slip_png_without_slip_rates_is_refused_before_loading(capsys):
   with pytest.raises(SystemExit):
     pf.main(["--student", "no/such/student", "--slip-rates", "0.1,2"])
   assert "each rate must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_a_redrawn_token_changes_only_what_the_teacher_plays_after_it():
+  """The slip bound's premise, on the shipped teacher at its rollout
+  sampling: with the noise of one token (frame 10, level 0) redrawn, every
+  token before it is T(z)'s exactly; where the redrawn token comes out as
+  T(z)'s, the whole chunk is T(z) (the same history and noise); where it
+  differs, the teacher goes on from the slip. Caught: a redraw that leaks
+  into other tokens' noise, or a decode that is not a function of the
+  noise."""
+  from mrt_distill import coupling
+  from mrt_distill.serve.bundle import load_student
+  from mrt_distill.style import mixing
+  sb = load_student("reference")
+  system = sb.teacher_system(**sb.config.sampling.to_dict())
+  g, b, f = system.geometry, 6, 10
+  emb = np.stack([mixing.embed_prompt_mix(sb.style_model, s) for s in (
+      "funk", "techno", "jazz", "reggae", "ambient", "funk")]).astype(
+          np.float32)
+  ctx = np.full((b, g.context_frames, g.target_levels), -1, np.int32)
+  key = jax.random.PRNGKey(11)
+  z = np.asarray(coupling.draw_noise(jax.random.fold_in(key, 0), g, b))
+  z2 = np.asarray(coupling.draw_noise(jax.random.fold_in(key, 1), g, b))
+  mask = np.zeros(z.shape[:3], bool)
+  mask[:, f, 0] = True
+  t = system.sample_codes(ctx, emb, noise=z)
+  t_s = system.sample_codes(ctx, emb, noise=pf.redraw_noise(z, z2, mask))
+  np.testing.assert_array_equal(t_s[:, :f], t[:, :f])
+  same = t_s[:, f, 0] == t[:, f, 0]
+  assert 0 < same.sum() < b  # both cases occur at this seed
+  np.testing.assert_array_equal(t_s[same], t[same])
+  assert all((t_s[i, f:] != t[i, f:]).any() for i in np.flatnonzero(~same))
