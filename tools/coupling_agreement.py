@@ -129,7 +129,12 @@ def main(argv=None) -> int:
     ap.error(f"--chunks {args.chunks}: give 1..64")
   if not 1 <= args.draws <= 1024:
     ap.error(f"--draws {args.draws}: give 1..1024")
-  res = measure(args.student, args.chunks, args.draws, args.seed)
+  from mrt_distill.serve.student_files import StudentLoadError
+  try:
+    res = measure(args.student, args.chunks, args.draws, args.seed)
+  except StudentLoadError as e:  # missing, damaged or of another geometry
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   if args.json:
     print(json.dumps(res, indent=2))
   else:

@@ -426,9 +426,14 @@ def main(argv=None) -> int:
   if args.slip_png and not rates:
     ap.error("--slip-png draws the --slip-rates curve: give --slip-rates "
              "too, e.g. --slip-rates 0.05,0.1,0.2,0.4")
-  res = measure(args.student, args.uncoupled, args.chunks, args.seed,
-                args.png, log=print, cfg_weight=args.cfg_weight,
-                token_temperature=args.token_temperature, slip_rates=rates)
+  from mrt_distill.serve.student_files import StudentLoadError
+  try:
+    res = measure(args.student, args.uncoupled, args.chunks, args.seed,
+                  args.png, log=print, cfg_weight=args.cfg_weight,
+                  token_temperature=args.token_temperature, slip_rates=rates)
+  except StudentLoadError as e:  # missing, damaged or of another geometry
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   if args.slip_png:
     draw_slips(args.slip_png, res)
     res["slip_png"] = args.slip_png

@@ -216,3 +216,15 @@ def test_a_redrawn_token_changes_only_what_the_teacher_plays_after_it():
   assert 0 < same.sum() < b  # both cases occur at this seed
   np.testing.assert_array_equal(t_s[same], t[same])
   assert all((t_s[i, f:] != t[i, f:]).any() for i in np.flatnonzero(~same))
+
+
+@pytest.mark.parametrize("tool", ["paired_fidelity", "coupling_agreement"])
+def test_a_missing_student_is_one_line_naming_it(tool, tmp_path, capsys):
+  """A student path that does not exist: exit 2 and one line that names
+  it and the forms a student can take, no traceback."""
+  import importlib
+  missing = str(tmp_path / "nope.npz")
+  assert importlib.import_module(tool).main(["--student", missing]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and err.startswith("error: student ")
+  assert missing in err and "WORKDIR@STEP" in err
